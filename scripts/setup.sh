@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs everything umirror's tests and main job need on a fresh Debian machine (run as root or with sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+if ! command -v nbdkit >/dev/null || ! command -v qemu-img >/dev/null || ! command -v nbdfuse >/dev/null \
+   || ! command -v fio >/dev/null || ! command -v nbdinfo >/dev/null || ! command -v mkfs.ext4 >/dev/null; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+    qemu-utils nbdkit libnbd-bin nbdfuse fuse3 fio e2fsprogs xxd >/dev/null
+fi
+npm ci --no-audit --no-fund

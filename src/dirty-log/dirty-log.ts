@@ -1,0 +1,87 @@
+/**
+ * The DirtyLog interface: the kernel's dm_dirty_log_type (include/linux/dm-dirty-log.h), one method per
+ * operation. The region hash and the mirror call it; `core` (memory) and `disk` (persistent, the kernel's
+ * on-disk format) implement it.
+ *
+ * Three bit sets per log, indexed by region:
+ *   clean      - 1 = no write in flight may have left the legs different (what the disk log persists)
+ *   sync       - 1 = the legs hold the same data (the recovery engine's view; sync_bits)
+ *   recovering - 1 = handed out by getResyncWork() and not yet returned through setRegionSync()
+ *
+ * Ordering rules the callers depend on:
+ *   - markRegion() and clearRegion() only change memory; flush() makes them durable. The mirror calls
+ *     flush() once per worker batch, after all marks and before any data write of the batch.
+ *   - A disk log calls the context's flushData() before it persists cleared bits, so a region is marked
+ *     clean on disk only after the legs' caches were flushed (dm-log's flush_callback_fn).
+ *   - resume() (re)reads persistent state and resets the resync search; presuspend()/postsuspend()
+ *     bracket a suspend; postsuspend() writes outstanding state so a clean deactivation needs no resync.
+ *
+ * Synchronous methods never wait and never fail (memory only). Methods returning promises may wait and
+ * throw BlockError; a failing log also records it in `health` and raises an event through the context.
+ */
+import type { BlockDevice } from '../block/block-device.js';
+
+/** The log's own health letter in the status line: Alive, Dead (I/O failed), Flush failed. */
+export type LogHealth = 'A' | 'D' | 'F';
+
+/** What the table asked for: trust the log (default), force a full resync, or trust everything. */
+export type LogSyncMode = 'default' | 'sync' | 'nosync';
+
+export interface DirtyLog {
+  /** The log type as in the table ("core", "disk"). */
+  readonly type: string;
+  readonly regionSizeSectors: number;
+  readonly regionCount: number;
+  readonly syncMode: LogSyncMode;
+  readonly health: LogHealth;
+
+  /** True when the region has no write that may have left the legs different. Never waits. */
+  isClean(regionIndex: number): boolean;
+  /** True when the legs hold the same data for the region. Never waits. */
+  inSync(regionIndex: number): boolean;
+  /** Marks the region dirty in memory (a write is about to start). Durable after flush(). */
+  markRegion(regionIndex: number): void;
+  /** Marks the region clean in memory (its writes are done). Durable after flush(). */
+  clearRegion(regionIndex: number): void;
+  /** Makes marks and clears durable. @throws BlockError when the log device fails. */
+  flush(): Promise<void>;
+  /** The next region to recover, marked recovering, or null when none is left until resume(). */
+  getResyncWork(): number | null;
+  /** Ends a recovery (or records a write failure): sets or clears the region's sync bit. */
+  setRegionSync(regionIndex: number, inSync: boolean): void;
+  /** Regions in sync. */
+  syncCount(): number;
+
+  /** Loads persistent state (the header and clean bits) and restarts the resync search. */
+  resume(): Promise<void>;
+  presuspend(): Promise<void>;
+  /** Writes outstanding state. @throws BlockError when the log device fails. */
+  postsuspend(): Promise<void>;
+  /** Releases the log device (the log's dtr). */
+  close(): Promise<void>;
+
+  /** STATUSTYPE_INFO words, e.g. "1 core" or "3 disk vdc A" (no trailing space). */
+  statusInfo(): string;
+  /** STATUSTYPE_TABLE words, e.g. "core 1 1024" or "disk 2 vdc 1024 nosync" (no trailing space). */
+  statusTable(): string;
+}
+
+/** What a log gets from the mirror that owns it (the kernel's dm_target plus flush_callback_fn). */
+export interface DirtyLogContext {
+  /** The segment length in sectors (ti->len): bounds the region size and sets the region count. */
+  readonly targetLengthSectors: number;
+  /** Flushes every data leg (mirror_flush); called before cleared bits are persisted. */
+  readonly flushData: () => Promise<void>;
+  /** Raises a device event (dm_table_event), e.g. when the log device fails. */
+  readonly raiseEvent: () => void;
+  /** Opens a log device by table name (a path, or a device held by the same daemon). */
+  readonly openDevice: (name: string) => Promise<BlockDevice>;
+  /** How a device is shown in status lines (the kernel prints major:minor). */
+  readonly displayName?: (name: string) => string;
+}
+
+/** The log part of a mirror table: `<type> <#args> <args...>`. */
+export interface LogSpec {
+  readonly type: string;
+  readonly args: readonly string[];
+}

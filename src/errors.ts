@@ -1,0 +1,76 @@
+/**
+ * Typed operating errors. Every I/O failure in umirror is a BlockError whose `code` is one of the
+ * errno strings Node's fs errors carry, so errors from the file system pass through untouched and the
+ * NBD layer maps them to the wire in one place (nbd/ toNbdError). Programmer errors are TypeError,
+ * RangeError or AssertionError and are never caught.
+ */
+
+export const ERRNOS = ['EIO', 'EPERM', 'ENOSPC', 'EINVAL', 'ENOTSUP', 'EOVERFLOW', 'ESHUTDOWN', 'ENOMEM'] as const;
+export type Errno = (typeof ERRNOS)[number];
+
+export class BlockError extends Error {
+  readonly code: Errno;
+  constructor(code: Errno, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'BlockError';
+    this.code = code;
+  }
+}
+
+export function isErrno(value: unknown): value is Errno {
+  return typeof value === 'string' && (ERRNOS as readonly string[]).includes(value);
+}
+
+/** The errno of any error: a BlockError's code, a Node fs error's code when it is one of ours, else EIO. */
+export function errnoOf(err: unknown): Errno {
+  if (err instanceof BlockError) return err.code;
+  if (typeof err === 'object' && err !== null && 'code' in err) {
+    const code = (err as { code: unknown }).code;
+    if (isErrno(code)) return code;
+  }
+  return 'EIO';
+}
+
+/** Wraps any I/O failure as a BlockError, keeping the cause and an errno we understand. */
+export function toBlockError(err: unknown, message: string): BlockError {
+  if (err instanceof BlockError) return err;
+  return new BlockError(errnoOf(err), message, { cause: err });
+}
+
+/**
+ * A table was rejected. `kernelError` is the kernel's ti->error string verbatim ("Invalid number of
+ * mirrors"); `logLines` are the extra kernel log lines that precede it (dm-log's "invalid region size
+ * 1000"), without the "device-mapper: dirty region log: " prefix. `errno` is what the ioctl returned.
+ */
+export type TableErrno = 'EINVAL' | 'ENODEV' | 'ENXIO';
+export class TableError extends Error {
+  readonly code: TableErrno;
+  readonly kernelError: string;
+  readonly logLines: readonly string[];
+  readonly source: 'target' | 'log' | 'core';
+  constructor(options: {
+    code?: TableErrno;
+    kernelError: string;
+    logLines?: readonly string[];
+    source?: 'target' | 'log' | 'core';
+    cause?: unknown;
+  }) {
+    super(options.kernelError, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'TableError';
+    this.code = options.code ?? 'EINVAL';
+    this.kernelError = options.kernelError;
+    this.logLines = options.logLines ?? [];
+    this.source = options.source ?? 'target';
+  }
+}
+
+/** Errors of the daemon's control protocol; codes become {code, message} on the socket and exit status. */
+export type ControlErrno = 'ENOENT' | 'EEXIST' | 'EBUSY' | 'EINVAL' | 'ENXIO' | 'ENODEV' | 'EIO';
+export class ControlError extends Error {
+  readonly code: ControlErrno;
+  constructor(code: ControlErrno, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ControlError';
+    this.code = code;
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * Every bound in umirror, in one place, with load-time assertions between them (TigerStyle's comptime
+ * checks). Units come last in names. Queues, windows, retries and buffers are bounded by these.
+ */
+import { assert, isPowerOfTwo } from './assert.js';
+
+export const sectorBytes = 512;
+
+/** NBD: the largest request payload we accept (the spec's 32 MiB common maximum). */
+export const requestBytesMax = 32 * 1024 * 1024;
+/** NBD: requests in flight per connection before we stop reading from the socket. */
+export const inFlightMax = 64;
+
+/** Legs in one mirror set: the kernel's DM_KCOPYD_MAX_REGIONS + 1. */
+export const legsMax = 9;
+/** Targets of one copier job: kcopyd's DM_KCOPYD_MAX_REGIONS. */
+export const copierTargetsMax = 8;
+/** Bytes of one copier sub-job (kcopyd splits jobs into 128 KiB pieces by default; we use larger). */
+export const copierChunkBytes = 1024 * 1024;
+/** Copier sub-jobs in flight per job. */
+export const copierInFlightMax = 4;
+
+/** Regions recovered at once. dm-raid1 uses 1 (MAX_RECOVERY); our default is larger. */
+export const recoveryParallelDefault = 4;
+export const recoveryParallelMax = 64;
+
+/** Region size bounds in sectors: dm-log requires >= 2 and a power of two. */
+export const regionSizeSectorsMin = 2;
+export const regionSizeSectorsMax = 2 ** 31;
+
+/** Writes queued per mirror set between two worker passes before writers wait. */
+export const writeQueueMax = 4096;
+/** Mirror-set writes the worker issues per pass (the batch under one log flush). */
+export const writeBatchMax = 1024;
+
+/** Read retries across legs for one read: at most one try per leg. */
+export const readRetriesMax = legsMax;
+
+assert(isPowerOfTwo(sectorBytes));
+assert(requestBytesMax % sectorBytes === 0);
+assert(copierTargetsMax === legsMax - 1, 'a recovery copies the default leg to every other leg');
+assert(copierChunkBytes % sectorBytes === 0 && isPowerOfTwo(copierChunkBytes));
+assert(recoveryParallelDefault >= 1 && recoveryParallelDefault <= recoveryParallelMax);
+assert(isPowerOfTwo(regionSizeSectorsMin) && isPowerOfTwo(regionSizeSectorsMax));
+assert(writeBatchMax <= writeQueueMax);
