@@ -1,0 +1,285 @@
+/**
+ * FileBlockDevice: a BlockDevice on a regular file (an image) or a block device node, through positional
+ * I/O on one fs.promises FileHandle.
+ *
+ * Who calls it: the mirror (legs and disk-log devices given as paths), the CLI's create-images, tests.
+ *
+ * Geometry: `sizeBytes` is the option when given, else the file's size (fstat), else for a block device
+ * the kernel's size from /sys/dev/block/MAJ:MIN/size. A regular file may be shorter than `sizeBytes`: reads
+ * past its end return zeroes (a sparse image), writes extend it.
+ *
+ * Durability: a plain write may sit in the page cache; `flush()` is fdatasync, and a FUA write is the
+ * write followed by fdatasync (capabilities.fua = false: emulated). With `direct: true` the file is opened
+ * O_DIRECT, which bypasses the page cache so a failing backing store (an nbdfuse file over nbdkit's error
+ * filter) surfaces EIO on every read, not only on uncached ones. O_DIRECT on ext4/xfs needs aligned
+ * buffers, which Node cannot promise, so `direct` is meant for FUSE files and devices that accept any
+ * alignment; elsewhere the kernel answers EINVAL.
+ *
+ * Errors: every fs failure becomes a BlockError with the fs errno when it is one of ours (else EIO), always
+ * with `cause`. A read-only device fails writes, trims and zeroes with EPERM before touching the file.
+ *
+ * Ordering: requests run concurrently; two overlapping writes in flight have no defined order (as on a
+ * disk). close() waits for the requests in flight, then closes the handle.
+ */
+import { constants as fsConstants } from 'node:fs';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { assert, assertCount, isPowerOfTwo } from '../assert.js';
+import { BlockError, toBlockError } from '../errors.js';
+import type { BlockCapabilities, ReadOptions, WriteOptions } from './block-device.js';
+import { BlockDeviceBase } from './block-device-base.js';
+
+export interface FileBlockDeviceOptions {
+  /** Open read-only; writes, trims and zeroes fail with EPERM. */
+  readonly readOnly?: boolean;
+  /** Device size; defaults to the file's (or block device's) size. */
+  readonly sizeBytes?: number;
+  /** Preferred I/O granularity; defaults to 512 (or the block device's logical block size). */
+  readonly logicalBlockBytes?: number;
+  /** Open with O_DIRECT (bypass the page cache); see the banner for when this works. */
+  readonly direct?: boolean;
+  /** Name for messages; defaults to the path. */
+  readonly name?: string;
+}
+
+/** Bytes of one zero buffer when writing zeroes (bounded memory). */
+const zeroChunkBytes = 1024 * 1024;
+
+export class FileBlockDevice extends BlockDeviceBase {
+  readonly sizeBytes: number;
+  readonly logicalBlockBytes: number;
+  readonly name: string;
+  readonly path: string;
+  readonly readOnly: boolean;
+  readonly capabilities: BlockCapabilities = { flush: true, fua: false, trim: false, writeZeroes: false };
+  readonly #handle: FileHandle;
+  #inFlight = 0;
+  #drained: (() => void) | undefined;
+
+  private constructor(options: {
+    path: string;
+    handle: FileHandle;
+    sizeBytes: number;
+    logicalBlockBytes: number;
+    readOnly: boolean;
+    name: string;
+  }) {
+    super();
+    this.path = options.path;
+    this.#handle = options.handle;
+    this.sizeBytes = options.sizeBytes;
+    this.logicalBlockBytes = options.logicalBlockBytes;
+    this.readOnly = options.readOnly;
+    this.name = options.name;
+    this.checkGeometry();
+  }
+
+  /**
+   * Opens a regular file or block device. @throws BlockError (the open's errno, e.g. EPERM, or EIO for
+   * ENOENT/EISDIR) and BlockError EINVAL when the size cannot be found. Programmer errors are RangeError.
+   */
+  static async open(path: string, options: FileBlockDeviceOptions = {}): Promise<FileBlockDevice> {
+    if (options.sizeBytes !== undefined && (!Number.isSafeInteger(options.sizeBytes) || options.sizeBytes < 0)) {
+      throw new RangeError(`sizeBytes must be a non-negative safe integer, got ${options.sizeBytes}`);
+    }
+    if (options.logicalBlockBytes !== undefined && !isPowerOfTwo(options.logicalBlockBytes)) {
+      throw new RangeError(`logicalBlockBytes must be a power of two, got ${options.logicalBlockBytes}`);
+    }
+    const readOnly = options.readOnly === true;
+    let flags = readOnly ? fsConstants.O_RDONLY : fsConstants.O_RDWR;
+    if (options.direct === true) flags |= fsConstants.O_DIRECT;
+    let handle: FileHandle;
+    try {
+      handle = await open(path, flags);
+    } catch (err) {
+      throw toBlockError(err, `Cannot open ${path}: ${describe(err)}`);
+    }
+    try {
+      const geometry = await probeGeometry(path, handle);
+      const sizeBytes = options.sizeBytes ?? geometry.sizeBytes;
+      const logicalBlockBytes = options.logicalBlockBytes ?? geometry.logicalBlockBytes;
+      if (geometry.isBlockDevice && sizeBytes > geometry.sizeBytes) {
+        throw new BlockError('EINVAL', `Cannot open ${path}: sizeBytes ${sizeBytes} exceeds the device (${geometry.sizeBytes})`);
+      }
+      return new FileBlockDevice({ path, handle, sizeBytes, logicalBlockBytes, readOnly, name: options.name ?? path });
+    } catch (err) {
+      await handle.close().catch(() => undefined); // The open already failed; this close error adds nothing.
+      throw err instanceof RangeError ? err : toBlockError(err, `Cannot open ${path}: ${describe(err)}`);
+    }
+  }
+
+  /**
+   * Creates a new sparse image file of `sizeBytes` (ftruncate, no data written) and opens it read-write.
+   * Refuses to overwrite an existing file. @throws BlockError (EIO with cause EEXIST when it exists).
+   */
+  static async create(path: string, sizeBytes: number): Promise<FileBlockDevice> {
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) {
+      throw new RangeError(`sizeBytes must be a non-negative safe integer, got ${sizeBytes}`);
+    }
+    let handle: FileHandle;
+    try {
+      handle = await open(path, 'wx');
+    } catch (err) {
+      throw toBlockError(err, `Cannot create ${path}: ${describe(err)}`);
+    }
+    try {
+      await handle.truncate(sizeBytes);
+    } catch (err) {
+      throw toBlockError(err, `Cannot size ${path} to ${sizeBytes} bytes: ${describe(err)}`);
+    } finally {
+      await handle.close();
+    }
+    return FileBlockDevice.open(path, { sizeBytes });
+  }
+
+  protected doRead(offsetBytes: number, lengthBytes: number, options: ReadOptions): Promise<Buffer> {
+    void options;
+    return this.#track(async () => {
+      const out = Buffer.alloc(lengthBytes);
+      let done = 0;
+      while (done < lengthBytes) {
+        let bytesRead: number;
+        try {
+          ({ bytesRead } = await this.#handle.read(out, done, lengthBytes - done, offsetBytes + done));
+        } catch (err) {
+          throw toBlockError(err, `Cannot read ${this.name}: ${lengthBytes} bytes at ${offsetBytes}: ${describe(err)}`);
+        }
+        assertCount(bytesRead, 'bytesRead');
+        // End of file inside sizeBytes (the base checked the range): the rest is a hole, already zero.
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      assert(done <= lengthBytes);
+      return out;
+    });
+  }
+
+  protected doWrite(offsetBytes: number, data: Uint8Array, options: WriteOptions): Promise<void> {
+    this.#checkWritable('write');
+    return this.#track(async () => {
+      await this.#writeAll(offsetBytes, data);
+      if (options.fua === true) await this.#datasync();
+    });
+  }
+
+  protected override doTrim(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
+    // Trim is a hint and Node has no fallocate(PUNCH_HOLE): nothing to do but honour FUA.
+    this.#checkWritable('trim');
+    void offsetBytes;
+    void lengthBytes;
+    return options.fua === true ? this.doFlush() : Promise.resolve();
+  }
+
+  protected override doWriteZeroes(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
+    this.#checkWritable('write zeroes to');
+    return this.#track(async () => {
+      const zeroes = Buffer.alloc(Math.min(zeroChunkBytes, lengthBytes));
+      for (let done = 0; done < lengthBytes; ) {
+        const n = Math.min(zeroes.length, lengthBytes - done);
+        await this.#writeAll(offsetBytes + done, n === zeroes.length ? zeroes : zeroes.subarray(0, n));
+        done += n;
+      }
+      if (options.fua === true) await this.#datasync();
+    });
+  }
+
+  protected doFlush(): Promise<void> {
+    return this.#track(() => this.#datasync());
+  }
+
+  protected async doClose(): Promise<void> {
+    if (this.#inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        this.#drained = resolve;
+      });
+    }
+    assert(this.#inFlight === 0, 'close: requests still in flight');
+    try {
+      await this.#handle.close();
+    } catch (err) {
+      throw toBlockError(err, `Cannot close ${this.name}: ${describe(err)}`);
+    }
+  }
+
+  async #writeAll(offsetBytes: number, data: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      let bytesWritten: number;
+      try {
+        ({ bytesWritten } = await this.#handle.write(data, done, data.length - done, offsetBytes + done));
+      } catch (err) {
+        throw toBlockError(err, `Cannot write ${this.name}: ${data.length} bytes at ${offsetBytes}: ${describe(err)}`);
+      }
+      assertCount(bytesWritten, 'bytesWritten');
+      // A regular file never writes 0 bytes without an error; guard the loop anyway (bounded retries).
+      if (bytesWritten === 0) throw new BlockError('EIO', `Cannot write ${this.name}: no progress at ${offsetBytes + done}`);
+      done += bytesWritten;
+    }
+    assert(done === data.length);
+  }
+
+  async #datasync(): Promise<void> {
+    try {
+      await this.#handle.datasync();
+    } catch (err) {
+      throw toBlockError(err, `Cannot flush ${this.name}: ${describe(err)}`);
+    }
+  }
+
+  #checkWritable(op: string): void {
+    if (this.readOnly) throw new BlockError('EPERM', `Cannot ${op} ${this.name}: device is read-only`);
+  }
+
+  async #track<T>(run: () => Promise<T>): Promise<T> {
+    this.#inFlight += 1;
+    try {
+      return await run();
+    } finally {
+      this.#inFlight -= 1;
+      assert(this.#inFlight >= 0);
+      if (this.#inFlight === 0 && this.#drained !== undefined) {
+        const drained = this.#drained;
+        this.#drained = undefined;
+        drained();
+      }
+    }
+  }
+}
+
+interface Geometry {
+  readonly sizeBytes: number;
+  readonly logicalBlockBytes: number;
+  readonly isBlockDevice: boolean;
+}
+
+/** Size and block size of an open file: fstat for files, sysfs for block devices (fstat says 0). */
+async function probeGeometry(path: string, handle: FileHandle): Promise<Geometry> {
+  const stat = await handle.stat({ bigint: true });
+  if (stat.isFile()) {
+    const sizeBytes = Number(stat.size);
+    assert(Number.isSafeInteger(sizeBytes), `${path}: file size ${stat.size} is not a safe integer`);
+    return { sizeBytes, logicalBlockBytes: 512, isBlockDevice: false };
+  }
+  if (!stat.isBlockDevice()) {
+    throw new BlockError('EINVAL', `Cannot open ${path}: not a regular file or block device`);
+  }
+  // Linux dev_t encoding (glibc gnu_dev_major/minor).
+  const rdev = stat.rdev;
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  const sysfs = `/sys/dev/block/${major}:${minor}`;
+  const sectors = Number((await readFile(`${sysfs}/size`, 'utf8')).trim());
+  const sizeBytes = sectors * 512; // sysfs counts 512-byte sectors whatever the logical block size.
+  assert(Number.isSafeInteger(sizeBytes), `${path}: size ${sectors} sectors is not a safe integer`);
+  let logicalBlockBytes = 512;
+  try {
+    logicalBlockBytes = Number((await readFile(`${sysfs}/queue/logical_block_size`, 'utf8')).trim());
+  } catch {
+    // Partitions have no queue/ directory; 512 is then the right default.
+    logicalBlockBytes = 512;
+  }
+  return { sizeBytes, logicalBlockBytes: isPowerOfTwo(logicalBlockBytes) ? logicalBlockBytes : 512, isBlockDevice: true };
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

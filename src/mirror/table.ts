@@ -1,0 +1,214 @@
+/**
+ * The mirror target's table arguments: parsing with the kernel's exact ti->error strings (dm-raid1.c
+ * mirror_ctr, create_dirty_log, get_mirror, parse_features) and canonical re-emission (mirror_status).
+ * Pure: no I/O. The mirror target calls parseMirrorArgs() from its constructor; devices are opened
+ * afterwards, and checkLegFits() / deviceLookupFailure() give the errors of that step.
+ *
+ *   <log_type> <#log_args> <log_args...> <#legs> [<dev> <offset>]{#legs} [<#features> <features...>]
+ *
+ * Checks, in the kernel's order (the first failing one wins):
+ *   1. fewer than 2 args                        -> "Insufficient mirror log arguments"
+ *   2. #log_args not %u                         -> "Invalid mirror log argument count"
+ *   3. #log_args > args left                    -> "Insufficient mirror log arguments"
+ *   4. validateLog(log) (dm_dirty_log_create)   -> whatever it throws ("Error creating mirror dirty log")
+ *   5. #legs missing, not %u, < 2 or > 9        -> "Invalid number of mirrors"
+ *   6. fewer than 2 x #legs args left           -> "Too few mirror arguments"
+ *   7. per leg: offset not %llu                 -> "Invalid offset"
+ *      per leg: lookupLeg(device) (optional)    -> "Device lookup failure" (ENODEV), see deviceLookupFailure
+ *   8. #features not %u                         -> "Invalid number of features"
+ *      #features > args left                    -> "Not enough arguments to support feature count"
+ *      a feature other than handle_errors/keep_log -> "Unrecognised feature requested"
+ *      keep_log without handle_errors           -> "keep_log feature requires the handle_errors feature"
+ *   9. anything left over                       -> "Too many mirror arguments"
+ *
+ * Re-emission (STATUSTYPE_TABLE) is canonical: features are flags, so `0` disappears, duplicates merge
+ * and handle_errors always precedes keep_log.
+ */
+import { assert, assertCount } from '../assert.js';
+import type { LogSpec } from '../dirty-log/dirty-log.js';
+import { TableError } from '../errors.js';
+import { legsMax } from '../limits.js';
+import { checkDeviceArea, scanSectors, scanUnsigned32 } from '../target/device-area.js';
+
+export interface MirrorLegSpec {
+  readonly device: string;
+  readonly offsetSectors: number;
+}
+
+export interface MirrorFeatures {
+  readonly handleErrors: boolean;
+  readonly keepLog: boolean;
+}
+
+export interface MirrorTableArgs {
+  readonly log: LogSpec;
+  readonly legs: readonly MirrorLegSpec[];
+  readonly features: MirrorFeatures;
+}
+
+/** dm-raid1's target version, as `dmsetup targets` and the IMA string print it. */
+export const mirrorTargetVersion = '1.14.0';
+
+/** The fewest legs a mirror set takes. */
+export const legsMin = 2;
+
+export interface ParseMirrorArgsOptions {
+  /** The segment length (ti->len); passed on for the log's region-size check. */
+  readonly lengthSectors: number;
+  /** dm_dirty_log_create: throws the log's TableError ("Error creating mirror dirty log"). */
+  readonly validateLog?: (log: LogSpec) => void;
+  /** dm_get_device for one leg, right after its offset is checked; throws deviceLookupFailure(). */
+  readonly lookupLeg?: (device: string) => void;
+}
+
+/**
+ * Parses the mirror target's arguments (everything after `<start> <len> mirror`).
+ * @throws TableError with the kernel's ti->error, in the kernel's order (see the banner).
+ */
+export function parseMirrorArgs(args: readonly string[], options: ParseMirrorArgsOptions): MirrorTableArgs {
+  assertCount(options.lengthSectors, 'lengthSectors');
+  let rest = args;
+
+  // create_dirty_log
+  if (rest.length < 2) throw targetError('Insufficient mirror log arguments');
+  const logArgCount = scanUnsigned32(rest[1]);
+  if (logArgCount === null) throw targetError('Invalid mirror log argument count');
+  if (logArgCount > rest.length - 2) throw targetError('Insufficient mirror log arguments');
+  const log: LogSpec = { type: rest[0] ?? '', args: rest.slice(2, 2 + logArgCount) };
+  rest = rest.slice(2 + logArgCount);
+  options.validateLog?.(log);
+
+  // mirror count
+  const legCount = scanUnsigned32(rest[0]);
+  if (legCount === null || legCount < legsMin || legCount > legsMax) throw targetError('Invalid number of mirrors');
+  rest = rest.slice(1);
+  if (rest.length < legCount * 2) throw targetError('Too few mirror arguments');
+
+  // get_mirror, per leg
+  const legs: MirrorLegSpec[] = [];
+  for (let index = 0; index < legCount; index++) {
+    const device = rest[2 * index] ?? '';
+    const offsetSectors = scanSectors(rest[2 * index + 1]);
+    if (offsetSectors === null) throw targetError('Invalid offset');
+    options.lookupLeg?.(device);
+    legs.push({ device, offsetSectors });
+  }
+  rest = rest.slice(legCount * 2);
+
+  // parse_features
+  const { features, used } = parseFeatures(rest);
+  rest = rest.slice(used);
+  if (rest.length > 0) throw targetError('Too many mirror arguments');
+
+  assert(legs.length === legCount, 'one spec per leg');
+  assert(!features.keepLog || features.handleErrors, 'keep_log implies handle_errors');
+  return { log, legs, features };
+}
+
+/**
+ * The table params as the kernel re-emits them: `<logTable> <#legs> <dev> <offset>... [<n> features]`.
+ * `logTable` is the log's statusTable() ("core 1 1024"); `displayName` maps a table device to what the
+ * status shows (the kernel prints maj:min).
+ */
+export function formatMirrorTable(
+  args: MirrorTableArgs,
+  options: { logTable: string; displayName: (device: string) => string },
+): string {
+  assert(args.legs.length >= legsMin && args.legs.length <= legsMax, 'leg count in range');
+  const words: string[] = [options.logTable, String(args.legs.length)];
+  for (const leg of args.legs) words.push(options.displayName(leg.device), String(leg.offsetSectors));
+  const featureWords = canonicalFeatures(args.features);
+  if (featureWords.length > 0) words.push(String(featureWords.length), ...featureWords);
+  return words.join(' ');
+}
+
+/** STATUSTYPE_INFO params: `2 254:0 254:16 32/32 1 AA 1 core`. */
+export function formatMirrorStatus(options: {
+  legs: readonly string[];
+  syncCount: number;
+  regionCount: number;
+  health: string;
+  logInfo: string;
+}): string {
+  assert(options.legs.length >= legsMin && options.legs.length <= legsMax, 'leg count in range');
+  assert(options.health.length === options.legs.length, 'one health letter per leg');
+  assert(/^[AFDSRU]+$/.test(options.health), `health letters are A F D S R U, got ${options.health}`);
+  assertCount(options.syncCount, 'syncCount');
+  assertCount(options.regionCount, 'regionCount');
+  assert(options.syncCount <= options.regionCount, 'syncCount <= regionCount');
+  return [
+    String(options.legs.length),
+    ...options.legs,
+    `${options.syncCount}/${options.regionCount}`,
+    '1',
+    options.health,
+    options.logInfo,
+  ].join(' ');
+}
+
+/**
+ * STATUSTYPE_IMA params (`dmsetup measure`): target name and version, legs with their health letter,
+ * the feature flags, and the log's IMA status (empty for core and disk).
+ */
+export function formatMeasure(options: {
+  legs: readonly string[];
+  health: string;
+  features: MirrorFeatures;
+  logMeasure?: string;
+}): string {
+  assert(options.health.length === options.legs.length, 'one health letter per leg');
+  const parts = [`target_name=mirror`, `target_version=${mirrorTargetVersion}`, `nr_mirrors=${options.legs.length}`];
+  options.legs.forEach((leg, index) => {
+    parts.push(`mirror_device_${index}=${leg}`, `mirror_device_${index}_status=${options.health[index] ?? 'U'}`);
+  });
+  parts.push(`handle_errors=${options.features.handleErrors ? 'y' : 'n'}`);
+  parts.push(`keep_log=${options.features.keepLog ? 'y' : 'n'}`);
+  parts.push(`log_type_status=${options.logMeasure ?? ''}`);
+  return `${parts.join(',')};`;
+}
+
+/**
+ * dm core's size check for one leg (device_area_is_invalid via mirror_iterate_devices).
+ * @throws TableError source 'core': "<name> too small for target: start=.., len=.., dev_size=..".
+ */
+export function checkLegFits(options: {
+  deviceName: string;
+  deviceSectors: number;
+  offsetSectors: number;
+  lengthSectors: number;
+}): void {
+  checkDeviceArea(options);
+}
+
+/** get_mirror's dm_get_device failure: "Device lookup failure", ENODEV (dmsetup: "No such device"). */
+export function deviceLookupFailure(cause?: unknown): TableError {
+  return new TableError({ code: 'ENODEV', kernelError: 'Device lookup failure', source: 'target', cause });
+}
+
+function parseFeatures(rest: readonly string[]): { features: MirrorFeatures; used: number } {
+  if (rest.length === 0) return { features: { handleErrors: false, keepLog: false }, used: 0 };
+  const count = scanUnsigned32(rest[0]);
+  if (count === null) throw targetError('Invalid number of features');
+  if (count > rest.length - 1) throw targetError('Not enough arguments to support feature count');
+  let handleErrors = false;
+  let keepLog = false;
+  for (let index = 1; index <= count; index++) {
+    const feature = rest[index];
+    if (feature === 'handle_errors') handleErrors = true;
+    else if (feature === 'keep_log') keepLog = true;
+    else throw targetError('Unrecognised feature requested');
+  }
+  if (keepLog && !handleErrors) throw targetError('keep_log feature requires the handle_errors feature');
+  return { features: { handleErrors, keepLog }, used: 1 + count };
+}
+
+function canonicalFeatures(features: MirrorFeatures): string[] {
+  const words: string[] = [];
+  if (features.handleErrors) words.push('handle_errors');
+  if (features.keepLog) words.push('keep_log');
+  return words;
+}
+
+function targetError(kernelError: string): TableError {
+  return new TableError({ kernelError, source: 'target' });
+}

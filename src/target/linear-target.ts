@@ -1,0 +1,130 @@
+/**
+ * LinearTarget: dm-linear. Maps its segment onto one device at an offset: `<dev> <offset>`. Offsets it
+ * receives are segment-relative (the mapped device subtracted the segment start); it adds its own
+ * offset once. Status info is empty; the table params are `<dev> <offset>` with the device's display
+ * name. Suspend hooks have nothing to do. destroy() calls `release` (dm_put_device) once.
+ *
+ * Argument errors are linear_ctr's (kernel 6.x): "Invalid argument count", "Invalid device sector",
+ * "Device lookup failed" (from linearLookupFailure(), for whoever opens the device).
+ */
+import { assert, assertCount } from '../assert.js';
+import type { BlockCapabilities, BlockDevice, ReadOptions, WriteOptions, ZeroOptions } from '../block/block-device.js';
+import { BlockDeviceBase } from '../block/block-device-base.js';
+import { TableError } from '../errors.js';
+import { sectorBytes } from '../limits.js';
+import { checkDeviceArea, scanSectors } from './device-area.js';
+import type { SuspendOptions, Target } from './target.js';
+
+export interface LinearArgs {
+  readonly device: string;
+  readonly offsetSectors: number;
+}
+
+/** linear_ctr's argument checks. @throws TableError with the kernel's ti->error. */
+export function parseLinearArgs(args: readonly string[]): LinearArgs {
+  if (args.length !== 2) throw new TableError({ kernelError: 'Invalid argument count' });
+  const offsetSectors = scanSectors(args[1]);
+  if (offsetSectors === null) throw new TableError({ kernelError: 'Invalid device sector' });
+  return { device: args[0] ?? '', offsetSectors };
+}
+
+/** linear_ctr's dm_get_device failure. */
+export function linearLookupFailure(cause?: unknown): TableError {
+  return new TableError({ code: 'ENODEV', kernelError: 'Device lookup failed', cause });
+}
+
+export interface LinearTargetOptions {
+  readonly device: BlockDevice;
+  /** How the device appears in `table` output (the kernel prints maj:min). */
+  readonly displayName: string;
+  readonly offsetSectors: number;
+  readonly lengthSectors: number;
+  /** dm_put_device: called once by destroy(). */
+  readonly release?: () => Promise<void>;
+}
+
+export class LinearTarget extends BlockDeviceBase implements Target {
+  readonly type = 'linear' as const;
+  readonly lengthSectors: number;
+  readonly sizeBytes: number;
+  readonly logicalBlockBytes: number;
+  readonly capabilities: BlockCapabilities;
+  readonly name: string;
+  readonly #device: BlockDevice;
+  readonly #offsetBytes: number;
+  readonly #offsetSectors: number;
+  readonly #release: (() => Promise<void>) | undefined;
+
+  /** @throws TableError "<name> too small for target: ..." when the area does not fit the device. */
+  constructor(options: LinearTargetOptions) {
+    super();
+    assertCount(options.offsetSectors, 'offsetSectors');
+    assert(Number.isSafeInteger(options.lengthSectors) && options.lengthSectors > 0, 'lengthSectors > 0');
+    checkDeviceArea({
+      deviceName: options.displayName,
+      deviceSectors: Math.floor(options.device.sizeBytes / sectorBytes),
+      offsetSectors: options.offsetSectors,
+      lengthSectors: options.lengthSectors,
+    });
+    this.#device = options.device;
+    this.#offsetSectors = options.offsetSectors;
+    this.#offsetBytes = options.offsetSectors * sectorBytes;
+    this.#release = options.release;
+    this.lengthSectors = options.lengthSectors;
+    this.sizeBytes = options.lengthSectors * sectorBytes;
+    this.logicalBlockBytes = options.device.logicalBlockBytes;
+    this.capabilities = options.device.capabilities;
+    this.name = options.displayName;
+    this.checkGeometry();
+    assert(this.#offsetBytes + this.sizeBytes <= options.device.sizeBytes, 'area fits the device');
+  }
+
+  statusInfo(): string {
+    return '';
+  }
+
+  statusTable(): string {
+    return `${this.name} ${this.#offsetSectors}`;
+  }
+
+  presuspend(options?: SuspendOptions): Promise<void> {
+    void options;
+    return Promise.resolve();
+  }
+
+  postsuspend(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  resume(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  destroy(): Promise<void> {
+    return this.close();
+  }
+
+  protected doRead(offsetBytes: number, lengthBytes: number, options: ReadOptions): Promise<Buffer> {
+    return this.#device.read(this.#offsetBytes + offsetBytes, lengthBytes, options);
+  }
+
+  protected doWrite(offsetBytes: number, data: Uint8Array, options: WriteOptions): Promise<void> {
+    return this.#device.write(this.#offsetBytes + offsetBytes, data, options);
+  }
+
+  protected doFlush(): Promise<void> {
+    return this.#device.flush();
+  }
+
+  protected override doTrim(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
+    return this.#device.trim(this.#offsetBytes + offsetBytes, lengthBytes, options);
+  }
+
+  protected override doWriteZeroes(offsetBytes: number, lengthBytes: number, options: ZeroOptions): Promise<void> {
+    return this.#device.writeZeroes(this.#offsetBytes + offsetBytes, lengthBytes, options);
+  }
+
+  protected async doClose(): Promise<void> {
+    if (this.#release !== undefined) await this.#release();
+  }
+}
