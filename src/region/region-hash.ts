@@ -38,6 +38,8 @@ export interface Region<Delayed> {
   list: RegionList;
   /** Writes that arrived while the region was RECOVERING; dispatched when its recovery ends. */
   readonly delayed: Delayed[];
+  /** The last recovery could not read its source: the region stays out of sync whatever the features. */
+  keepOutOfSync: boolean;
 }
 
 const allowedTransitions: Readonly<Record<RegionState, readonly RegionState[]>> = {
@@ -214,7 +216,7 @@ export class RegionHash<Delayed> {
     }
     for (const region of failedRecovered) {
       assert(region.state === 'RECOVERING' || region.state === 'NOSYNC');
-      this.#completeResyncWork(region, !options.errorsHandled);
+      this.#completeResyncWork(region, !options.errorsHandled && !region.keepOutOfSync);
     }
     for (const region of clean) {
       assert(region.pending === 0 && region.state === 'CLEAN', `region ${region.index} on the clean list is ${region.state}`);
@@ -259,9 +261,11 @@ export class RegionHash<Delayed> {
   }
 
   /** The copy of a region finished (dm_rh_recovery_end). */
-  recoveryEnd(region: Region<Delayed>, options: { success: boolean }): void {
+  recoveryEnd(region: Region<Delayed>, options: { success: boolean; keepOutOfSync?: boolean }): void {
     assert(this.#regions.get(region.index) === region, 'recoveryEnd of a region not in the hash');
     assert(region.list === 'none');
+    if (options.keepOutOfSync === true) assert(!options.success, 'only a failed recovery keeps a region out of sync');
+    region.keepOutOfSync = options.keepOutOfSync === true;
     this.#putOn(region, options.success ? 'recovered' : 'failedRecovered');
     this.#callbacks.wakeup();
   }
@@ -304,6 +308,7 @@ export class RegionHash<Delayed> {
         pending: 0,
         list: 'none',
         delayed: [],
+        keepOutOfSync: false,
       };
       this.#regions.set(regionIndex, region);
     }
