@@ -22,7 +22,7 @@
  * disk). close() waits for the requests in flight, then closes the handle.
  */
 import { constants as fsConstants } from 'node:fs';
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { open, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { assert, assertCount, isPowerOfTwo } from '../assert.js';
 import { BlockError, toBlockError } from '../errors.js';
 import type { BlockCapabilities, ReadOptions, WriteOptions } from './block-device.js';
@@ -124,9 +124,14 @@ export class FileBlockDevice extends BlockDeviceBase {
     try {
       await handle.truncate(sizeBytes);
     } catch (err) {
+      await handle.close().catch(() => undefined); // The sizing error is the one to report.
+      await unlink(path).catch(() => undefined); // Leave no half-made image behind.
       throw toBlockError(err, `Cannot size ${path} to ${sizeBytes} bytes: ${describe(err)}`);
-    } finally {
+    }
+    try {
       await handle.close();
+    } catch (err) {
+      throw toBlockError(err, `Cannot create ${path}: ${describe(err)}`);
     }
     return FileBlockDevice.open(path, { sizeBytes });
   }

@@ -31,7 +31,7 @@ export function requireTools(t: TestContext, tools: readonly string[]): boolean 
   if (missing.length === 0) return true;
   const reason = `missing tools: ${missing.join(', ')}`;
   if (process.env['CI'] === 'true') throw new Error(`${reason} (required under CI=true)`);
-  console.log(`# skip ${t.name}: ${reason}`);
+  console.log(`skipping "${t.name}": ${reason}`);
   t.skip(reason);
   return false;
 }

@@ -1,0 +1,34 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { findTool, requireTools } from '../helpers/tools.js';
+
+test('findTool finds executables on PATH and not missing ones', () => {
+  assert.ok(findTool('node') !== undefined || findTool('sh') !== undefined);
+  assert.equal(findTool('umirror-no-such-tool'), undefined);
+});
+
+test('requireTools throws under CI=true when a tool is missing', async (t) => {
+  const saved = process.env['CI'];
+  process.env['CI'] = 'true';
+  try {
+    assert.throws(() => requireTools(t, ['umirror-no-such-tool']), /missing tools: umirror-no-such-tool/);
+    assert.equal(requireTools(t, ['sh']), true);
+  } finally {
+    if (saved === undefined) delete process.env['CI'];
+    else process.env['CI'] = saved;
+  }
+});
+
+test('requireTools skips locally when a tool is missing', async (t) => {
+  const saved = process.env['CI'];
+  delete process.env['CI'];
+  try {
+    let result: boolean | undefined;
+    await t.test('inner test that needs a missing tool', (inner) => {
+      result = requireTools(inner, ['umirror-no-such-tool']);
+    });
+    assert.equal(result, false);
+  } finally {
+    if (saved !== undefined) process.env['CI'] = saved;
+  }
+});
