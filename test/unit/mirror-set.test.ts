@@ -1,0 +1,53 @@
+/**
+ * MirrorSet: the BlockDevice conformance suite against mirror sets of 2, 3 and 9 legs (core log), then the
+ * mirror's own behaviour: resync copies the default leg to every other leg, status and table lines.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { blockDeviceSuite, pattern } from '../conformance/block-device.suite.js';
+import { mirrorFixture, waitInSync } from '../helpers/mirror-fixture.js';
+import { sectorBytes } from '../../src/limits.js';
+
+for (const legCount of [2, 3, 9]) {
+  blockDeviceSuite({
+    name: `MirrorSet (${legCount} legs, core log)`,
+    create: async (sizeBytes) => {
+      const { mirror } = await mirrorFixture({ legCount, lengthSectors: sizeBytes / sectorBytes, regionSectors: 64 });
+      await waitInSync(mirror);
+      return mirror;
+    },
+  });
+}
+
+describe('MirrorSet', () => {
+  test('MirrorSet resync makes every leg a copy of the default leg', async () => {
+    const { mirror, memories } = await mirrorFixture({ legCount: 3, resume: false });
+    const data = pattern(mirror.sizeBytes, 7);
+    const first = memories[0];
+    assert.ok(first !== undefined);
+    await first.write(0, data);
+    assert.equal(mirror.statusInfo(), '3 l0 l1 l2 0/16 1 AAA 1 core');
+    await mirror.resume();
+    await waitInSync(mirror);
+    for (const leg of memories) assert.deepEqual(await leg.read(0, mirror.sizeBytes), data);
+    assert.equal(mirror.statusInfo(), '3 l0 l1 l2 16/16 1 AAA 1 core');
+    assert.equal(mirror.eventCount, 1, 'sync complete raises one event');
+    await mirror.destroy();
+  });
+
+  test('MirrorSet writes reach every leg and reads return them', async () => {
+    const { mirror, memories } = await mirrorFixture({ legCount: 2 });
+    await waitInSync(mirror);
+    const data = pattern(200_000, 3);
+    await mirror.write(12_345, data);
+    assert.deepEqual(await mirror.read(12_345, data.length), data);
+    for (const leg of memories) assert.deepEqual(await leg.read(12_345, data.length), data);
+    await mirror.destroy();
+  });
+
+  test('MirrorSet table line is canonical and has no trailing space', async () => {
+    const { mirror } = await mirrorFixture({ legCount: 2, features: '2 keep_log handle_errors', regionSectors: 128 });
+    assert.equal(mirror.statusTable(), 'core 1 128 2 l0 0 l1 0 2 handle_errors keep_log');
+    await mirror.destroy();
+  });
+});
