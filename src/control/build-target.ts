@@ -1,0 +1,83 @@
+/**
+ * buildTarget: the target registry of dm core (dm_get_target_type + ctr). Given a table line, it builds
+ * the mirror, linear, zero or error target, opening devices through the caller's resolver. It is the
+ * only place that knows every target type, so MappedDevice stays free of mirror knowledge.
+ */
+import type { BlockDevice } from '../block/block-device.js';
+import type { CreateDirtyLogOptions } from '../dirty-log/create-dirty-log.js';
+import { TableError } from '../errors.js';
+import { createMirrorSet } from '../mirror/create-mirror-set.js';
+import type { KernelLogLevel, ReadPolicy } from '../mirror/mirror-set.js';
+import { ErrorTarget } from '../target/error-target.js';
+import { LinearTarget, linearLookupFailure, parseLinearArgs } from '../target/linear-target.js';
+import type { TargetContext } from '../target/mapped-device.js';
+import type { TableLine } from '../target/table-lines.js';
+import type { Target } from '../target/target.js';
+import { ZeroTarget, parseZeroArgs } from '../target/zero-target.js';
+
+export interface DeviceResolver {
+  /** Opens a device by its table name (a path, or a device held by the same daemon). */
+  readonly open: (name: string) => Promise<BlockDevice>;
+  /** How status and table lines show a device (the kernel prints maj:min). */
+  readonly displayName?: (name: string) => string;
+}
+
+export interface BuildTargetOptions {
+  readonly resolver: DeviceResolver;
+  readonly recoveryParallelMax?: number;
+  readonly readPolicy?: ReadPolicy;
+  readonly log?: CreateDirtyLogOptions;
+  readonly onMessage?: (device: string, level: KernelLogLevel, message: string) => void;
+}
+
+/** Returns a MappedDevice `buildTarget` function bound to a resolver and mirror options. */
+export function targetBuilder(options: BuildTargetOptions): (line: TableLine, context: TargetContext) => Promise<Target> {
+  const displayName = options.resolver.displayName ?? ((name: string) => name);
+  return async (line, context) => {
+    switch (line.type) {
+      case 'mirror':
+        return createMirrorSet({
+          args: line.args,
+          lengthSectors: line.lengthSectors,
+          openDevice: options.resolver.open,
+          displayName,
+          name: context.deviceName,
+          raiseEvent: context.raiseEvent,
+          ...(options.recoveryParallelMax === undefined ? {} : { recoveryParallelMax: options.recoveryParallelMax }),
+          ...(options.readPolicy === undefined ? {} : { readPolicy: options.readPolicy }),
+          ...(options.log === undefined ? {} : { log: options.log }),
+          ...(options.onMessage === undefined
+            ? {}
+            : { onMessage: (level: KernelLogLevel, message: string) => options.onMessage?.(context.deviceName, level, message) }),
+        });
+      case 'linear': {
+        const args = parseLinearArgs(line.args);
+        let device: BlockDevice;
+        try {
+          device = await options.resolver.open(args.device);
+        } catch (err) {
+          throw linearLookupFailure(err);
+        }
+        try {
+          return new LinearTarget({
+            device,
+            displayName: displayName(args.device),
+            offsetSectors: args.offsetSectors,
+            lengthSectors: line.lengthSectors,
+            release: () => device.close(),
+          });
+        } catch (err) {
+          await device.close();
+          throw err;
+        }
+      }
+      case 'zero':
+        parseZeroArgs(line.args);
+        return new ZeroTarget({ lengthSectors: line.lengthSectors });
+      case 'error':
+        return new ErrorTarget({ lengthSectors: line.lengthSectors });
+      default:
+        throw new TableError({ kernelError: `unknown target type ${line.type}`, source: 'core' });
+    }
+  };
+}
