@@ -2,7 +2,7 @@
 // Runs the compiled tests under build/test with node's test runner.
 // Usage: node scripts/run-tests.mjs [folder ...]   (default: every folder under build/test)
 // Node 20's runner does not expand globs, so the file list is built here.
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
@@ -17,7 +17,7 @@ const walk = (dir) => {
     else if (name.endsWith('.test.js')) files.push(path);
   }
 };
-for (const start of starts) walk(start);
+for (const start of starts) if (existsSync(start)) walk(start);
 if (files.length === 0) {
   console.error(`run-tests: no test files under ${starts.join(', ')}`);
   process.exit(1);

@@ -33,6 +33,8 @@ export interface MirrorIo {
   /** Read attempts made, and the leg of the last attempt. */
   readAttempts: number;
   readLeg: Leg | undefined;
+  /** Legs on which this write failed (write_callback's error bits). */
+  failedLegs: Leg[];
   settled: boolean;
   readonly resolve: (value: Buffer | undefined) => void;
   readonly reject: (err: unknown) => void;
@@ -70,6 +72,7 @@ export function newMirrorIo(init: MirrorIoInit): { io: MirrorIo; done: Promise<B
     counted: false,
     readAttempts: 0,
     readLeg: undefined,
+    failedLegs: [],
     settled: false,
     resolve,
     reject,

@@ -28,7 +28,7 @@
  *
  * Recovery: regions out of sync are copied from the default leg to every other leg, up to
  * recoveryParallelMax regions at once (dm: 1). The default leg does not change while the set is out of
- * sync (unless keep_log). Sync complete raises an event once and resets the legs' error flags.
+ * sync. Sync complete raises an event once and resets the legs' error flags.
  *
  * Suspend: presuspend releases held writes (requeue or EIO), stops recovery, waits until recovery I/O
  * has drained and the worker is idle; postsuspend runs a last pass (clears flushed) and suspends the
@@ -39,6 +39,10 @@
  *     (when in sync), so no read is served from a leg known to have dropped a write.
  *   - A recovery whose source read failed leaves the region out of sync even without handle_errors:
  *     nothing was copied, so calling it in sync could serve unsynchronised data later.
+ *   - The default leg never changes while the set is out of sync, keep_log or not: the kernel switches
+ *     under keep_log, and then serves out-of-sync regions from a leg that may not hold them.
+ *   - Where the kernel "pretends" a failed write succeeded (no handle_errors, or keep_log), we do so only
+ *     when the default leg holds the data; otherwise the write fails with EIO.
  */
 import { assert, unreachable } from '../assert.js';
 import type { BlockCapabilities, ReadOptions, WriteOptions, ZeroOptions } from '../block/block-device.js';
@@ -502,7 +506,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       targets: targets.map((leg) => ({ device: leg.device, offsetBytes: leg.offsetBytes + startBytes })),
       lengthBytes,
     });
-    assert(source === this.#defaultLeg || this.features.keepLog, 'the default leg changed during recovery');
+    assert(source === this.#defaultLeg, 'the default leg changed during recovery');
     if (result.readError !== null) {
       this.#message('error', 'Unable to read primary mirror during recovery');
       this.#failLeg(source, 'sync');
@@ -604,6 +608,10 @@ export class MirrorSet extends BlockDeviceBase implements Target {
         this.#settle(io, new BlockError('EIO', `Cannot write region ${io.regionIndex}: no valid leg`));
       } else if (this.features.handleErrors && !this.features.keepLog) {
         this.#hold(io);
+      } else if (io.failedLegs.includes(this.#defaultLeg)) {
+        // Ours: the kernel would pretend success, but the default leg (the source of every later read and
+        // resync of this region) does not hold the data. EIO, not a write that is lost later.
+        this.#settle(io, new BlockError('EIO', `Cannot write region ${io.regionIndex}: the default leg failed`));
       } else {
         this.#settle(io, undefined);
       }
@@ -659,10 +667,14 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     if (io.kind === 'trim') {
       // A failed discard fails the request but degrades no leg (write_callback). Unlike the kernel we
       // resync the region, since the legs that did discard may now differ from those that did not.
-      if (!this.#logFailure) this.#rh.markNosync(io.regionIndex);
+      if (!this.#logFailure) {
+        this.#inSync = false;
+        this.#rh.markNosync(io.regionIndex);
+      }
       this.#settle(io, new BlockError('ENOTSUP', `Trim of region ${io.regionIndex} failed on a leg`));
       return;
     }
+    io.failedLegs.push(...failed);
     for (const leg of failed) this.#failLeg(leg, 'write');
     this.#failures.push(io);
     this.#worker.wake();
@@ -717,8 +729,10 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     if (!first) return;
     if (this.features.handleErrors) this.#event({ kind: 'leg-failed', leg: leg.index, errorKind: kind });
     if (leg !== this.#defaultLeg) return;
-    if (!this.#inSync && !this.features.keepLog) {
-      if (this.features.handleErrors) {
+    if (!this.#inSync) {
+      // Better to keep the failing leg than to read regions another leg never received. The kernel
+      // switches here under keep_log; we do not (see the banner).
+      if (this.features.handleErrors && !this.features.keepLog) {
         this.#message('error', `Primary mirror (${this.#displayName(leg)}) failed while out-of-sync: Reads may fail.`);
       }
       return;
