@@ -1,0 +1,78 @@
+/**
+ * Leg and log images for the main job: sparse image files under a data folder, and the mirror table
+ * that uses them. Existing images are reused as they are (never truncated), so a restart finds its
+ * disk log and resyncs only what was dirty.
+ */
+import { mkdir, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { FileBlockDevice } from '../block/file-block-device.js';
+import { assert } from '../assert.js';
+import { sectorBytes } from '../limits.js';
+import { diskLogBufferBytes } from '../dirty-log/disk-log-format.js';
+
+export interface ImageSetOptions {
+  readonly dataDir: string;
+  readonly sizeBytes: number;
+  readonly legCount: number;
+  readonly regionSectors: number;
+  readonly log: 'disk' | 'core';
+  readonly handleErrors: boolean;
+}
+
+export interface ImageSet {
+  readonly legPaths: readonly string[];
+  readonly logPath: string | undefined;
+  readonly created: readonly string[];
+  readonly table: string;
+}
+
+/** Parses sizes like 1G, 512M, 64KiB, 1048576. */
+export function parseSize(text: string): number {
+  const match = /^(\d+)\s*([kmgt]?)(i?b)?$/i.exec(text.trim());
+  if (match === null) throw new RangeError(`invalid size "${text}" (examples: 1G, 512M, 65536)`);
+  const units: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+  const unit = units[(match[2] ?? '').toLowerCase()];
+  assert(unit !== undefined);
+  const bytes = Number(match[1]) * unit;
+  if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % sectorBytes !== 0) {
+    throw new RangeError(`size "${text}" must be a positive multiple of 512 bytes`);
+  }
+  return bytes;
+}
+
+async function ensureImage(path: string, sizeBytes: number, created: string[]): Promise<void> {
+  try {
+    const info = await stat(path);
+    if (info.size < sizeBytes) throw new RangeError(`${path} exists but is smaller (${info.size} bytes) than ${sizeBytes} bytes`);
+    return;
+  } catch (err) {
+    if (!(typeof err === 'object' && err !== null && 'code' in err && err.code === 'ENOENT')) throw err;
+  }
+  const device = await FileBlockDevice.create(path, sizeBytes);
+  await device.close();
+  created.push(path);
+}
+
+/** Creates (or finds) the images and returns the mirror table over them. */
+export async function prepareImages(options: ImageSetOptions): Promise<ImageSet> {
+  assert(options.legCount >= 2 && options.legCount <= 9, 'legCount 2..9');
+  const dir = resolve(options.dataDir);
+  await mkdir(dir, { recursive: true });
+  const created: string[] = [];
+  const legPaths = Array.from({ length: options.legCount }, (_, i) => join(dir, `leg${i}.img`));
+  for (const path of legPaths) await ensureImage(path, options.sizeBytes, created);
+  const lengthSectors = options.sizeBytes / sectorBytes;
+  const regionCount = Math.ceil(lengthSectors / options.regionSectors);
+  let logPath: string | undefined;
+  let logWords = `core 1 ${options.regionSectors}`;
+  if (options.log === 'disk') {
+    logPath = join(dir, 'log.img');
+    const logBytes = Math.max(diskLogBufferBytes({ regionCount, logicalBlockBytes: 4096 }), 1024 * 1024);
+    await ensureImage(logPath, logBytes, created);
+    logWords = `disk 2 ${logPath} ${options.regionSectors}`;
+  }
+  const legWords = legPaths.map((path) => `${path} 0`).join(' ');
+  const features = options.handleErrors ? ' 1 handle_errors' : '';
+  const table = `0 ${lengthSectors} mirror ${logWords} ${options.legCount} ${legWords}${features}`;
+  return { legPaths, logPath, created, table };
+}
