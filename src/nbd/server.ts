@@ -109,7 +109,10 @@ class Listener implements NbdListener {
 
   uriFor(exportName: string): string {
     const name = encodeURIComponent(exportName);
-    if ('path' in this.address) return `nbd+unix:///${name}?socket=${this.address.path}`;
+    if ('path' in this.address) {
+      const socket = this.address.path.split('/').map(encodeURIComponent).join('/');
+      return `nbd+unix:///${name}?socket=${socket}`;
+    }
     const host = this.address.host.includes(':') ? `[${this.address.host}]` : this.address.host;
     return `nbd://${host}:${this.address.port}/${name}`;
   }

@@ -14,6 +14,7 @@
  *   7. range past the end: WRITE, WRITE_ZEROES           ENOSPC; READ, TRIM, CACHE, BLOCK_STATUS EINVAL
  *   8. BLOCK_STATUS without a selected context, or empty EINVAL
  */
+import { AssertionError } from 'node:assert';
 import { assert } from '../assert.js';
 import { BlockError } from '../errors.js';
 import { requestBytesMax } from '../limits.js';
@@ -125,7 +126,7 @@ export async function executeRequest(options: {
       case command.blockStatus:
         return await blockStatusReply(request, negotiated);
       default:
-        throw new Error(`executeRequest: command ${request.type} was not validated`);
+        throw new AssertionError({ message: `executeRequest: command ${request.type} was not validated` });
     }
   } catch (err) {
     const error = toNbdError(err, request.flags);
