@@ -13,8 +13,9 @@
  *   - Options are handled one at a time, in order; each option's replies are written before the next.
  *   - Requests start in arrival order and may complete in any order (replies carry the cookie). Each reply
  *     is written whole (cork/uncork), so replies never interleave.
- *   - Backpressure: at most `inFlightMax` requests run at once; beyond that, and while the socket's write
- *     buffer wants a drain, we stop taking frames from the parser and pause the socket.
+ *   - Backpressure: at most `inFlightMax` requests (and about `inFlightBytesMax` payload bytes) run at once;
+ *     beyond that, and while the socket's write buffer wants a drain, we stop taking frames from the parser
+ *     and pause the socket.
  *   - draining: no new request starts; requests already parsed get ESHUTDOWN (on shutdown) or are dropped
  *     (after DISC, the client sends nothing more); the socket ends when in-flight reaches zero.
  */
@@ -27,6 +28,12 @@ import type { ExportResolver } from './nbd-export.js';
 import { command, handshakeFlag, nbdErrno } from './protocol.js';
 import { errorReply, executeRequest, type ReplyBuffers, validateRequest } from './transmission.js';
 
+/**
+ * Payload bytes (READ lengths and WRITE payloads) in flight per connection before we stop taking requests:
+ * inFlightMax requests of 32 MiB each would otherwise hold 2 GiB. One request is always admitted.
+ */
+export const inFlightBytesMax = 256 * 1024 * 1024;
+
 export type ConnectionState = 'handshake' | 'transmission' | 'draining' | 'closed';
 
 export class NbdConnection {
@@ -38,6 +45,7 @@ export class NbdConnection {
   #state: ConnectionState = 'handshake';
   #negotiated: Negotiated | undefined;
   #inFlight = 0;
+  #inFlightBytes = 0;
   #waitingForDrain = false;
   #shutdownReplies = false;
   #clientEnded = false;
@@ -97,7 +105,8 @@ export class NbdConnection {
   /** Takes frames from the parser while we may; see the backpressure rule in the banner. */
   #pump(): void {
     while (this.#state === 'handshake' || this.#state === 'transmission') {
-      if (this.#state === 'transmission' && (this.#inFlight >= inFlightMax || this.#waitingForDrain)) {
+      const full = this.#inFlight >= inFlightMax || this.#inFlightBytes >= inFlightBytesMax;
+      if (this.#state === 'transmission' && (full || this.#waitingForDrain)) {
         this.#socket.pause();
         return;
       }
@@ -163,7 +172,9 @@ export class NbdConnection {
       this.#write(errorReply({ cookie: request, error: failure.error, message: failure.message, structured: negotiated.structuredReplies }));
       return;
     }
+    const bytes = payloadBytesOf(request);
     this.#inFlight += 1;
+    this.#inFlightBytes += bytes;
     assert(this.#inFlight <= inFlightMax);
     void executeRequest({ request, negotiated, log: this.#log }).then((replies) => this.#complete(request, replies));
   }
@@ -172,6 +183,9 @@ export class NbdConnection {
     assertRequest(request);
     assert(this.#inFlight > 0);
     this.#inFlight -= 1;
+    this.#inFlightBytes -= payloadBytesOf(request);
+    assert(this.#inFlightBytes >= 0);
+    if (this.#inFlight === 0) assert(this.#inFlightBytes === 0);
     if (this.#state === 'closed') return;
     this.#write(replies);
     if (this.#state === 'draining') this.#finishIfIdle();
@@ -215,4 +229,8 @@ export class NbdConnection {
     this.#state = 'closed';
     this.#socket.destroy();
   }
+}
+
+function payloadBytesOf(request: NbdRequest): number {
+  return request.type === command.read || request.type === command.write ? request.lengthBytes : 0;
 }
