@@ -1,0 +1,236 @@
+/**
+ * NbdConnection: one client socket, from greeting to close. It owns the parser, the handshake session,
+ * the in-flight count and the socket; the protocol decisions live in handshake.ts and transmission.ts.
+ *
+ * States:
+ *   handshake ──GO/EXPORT_NAME──> transmission ──DISC / client EOF / shutdown(graceful)──> draining ──> closed
+ *       │                              │
+ *       └── protocol error, ABORT, ────┴──> closed (socket destroyed; in-flight replies are dropped)
+ *           unknown client flags,
+ *           shutdown(not graceful)
+ *
+ * Ordering rules:
+ *   - Options are handled one at a time, in order; each option's replies are written before the next.
+ *   - Requests start in arrival order and may complete in any order (replies carry the cookie). Each reply
+ *     is written whole (cork/uncork), so replies never interleave.
+ *   - Backpressure: at most `inFlightMax` requests (and about `inFlightBytesMax` payload bytes) run at once;
+ *     beyond that, and while the socket's write buffer wants a drain, we stop taking frames from the parser
+ *     and pause the socket.
+ *   - draining: no new request starts; requests already parsed get ESHUTDOWN (on shutdown) or are dropped
+ *     (after DISC, the client sends nothing more); the socket ends when in-flight reaches zero.
+ */
+import type { Socket } from 'node:net';
+import { assert } from '../assert.js';
+import { inFlightMax, requestBytesMax } from '../limits.js';
+import { assertRequest, encodeGreeting, NbdServerParser, type NbdRequest } from './codec.js';
+import { HandshakeSession, type Negotiated } from './handshake.js';
+import type { ExportResolver } from './nbd-export.js';
+import { command, handshakeFlag, nbdErrno } from './protocol.js';
+import { errorReply, executeRequest, type ReplyBuffers, validateRequest } from './transmission.js';
+
+/**
+ * Payload bytes (READ lengths and WRITE payloads) in flight per connection before we stop taking requests:
+ * inFlightMax requests of 32 MiB each would otherwise hold 2 GiB. One request is always admitted.
+ */
+export const inFlightBytesMax = 256 * 1024 * 1024;
+
+export type ConnectionState = 'handshake' | 'transmission' | 'draining' | 'closed';
+
+export class NbdConnection {
+  readonly #socket: Socket;
+  readonly #log: (message: string) => void;
+  readonly #parser = new NbdServerParser({ payloadBytesMax: requestBytesMax, skipBytesMax: 2 * requestBytesMax });
+  readonly #session: HandshakeSession;
+  readonly #closed: Promise<void>;
+  #state: ConnectionState = 'handshake';
+  #negotiated: Negotiated | undefined;
+  #inFlight = 0;
+  #inFlightBytes = 0;
+  #waitingForDrain = false;
+  #shutdownReplies = false;
+  #clientEnded = false;
+
+  constructor(options: { socket: Socket; resolver: ExportResolver; log: (message: string) => void }) {
+    this.#socket = options.socket;
+    this.#log = options.log;
+    this.#session = new HandshakeSession(options.resolver);
+    this.#socket.setNoDelay(true);
+    this.#closed = new Promise((resolve) => this.#socket.once('close', () => resolve()));
+    this.#socket.on('close', () => {
+      this.#state = 'closed';
+    });
+    this.#socket.on('error', (err: Error & { code?: string }) => {
+      if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') this.#log(`nbd: socket error: ${err.message}`);
+    });
+    this.#socket.on('data', (chunk: Buffer) => {
+      this.#parser.push(chunk);
+      this.#pump();
+    });
+    this.#socket.on('end', () => this.#onClientEnd());
+    this.#socket.on('drain', () => {
+      this.#waitingForDrain = false;
+      this.#pump();
+    });
+    this.#socket.write(encodeGreeting(handshakeFlag.fixedNewstyle | handshakeFlag.noZeroes));
+  }
+
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Resolves when the socket has closed. */
+  get closed(): Promise<void> {
+    return this.#closed;
+  }
+
+  /**
+   * Ends the connection. Graceful: requests in flight finish, requests already received get ESHUTDOWN,
+   * then the socket ends. Otherwise the socket is destroyed at once. Resolves when it has closed.
+   */
+  shutdown(options: { graceful: boolean }): Promise<void> {
+    if (this.#state === 'closed') return this.#closed;
+    if (!options.graceful || this.#state === 'handshake') {
+      this.#socket.destroy();
+      return this.#closed;
+    }
+    this.#shutdownReplies = true;
+    this.#drain();
+    return this.#closed;
+  }
+
+  /** Takes frames from the parser while we may; see the backpressure rule in the banner. */
+  #pump(): void {
+    while (this.#state === 'handshake' || this.#state === 'transmission') {
+      const full = this.#inFlight >= inFlightMax || this.#inFlightBytes >= inFlightBytesMax;
+      if (this.#state === 'transmission' && (full || this.#waitingForDrain)) {
+        this.#socket.pause();
+        return;
+      }
+      const frame = this.#parser.next();
+      if (frame === undefined) break;
+      switch (frame.kind) {
+        case 'protocolError':
+          return this.#abort(`protocol error: ${frame.message}`);
+        case 'clientFlags': {
+          const problem = this.#session.handleClientFlags(frame.flags);
+          if (problem !== undefined) return this.#abort(problem);
+          break;
+        }
+        case 'option': {
+          assert(this.#state === 'handshake');
+          const step = this.#session.handleOption(frame.option, frame.payload);
+          this.#write(step.replies);
+          if (step.next === 'close') {
+            this.#log(`nbd: closing during handshake: ${step.reason}`);
+            this.#socket.end();
+            this.#state = 'draining';
+            return;
+          }
+          if (step.next === 'transmission') {
+            this.#negotiated = step.negotiated;
+            this.#parser.enterTransmission();
+            this.#state = 'transmission';
+          }
+          break;
+        }
+        case 'request':
+          this.#onRequest(frame.request);
+          break;
+      }
+    }
+    if (this.#state !== 'handshake' && this.#state !== 'transmission') return;
+    if (this.#clientEnded) {
+      // Everything the client sent before its EOF has been started; finish those, then close.
+      this.#state = 'draining';
+      this.#finishIfIdle();
+    } else {
+      this.#socket.resume();
+    }
+  }
+
+  #onRequest(request: NbdRequest): void {
+    const negotiated = this.#negotiated;
+    assert(negotiated !== undefined);
+    if (this.#shutdownReplies) {
+      if (request.type !== command.disc) {
+        this.#write(errorReply({ cookie: request, error: nbdErrno.ESHUTDOWN, message: 'server is shutting down', structured: negotiated.structuredReplies }));
+      }
+      return;
+    }
+    assert(this.#state === 'transmission');
+    if (request.type === command.disc) {
+      this.#drain();
+      return;
+    }
+    const failure = validateRequest(request, negotiated);
+    if (failure !== undefined) {
+      this.#log(`nbd: rejected ${failure.message}`);
+      this.#write(errorReply({ cookie: request, error: failure.error, message: failure.message, structured: negotiated.structuredReplies }));
+      return;
+    }
+    const bytes = payloadBytesOf(request);
+    this.#inFlight += 1;
+    this.#inFlightBytes += bytes;
+    assert(this.#inFlight <= inFlightMax);
+    void executeRequest({ request, negotiated, log: this.#log }).then((replies) => this.#complete(request, replies));
+  }
+
+  #complete(request: NbdRequest, replies: ReplyBuffers): void {
+    assertRequest(request);
+    assert(this.#inFlight > 0);
+    this.#inFlight -= 1;
+    this.#inFlightBytes -= payloadBytesOf(request);
+    assert(this.#inFlightBytes >= 0);
+    if (this.#inFlight === 0) assert(this.#inFlightBytes === 0);
+    if (this.#state === 'closed') return;
+    this.#write(replies);
+    if (this.#state === 'draining') this.#finishIfIdle();
+    else this.#pump();
+  }
+
+  #write(buffers: readonly Buffer[]): void {
+    if (this.#state === 'closed' || buffers.length === 0 || this.#socket.destroyed) return;
+    this.#socket.cork();
+    for (const buffer of buffers) this.#socket.write(buffer);
+    this.#socket.uncork();
+    if (this.#socket.writableNeedDrain) this.#waitingForDrain = true;
+  }
+
+  /** Stop starting requests; answer what is already received (with ESHUTDOWN on shutdown). */
+  #drain(): void {
+    if (this.#state === 'transmission' || this.#state === 'handshake') this.#state = 'draining';
+    this.#socket.pause();
+    if (this.#shutdownReplies && this.#negotiated !== undefined) {
+      for (let frame = this.#parser.next(); frame !== undefined; frame = this.#parser.next()) {
+        if (frame.kind === 'request') this.#onRequest(frame.request);
+      }
+    }
+    this.#finishIfIdle();
+  }
+
+  #finishIfIdle(): void {
+    if (this.#state !== 'draining' || this.#inFlight > 0) return;
+    this.#socket.end();
+  }
+
+  #onClientEnd(): void {
+    // A client may close without DISC; that is normal. We answer what it sent, then close our side.
+    this.#clientEnded = true;
+    if (this.#state === 'handshake' || this.#state === 'transmission') this.#pump();
+    else this.#finishIfIdle();
+  }
+
+  #abort(reason: string): void {
+    this.#log(`nbd: dropping client: ${reason}`);
+    this.#state = 'closed';
+    this.#socket.destroy();
+  }
+}
+
+function payloadBytesOf(request: NbdRequest): number {
+  return request.type === command.read || request.type === command.write ? request.lengthBytes : 0;
+}

@@ -1,0 +1,68 @@
+/**
+ * The one mapping from a thrown error to an NBD wire error (nbdkit's nbd_errno). Callers: the
+ * transmission code, for every failed request. Rules:
+ *
+ *   BlockError / fs error code      wire value
+ *   EPERM, EROFS                    EPERM
+ *   EIO                             EIO
+ *   ENOMEM                          ENOMEM
+ *   ENOSPC, EDQUOT, EFBIG           ENOSPC
+ *   ESHUTDOWN                       ESHUTDOWN
+ *   ENOTSUP, EOPNOTSUPP             ENOTSUP with FAST_ZERO set, else EINVAL (older clients know no ENOTSUP)
+ *   EOVERFLOW                       EOVERFLOW with DF set, else EINVAL
+ *   EINVAL and any other code       EINVAL
+ *   anything without a code         EIO (the caller logs it: `isUnexpectedError`)
+ *   AssertionError                  rethrown: a broken invariant stops the process (fail fast)
+ */
+import { AssertionError } from 'node:assert';
+import { BlockError } from '../errors.js';
+import { commandFlag, nbdErrno } from './protocol.js';
+
+export function toNbdError(err: unknown, cmdFlags = 0): number {
+  if (err instanceof AssertionError) throw err;
+  const code = codeOf(err);
+  switch (code) {
+    case undefined:
+      return nbdErrno.EIO;
+    case 'EPERM':
+    case 'EROFS':
+      return nbdErrno.EPERM;
+    case 'EIO':
+      return nbdErrno.EIO;
+    case 'ENOMEM':
+      return nbdErrno.ENOMEM;
+    case 'ENOSPC':
+    case 'EDQUOT':
+    case 'EFBIG':
+      return nbdErrno.ENOSPC;
+    case 'ESHUTDOWN':
+      return nbdErrno.ESHUTDOWN;
+    case 'ENOTSUP':
+    case 'EOPNOTSUPP':
+      return (cmdFlags & commandFlag.fastZero) !== 0 ? nbdErrno.ENOTSUP : nbdErrno.EINVAL;
+    case 'EOVERFLOW':
+      return (cmdFlags & commandFlag.df) !== 0 ? nbdErrno.EOVERFLOW : nbdErrno.EINVAL;
+    default:
+      return nbdErrno.EINVAL;
+  }
+}
+
+/** True when the error is not an operating error with a code: the caller logs it before replying EIO. */
+export function isUnexpectedError(err: unknown): boolean {
+  return codeOf(err) === undefined;
+}
+
+function codeOf(err: unknown): string | undefined {
+  if (err instanceof BlockError) return err.code;
+  if (err instanceof Error && 'code' in err) {
+    const code = (err as Error & { code: unknown }).code;
+    if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code)) return code;
+  }
+  return undefined;
+}
+
+/** Name of a wire error value, for log lines and test messages. */
+export function nbdErrorName(value: number): string {
+  for (const [name, number] of Object.entries(nbdErrno)) if (number === value) return name;
+  return `error ${value}`;
+}
