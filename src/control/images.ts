@@ -1,7 +1,8 @@
 /**
  * Leg and log images for the main job: sparse image files under a data folder, and the mirror table
  * that uses them. Existing images are reused as they are (never truncated), so a restart finds its
- * disk log and resyncs only what was dirty.
+ * disk log and resyncs only what was dirty. When every image was just created (all zeroes, identical),
+ * the disk log is created `nosync`, so a fresh volume needs no initial copy.
  */
 import { mkdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -69,7 +70,10 @@ export async function prepareImages(options: ImageSetOptions): Promise<ImageSet>
     logPath = join(dir, 'log.img');
     const logBytes = Math.max(diskLogBufferBytes({ regionCount, logicalBlockBytes: 4096 }), 1024 * 1024);
     await ensureImage(logPath, logBytes, created);
-    logWords = `disk 2 ${logPath} ${options.regionSectors}`;
+    // Images made just now are all zeroes, so the legs are already identical: skip the initial copy.
+    // Only then: a later start must trust the log's bits (default sync), to resync what a crash left dirty.
+    const fresh = legPaths.every((path) => created.includes(path)) && created.includes(logPath);
+    logWords = fresh ? `disk 3 ${logPath} ${options.regionSectors} nosync` : `disk 2 ${logPath} ${options.regionSectors}`;
   }
   const legWords = legPaths.map((path) => `${path} 0`).join(' ');
   const features = options.handleErrors ? ' 1 handle_errors' : '';
