@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
 import { inFlightMax, requestBytesMax } from '../../src/limits.js';
-import { encodeRequest, readU64, type RequestHeader } from '../../src/nbd/codec.js';
+import { encodeRequest, readU64, type RequestHeader } from '../../src/nbd/client-codec.js';
 import type { ExtentQuery, NbdExport, NbdExtent } from '../../src/nbd/nbd-export.js';
 import {
   allocationFlag,
