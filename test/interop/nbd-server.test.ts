@@ -470,7 +470,8 @@ describe('NbdServer pipelining, backpressure and shutdown', () => {
       await client.start();
       await client.go({ structured: true });
       const total = 3 * inFlightMax;
-      for (let i = 0; i < total; i++) client.request(req(command.read, { cookieLo: i, offsetBytes: i * 4096, lengthBytes: 4096 }));
+      // One write, so the server sees the whole pipeline at once.
+      client.write(Buffer.concat(Array.from({ length: total }, (_, i) => encodeRequest(req(command.read, { cookieLo: i, offsetBytes: i * 4096, lengthBytes: 4096 })))));
       const seen = new Set<number>();
       for (let i = 0; i < total; i++) {
         const reply = await replyOf(client, { structured: true });
@@ -494,7 +495,7 @@ describe('NbdServer pipelining, backpressure and shutdown', () => {
     await client.start();
     await client.go({ structured: true });
     const total = inFlightMax + 6;
-    for (let i = 0; i < total; i++) client.request(req(command.read, { cookieLo: i, offsetBytes: i * 512, lengthBytes: 512 }));
+    client.write(Buffer.concat(Array.from({ length: total }, (_, i) => encodeRequest(req(command.read, { cookieLo: i, offsetBytes: i * 512, lengthBytes: 512 })))));
     while (device.running < inFlightMax) await new Promise((resolve) => setTimeout(resolve, 5));
     await new Promise((resolve) => setTimeout(resolve, 20));
     const closing = server.close({ graceful: true });
