@@ -207,6 +207,7 @@ describe('NbdServer with real NBD clients', () => {
       '--verify=crc32c',
       '--do_verify=1',
       '--verify_fatal=1',
+      '--verify_state_save=0',
       '--output-format=json',
     ];
     const result = await run('fio', args, { timeoutMs: 120_000 });
