@@ -14,7 +14,7 @@ import {
   encodeRequest,
   type ReplyHeader,
   type RequestHeader,
-} from '../../src/nbd/codec.js';
+} from '../../src/nbd/client-codec.js';
 import { clientFlag, isOptionReplyError, option, optionReply, wireBytes } from '../../src/nbd/protocol.js';
 
 export interface OptionReplyMessage {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
 import { inFlightMax, requestBytesMax } from '../../src/limits.js';
-import { encodeRequest, readU64, type RequestHeader } from '../../src/nbd/codec.js';
+import { encodeRequest, readU64, type RequestHeader } from '../../src/nbd/client-codec.js';
 import type { ExtentQuery, NbdExport, NbdExtent } from '../../src/nbd/nbd-export.js';
 import {
   allocationFlag,
@@ -207,6 +207,7 @@ describe('NbdServer with real NBD clients', () => {
       '--verify=crc32c',
       '--do_verify=1',
       '--verify_fatal=1',
+      '--verify_state_save=0',
       '--output-format=json',
     ];
     const result = await run('fio', args, { timeoutMs: 120_000 });
@@ -470,7 +471,8 @@ describe('NbdServer pipelining, backpressure and shutdown', () => {
       await client.start();
       await client.go({ structured: true });
       const total = 3 * inFlightMax;
-      for (let i = 0; i < total; i++) client.request(req(command.read, { cookieLo: i, offsetBytes: i * 4096, lengthBytes: 4096 }));
+      // One write, so the server sees the whole pipeline at once.
+      client.write(Buffer.concat(Array.from({ length: total }, (_, i) => encodeRequest(req(command.read, { cookieLo: i, offsetBytes: i * 4096, lengthBytes: 4096 })))));
       const seen = new Set<number>();
       for (let i = 0; i < total; i++) {
         const reply = await replyOf(client, { structured: true });
@@ -494,7 +496,7 @@ describe('NbdServer pipelining, backpressure and shutdown', () => {
     await client.start();
     await client.go({ structured: true });
     const total = inFlightMax + 6;
-    for (let i = 0; i < total; i++) client.request(req(command.read, { cookieLo: i, offsetBytes: i * 512, lengthBytes: 512 }));
+    client.write(Buffer.concat(Array.from({ length: total }, (_, i) => encodeRequest(req(command.read, { cookieLo: i, offsetBytes: i * 512, lengthBytes: 512 })))));
     while (device.running < inFlightMax) await new Promise((resolve) => setTimeout(resolve, 5));
     await new Promise((resolve) => setTimeout(resolve, 20));
     const closing = server.close({ graceful: true });

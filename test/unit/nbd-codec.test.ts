@@ -5,22 +5,24 @@ import fc from 'fast-check';
 import { BlockError } from '../../src/errors.js';
 import { ByteQueue } from '../../src/nbd/byte-queue.js';
 import {
-  type ClientFrame,
   decodeOptionReplyHeader,
   decodeReplyHeader,
+  encodeClientFlags,
+  encodeOption,
+  encodeRequest,
+  readU64,
+  type RequestHeader,
+} from '../../src/nbd/client-codec.js';
+import {
+  type ClientFrame,
   encodeChunkBlockStatus,
   encodeChunkError,
   encodeChunkNone,
   encodeChunkOffsetDataHeader,
-  encodeClientFlags,
   encodeGreeting,
-  encodeOption,
   encodeOptionReply,
-  encodeRequest,
   encodeSimpleReply,
   NbdServerParser,
-  readU64,
-  type RequestHeader,
 } from '../../src/nbd/codec.js';
 import { toNbdError } from '../../src/nbd/errors.js';
 import { clipExtents } from '../../src/nbd/transmission.js';
