@@ -42,7 +42,8 @@ export function toBlockError(err: unknown, message: string): BlockError {
  * mirrors"); `logLines` are the extra kernel log lines that precede it (dm-log's "invalid region size
  * 1000"), without the "device-mapper: dirty region log: " prefix. `errno` is what the ioctl returned.
  */
-export type TableErrno = 'EINVAL' | 'ENODEV' | 'ENXIO';
+export const TABLE_ERRNOS = ['EINVAL', 'ENODEV', 'ENXIO'] as const;
+export type TableErrno = (typeof TABLE_ERRNOS)[number];
 export class TableError extends Error {
   readonly code: TableErrno;
   readonly kernelError: string;
@@ -65,7 +66,8 @@ export class TableError extends Error {
 }
 
 /** Errors of the daemon's control protocol; codes become {code, message} on the socket and exit status. */
-export type ControlErrno = 'ENOENT' | 'EEXIST' | 'EBUSY' | 'EINVAL' | 'ENXIO' | 'ENODEV' | 'EIO';
+export const CONTROL_ERRNOS = ['ENOENT', 'EEXIST', 'EBUSY', 'EINVAL', 'ENXIO', 'ENODEV', 'EIO'] as const;
+export type ControlErrno = (typeof CONTROL_ERRNOS)[number];
 export class ControlError extends Error {
   readonly code: ControlErrno;
   constructor(code: ControlErrno, message: string, options?: { cause?: unknown }) {

@@ -26,7 +26,7 @@ export function findTool(name: string): string | undefined {
  * True when every tool is on PATH. Otherwise skips `t` with the reason (and prints it) and returns false;
  * under CI=true it throws instead, failing the test.
  */
-export function requireTools(t: TestContext, tools: readonly string[]): boolean {
+export function requireTools(t: Pick<TestContext, 'name' | 'skip'>, tools: readonly string[]): boolean {
   const missing = tools.filter((tool) => findTool(tool) === undefined);
   if (missing.length === 0) return true;
   const reason = `missing tools: ${missing.join(', ')}`;
