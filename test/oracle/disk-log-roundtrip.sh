@@ -5,10 +5,10 @@
 #  (b) the log the kernel then wrote (clean, copied to vdd inside the VM) loads in DiskDirtyLog as
 #      32/32, and the log the kernel left with a write held in flight to region 4 loads as 31/32 with
 #      exactly region 4 out of sync.
-# Usage: test/oracle/disk-log-roundtrip.sh   (from the repository root; needs /work/shared/oracle)
+# Usage: test/oracle/disk-log-roundtrip.sh   (from the repository root; needs ../shared/oracle beside the repository)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-ORACLE=${ORACLE_DIR:-/work/shared/oracle}
+ORACLE=${ORACLE_DIR:-$ROOT/../shared/oracle}
 cd "$ROOT"
 npx tsc -p tsconfig.test.json
 TOOL="node build/test/oracle/disk-log-roundtrip-tool.js"
