@@ -25,6 +25,7 @@ export interface CreateMirrorSetOptions {
   readonly displayName?: (name: string) => string;
   readonly name?: string;
   readonly recoveryParallelMax?: number;
+  readonly recoveryBusyBytesPerSecond?: number | null;
   readonly readPolicy?: ReadPolicy;
   readonly copier?: Copier;
   readonly log?: CreateDirtyLogOptions;
@@ -81,6 +82,7 @@ export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<
       ...(options.name === undefined ? {} : { name: options.name }),
       ...(options.recoveryParallelMax === undefined ? {} : { recoveryParallelMax: options.recoveryParallelMax }),
       ...(options.readPolicy === undefined ? {} : { readPolicy: options.readPolicy }),
+      ...(options.recoveryBusyBytesPerSecond === undefined ? {} : { recoveryBusyBytesPerSecond: options.recoveryBusyBytesPerSecond }),
       ...(options.copier === undefined ? {} : { copier: options.copier }),
       ...(options.onMessage === undefined ? {} : { onMessage: options.onMessage }),
       ...(options.raiseEvent === undefined ? {} : { raiseEvent: options.raiseEvent }),

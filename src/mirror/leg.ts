@@ -21,7 +21,25 @@ const precedence: readonly [LegErrorKind, LegHealth][] = [
   ['read', 'R'],
 ];
 
+/** Per-leg I/O counters (for metrics); errors counted per kind, never reset. */
+export interface LegStats {
+  readsTotal: number;
+  writesTotal: number;
+  readBytesTotal: number;
+  writeBytesTotal: number;
+  flushesTotal: number;
+  errorsTotal: Record<LegErrorKind, number>;
+}
+
 export class Leg {
+  readonly stats: LegStats = {
+    readsTotal: 0,
+    writesTotal: 0,
+    readBytesTotal: 0,
+    writeBytesTotal: 0,
+    flushesTotal: 0,
+    errorsTotal: { flush: 0, write: 0, sync: 0, read: 0 },
+  };
   readonly index: number;
   readonly device: BlockDevice;
   /** The device name as written in the table. */
@@ -56,6 +74,7 @@ export class Leg {
   /** Records an error; returns true when it is the first of its kind (the kernel raises an event then). */
   recordError(kind: LegErrorKind): boolean {
     this.#errorCount += 1;
+    this.stats.errorsTotal[kind] += 1;
     if (this.#errorKinds.has(kind)) return false;
     this.#errorKinds.add(kind);
     return true;

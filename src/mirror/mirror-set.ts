@@ -59,6 +59,10 @@ import { MirrorWorker } from './mirror-worker.js';
 import { formatMeasure, formatMirrorStatus, formatMirrorTable, type MirrorFeatures } from './table.js';
 
 export type ReadPolicy = 'default' | 'balance';
+
+/** Client I/O within this window makes recovery run at the busy rate. */
+const clientBusyWindowMs = 100;
+const recoveryBusyBytesPerSecondDefault = 64 * 1024 * 1024;
 export type KernelLogLevel = 'error' | 'warn' | 'info';
 
 export type MirrorEvent =
@@ -83,6 +87,11 @@ export interface MirrorSetOptions {
   readonly legs: readonly MirrorLegOptions[];
   readonly features: MirrorFeatures;
   readonly recoveryParallelMax?: number;
+  /**
+   * Recovery rate while clients are busy (I/O in the last 100 ms), bytes/s; unlimited when idle.
+   * Default 64 MiB/s; null: never throttle.
+   */
+  readonly recoveryBusyBytesPerSecond?: number | null;
   readonly readPolicy?: ReadPolicy;
   readonly copier?: Copier;
   readonly name?: string;
@@ -132,6 +141,9 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   readonly #raiseEvent: () => void;
   readonly #listeners = new Set<(event: MirrorEvent) => void>();
 
+  readonly #recoveryBusyBytesPerSecond: number | null;
+  /** When the last client request arrived (ms, performance.now()), for the recovery rate controller. */
+  #lastClientIoMs = -Infinity;
   #defaultLeg: Leg;
   /** ms->in_sync: every region in sync and the sync-complete event raised. */
   #inSync = false;
@@ -186,6 +198,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     this.#defaultLeg = firstLeg;
     this.#copier = options.copier ?? new Copier();
     this.#readPolicy = options.readPolicy ?? 'default';
+    this.#recoveryBusyBytesPerSecond =
+      options.recoveryBusyBytesPerSecond === undefined ? recoveryBusyBytesPerSecondDefault : options.recoveryBusyBytesPerSecond;
     this.#onMessage = options.onMessage ?? (() => undefined);
     this.#raiseEvent = options.raiseEvent ?? (() => undefined);
     this.#worker = new MirrorWorker(() => this.#pass());
@@ -366,6 +380,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
 
   protected async doRead(offsetBytes: number, lengthBytes: number, options: ReadOptions): Promise<Buffer> {
     void options;
+    this.#lastClientIoMs = performance.now();
     this.stats.readsTotal += 1;
     this.stats.readBytesTotal += lengthBytes;
     const pieces = splitByRegion({ offsetBytes, lengthBytes, regionBytes: this.regionBytes });
@@ -425,6 +440,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   }
 
   async #submitAll(inits: MirrorIoInit[]): Promise<void> {
+    this.#lastClientIoMs = performance.now();
     const dones: Promise<Buffer | undefined>[] = [];
     for (const init of inits) {
       await this.#admit();
@@ -496,6 +512,10 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   }
 
   async #recover(region: Region<MirrorIo>): Promise<void> {
+    // Rate controller: full speed when clients are idle, bounded while they are busy.
+    const busy = performance.now() - this.#lastClientIoMs < clientBusyWindowMs;
+    const rate = busy ? this.#recoveryBusyBytesPerSecond : null;
+    if (this.#copier.bytesPerSecond !== rate) this.#copier.setThrottle(rate);
     const source = this.#defaultLeg;
     const startBytes = region.index * this.regionBytes;
     const lengthBytes = Math.min(this.regionBytes, this.sizeBytes - startBytes);
@@ -632,6 +652,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   #issueRead(io: MirrorIo, leg: Leg): void {
     io.readAttempts += 1;
     io.readLeg = leg;
+    leg.stats.readsTotal += 1;
+    leg.stats.readBytesTotal += io.lengthBytes;
     leg.device.read(leg.offsetBytes + io.offsetBytes, io.lengthBytes).then(
       (data) => this.#settle(io, data),
       (err: unknown) => this.#readFailed(io, leg, err),
@@ -692,6 +714,12 @@ export class MirrorSet extends BlockDeviceBase implements Target {
 
   #legOp(io: MirrorIo, leg: Leg): Promise<void> {
     const at = leg.offsetBytes + io.offsetBytes;
+    if (io.kind === 'flush') {
+      leg.stats.flushesTotal += 1;
+    } else {
+      leg.stats.writesTotal += 1;
+      leg.stats.writeBytesTotal += io.lengthBytes;
+    }
     switch (io.kind) {
       case 'write':
         assert(io.data !== undefined);

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { blockDeviceSuite, pattern } from '../conformance/block-device.suite.js';
 import { mirrorFixture, waitInSync } from '../helpers/mirror-fixture.js';
 import { sectorBytes } from '../../src/limits.js';
+import { Copier } from '../../src/copy/copier.js';
 
 for (const legCount of [2, 3, 9]) {
   blockDeviceSuite({
@@ -49,5 +50,34 @@ describe('MirrorSet', () => {
     const { mirror } = await mirrorFixture({ legCount: 2, features: '2 keep_log handle_errors', regionSectors: 128 });
     assert.equal(mirror.statusTable(), 'core 1 128 2 l0 0 l1 0 2 handle_errors keep_log');
     await mirror.destroy();
+  });
+
+  test('MirrorSet recovery runs unthrottled when idle and at the busy rate while clients write', async () => {
+    const copier = new Copier();
+    const { mirror } = await mirrorFixture({
+      legCount: 2,
+      lengthSectors: 8192,
+      regionSectors: 64,
+      resume: false,
+      extra: { copier, recoveryBusyBytesPerSecond: 4 * 1024 * 1024 },
+    });
+    await mirror.resume();
+    await waitInSync(mirror);
+    assert.equal(copier.bytesPerSecond, null, 'idle recovery is not throttled');
+    // A new table over a busy volume: force every region out of sync and keep writing.
+    const busy = await mirrorFixture({
+      legCount: 2,
+      lengthSectors: 8192,
+      regionSectors: 64,
+      resume: false,
+      extra: { copier, recoveryBusyBytesPerSecond: 4 * 1024 * 1024 },
+    });
+    const writing = busy.mirror.write(0, pattern(4096, 1));
+    await busy.mirror.resume();
+    await writing;
+    await busy.mirror.write(8192, pattern(4096, 2));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(copier.bytesPerSecond, 4 * 1024 * 1024, 'recovery is throttled while clients are busy');
+    await Promise.all([mirror.destroy(), busy.mirror.destroy()]);
   });
 });
