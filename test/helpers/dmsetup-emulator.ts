@@ -269,6 +269,9 @@ export class DmsetupEmulator {
       case 'resume':
         await this.device(name).resume();
         return { output: [], exit: 0 };
+      case 'deps':
+        // Not emulated (the comparison leaves it out); echoed so transcripts stay aligned.
+        return { output: [], exit: 0 };
       case 'remove': {
         await this.device(name).remove();
         this.dm.delete(name);

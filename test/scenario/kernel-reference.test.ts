@@ -34,6 +34,8 @@ async function replay(options: {
   sections: Map<string, string[]>;
   prefix: string;
   disks?: readonly number[];
+  /** The kernel's DMERR_LIMIT ran out in an earlier section: its raid1 lines may be a subset of ours. */
+  rateLimited?: boolean;
   steps: (emu: DmsetupEmulator) => Promise<void>;
 }): Promise<DmsetupEmulator> {
   const expected = sectionOf(options.sections, options.prefix);
@@ -43,7 +45,13 @@ async function replay(options: {
     const ours = comparableLines(emu.transcript, skipCommands).filter((l) => l !== '');
     const theirs = comparableLines(expected, skipCommands).filter((l) => l !== '');
     assert.deepEqual(ours, theirs, `section "${options.prefix}" transcript`);
-    assert.deepEqual(raid1Lines(emu.kmsg), raid1Lines(expected), `section "${options.prefix}" raid1 kernel lines`);
+    const ourLines = raid1Lines(emu.kmsg);
+    const theirLines = raid1Lines(expected);
+    if (options.rateLimited === true) {
+      for (const line of theirLines) assert.ok(ourLines.includes(line), `missing kernel line ${line}`);
+    } else {
+      assert.deepEqual(ourLines, theirLines, `section "${options.prefix}" raid1 kernel lines`);
+    }
   } finally {
     await emu.cleanup();
   }
@@ -369,7 +377,7 @@ describe('kernel reference: fail-read-sync.out', { skip: failReadSync === undefi
         disks: [mib16, mib16],
         steps: async (emu) => {
           await legs(emu);
-          await emu.quiet(mk(handleErrors ? '1 handle_errors' : ''));
+          await emu.run(mk(handleErrors ? '1 handle_errors' : ''));
           await emu.waitSync('m');
           if (handleErrors) {
             await emu.run('dmsetup status m');
@@ -411,6 +419,8 @@ describe('kernel reference: fail-read-sync.out', { skip: failReadSync === undefi
       sections,
       prefix: 'H. no handle_errors',
       disks: [mib16, mib16],
+      // G, just before, used up the kernel's 10-line burst: H's recovery errors were rate-limited away.
+      rateLimited: true,
       steps: async (emu) => {
         await legs(emu);
         await emu.failDev('l1');
