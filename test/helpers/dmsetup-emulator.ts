@@ -298,7 +298,11 @@ export class DmsetupEmulator {
   }
 
   async #dd(args: readonly string[]): Promise<{ output: string[]; exit: number }> {
-    const opts = new Map(args.map((a) => a.split('=') as [string, string]));
+    const opts = new Map<string, string>();
+    for (const arg of args) {
+      const at = arg.indexOf('=');
+      if (at > 0) opts.set(arg.slice(0, at), arg.slice(at + 1));
+    }
     const bs = Number(opts.get('bs') ?? '512');
     const count = Number(opts.get('count') ?? '1');
     const input = opts.get('if') ?? '';
