@@ -64,7 +64,8 @@ export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<
       }
       opened.push(device);
       checkLegFits({
-        deviceName: displayName(leg.device),
+        // The kernel names the block device here (%pg: "vdb"), not its maj:min: the opened device's name.
+        deviceName: device.name,
         deviceSectors: Math.floor(device.sizeBytes / sectorBytes),
         offsetSectors: leg.offsetSectors,
         lengthSectors,

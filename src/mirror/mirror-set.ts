@@ -155,6 +155,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   #suspended = false;
   #destroyed = false;
   #eventCount = 0;
+  #eventPending = false;
   #balanceNext = 0;
 
   /** Queues the worker takes at the start of each pass. */
@@ -818,9 +819,16 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   }
 
   #event(event: MirrorEvent): void {
-    this.#eventCount += 1;
-    this.#raiseEvent();
     this.#notify(event);
+    // dm's trigger_event is a work item, and schedule_work on a pending work is a no-op: events raised
+    // together (both legs failing one write) reach dm core as one (reference fail-write D: event 2).
+    if (this.#eventPending) return;
+    this.#eventPending = true;
+    queueMicrotask(() => {
+      this.#eventPending = false;
+      this.#eventCount += 1;
+      this.#raiseEvent();
+    });
   }
 
   #notify(event: MirrorEvent): void {
