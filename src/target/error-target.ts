@@ -3,26 +3,18 @@
  * BlockError EIO (DM_MAPIO_KILL). The kernel 6.1 constructor ignores its arguments, and the target has
  * no status function, so status info and table params are empty: dmsetup prints `0 32768 error `.
  */
-import { assert } from '../assert.js';
 import type { BlockCapabilities, ReadOptions, WriteOptions } from '../block/block-device.js';
-import { BlockDeviceBase } from '../block/block-device-base.js';
+import { SimpleTarget } from './simple-target.js';
 import { BlockError } from '../errors.js';
-import { sectorBytes } from '../limits.js';
-import type { SuspendOptions, Target } from './target.js';
 
-export class ErrorTarget extends BlockDeviceBase implements Target {
+export class ErrorTarget extends SimpleTarget {
   readonly type = 'error' as const;
-  readonly lengthSectors: number;
-  readonly sizeBytes: number;
   readonly logicalBlockBytes = 512;
   readonly capabilities: BlockCapabilities = { flush: true, fua: true, trim: true, writeZeroes: false };
   readonly name = 'error';
 
   constructor(options: { lengthSectors: number }) {
-    super();
-    assert(Number.isSafeInteger(options.lengthSectors) && options.lengthSectors > 0, 'lengthSectors > 0');
-    this.lengthSectors = options.lengthSectors;
-    this.sizeBytes = options.lengthSectors * sectorBytes;
+    super(options);
     this.checkGeometry();
   }
 
@@ -32,23 +24,6 @@ export class ErrorTarget extends BlockDeviceBase implements Target {
 
   statusTable(): string {
     return '';
-  }
-
-  presuspend(options?: SuspendOptions): Promise<void> {
-    void options;
-    return Promise.resolve();
-  }
-
-  postsuspend(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  resume(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  destroy(): Promise<void> {
-    return this.close();
   }
 
   protected doRead(offsetBytes: number, lengthBytes: number, options: ReadOptions): Promise<Buffer> {

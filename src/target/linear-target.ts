@@ -9,11 +9,10 @@
  */
 import { assert, assertCount } from '../assert.js';
 import type { BlockCapabilities, BlockDevice, ReadOptions, WriteOptions, ZeroOptions } from '../block/block-device.js';
-import { BlockDeviceBase } from '../block/block-device-base.js';
+import { SimpleTarget } from './simple-target.js';
 import { TableError } from '../errors.js';
 import { sectorBytes } from '../limits.js';
 import { checkDeviceArea, scanSectors } from './device-area.js';
-import type { SuspendOptions, Target } from './target.js';
 
 export interface LinearArgs {
   readonly device: string;
@@ -43,10 +42,8 @@ export interface LinearTargetOptions {
   readonly release?: () => Promise<void>;
 }
 
-export class LinearTarget extends BlockDeviceBase implements Target {
+export class LinearTarget extends SimpleTarget {
   readonly type = 'linear' as const;
-  readonly lengthSectors: number;
-  readonly sizeBytes: number;
   readonly logicalBlockBytes: number;
   readonly capabilities: BlockCapabilities;
   readonly name: string;
@@ -57,9 +54,8 @@ export class LinearTarget extends BlockDeviceBase implements Target {
 
   /** @throws TableError "<name> too small for target: ..." when the area does not fit the device. */
   constructor(options: LinearTargetOptions) {
-    super();
+    super(options);
     assertCount(options.offsetSectors, 'offsetSectors');
-    assert(Number.isSafeInteger(options.lengthSectors) && options.lengthSectors > 0, 'lengthSectors > 0');
     checkDeviceArea({
       deviceName: options.displayName,
       deviceSectors: Math.floor(options.device.sizeBytes / sectorBytes),
@@ -70,8 +66,6 @@ export class LinearTarget extends BlockDeviceBase implements Target {
     this.#offsetSectors = options.offsetSectors;
     this.#offsetBytes = options.offsetSectors * sectorBytes;
     this.#release = options.release;
-    this.lengthSectors = options.lengthSectors;
-    this.sizeBytes = options.lengthSectors * sectorBytes;
     this.logicalBlockBytes = options.device.logicalBlockBytes;
     this.capabilities = options.device.capabilities;
     this.name = options.displayName;
@@ -85,23 +79,6 @@ export class LinearTarget extends BlockDeviceBase implements Target {
 
   statusTable(): string {
     return `${this.name} ${this.#offsetSectors}`;
-  }
-
-  presuspend(options?: SuspendOptions): Promise<void> {
-    void options;
-    return Promise.resolve();
-  }
-
-  postsuspend(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  resume(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  destroy(): Promise<void> {
-    return this.close();
   }
 
   protected doRead(offsetBytes: number, lengthBytes: number, options: ReadOptions): Promise<Buffer> {
