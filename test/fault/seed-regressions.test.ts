@@ -1,5 +1,5 @@
 /**
- * One named test per invariant from the kernel's dm-raid1 history (/work/shared/seed): each fix in that
+ * One named test per invariant from the kernel's dm-raid1 history (../shared/seed): each fix in that
  * history is a bug the kernel once had; each test here fails if umirror has it.
  */
 import { describe, test } from 'node:test';

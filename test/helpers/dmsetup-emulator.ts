@@ -1,6 +1,6 @@
 /**
  * A dmsetup look-alike over MappedDevice + targetBuilder, to replay the oracle's scenarios
- * (/work/shared/oracle/scenarios/*.sh) and print what the VM printed (reference/*.out): `$ cmd` lines,
+ * (../shared/oracle/scenarios/*.sh) and print what the VM printed (reference/*.out): `$ cmd` lines,
  * dmsetup's output, `event_nr(m)=N`, dd's output and `[exit N]`. Kernel messages go to `kmsg` with the
  * kernel's prefixes ("device-mapper: raid1: ...").
  *

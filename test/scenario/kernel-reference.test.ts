@@ -1,5 +1,5 @@
 /**
- * Replays the oracle's scenarios (/work/shared/oracle/scenarios: core.sh, fail-write.sh,
+ * Replays the oracle's scenarios (../shared/oracle/scenarios: core.sh, fail-write.sh,
  * fail-read-sync.sh, invalid.sh) through MappedDevice + targetBuilder with a dmsetup look-alike, and
  * compares what it prints with what the real kernel printed (reference/*.out): table and status lines,
  * health letters, sync counts, event numbers, dd results and, for rejected tables, dmsetup's error and
@@ -12,15 +12,22 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { comparableLines, DmsetupEmulator, raid1Lines, referenceSections } from '../helpers/dmsetup-emulator.js';
 
-const referenceDir = process.env['UMIRROR_ORACLE_REFERENCE'] ?? '/work/shared/oracle/reference';
+// The oracle's recorded answers live in ../shared beside the repository (as in CI).
+const referenceDir = process.env['UMIRROR_ORACLE_REFERENCE'] ?? resolve('..', 'shared', 'oracle', 'reference');
 const skipCommands = [/^md5sum /, /^dmsetup deps /, /^uname /, /^cat /, /^dmsetup version/, /^dmsetup targets/];
 const mib16 = 16 * 1024 * 1024;
 
 function reference(name: string): Map<string, string[]> | undefined {
   const path = `${referenceDir}/${name}.out`;
-  if (!existsSync(path)) return undefined;
+  if (!existsSync(path)) {
+    // Locally a checkout without ../shared skips; CI always has it, so there a missing file fails.
+    if (process.env['CI'] === 'true') throw new Error(`oracle reference ${path} is missing`);
+    console.log(`skipping kernel reference ${name}: ${path} not found`);
+    return undefined;
+  }
   return referenceSections(readFileSync(path, 'utf8'));
 }
 
