@@ -97,21 +97,36 @@ async function main(options: CrashChildOptions): Promise<void> {
   const hotRegions = Math.min(4, mirror.regionCount);
   let gen = options.genStart;
   let stopping = false;
+  // Overlapping writes are never in flight together: the mirror, like dm-raid1 and a disk, gives two
+  // overlapping writes in flight no order, so the legs could keep them in different orders. A write
+  // overlapping one in flight waits for it (as a filesystem orders its own writes).
+  const inFlight = new Set<{ start: number; end: number }>();
+  const pick = (): { start: number; end: number } => {
+    const sectors = 1 + Math.floor(random() * options.writeSectorsMax);
+    // Half the writes go to a few hot regions (clean-list races), half anywhere.
+    const startSector =
+      random() < 0.5
+        ? Math.floor(random() * hotRegions) * options.regionSectors + Math.floor(random() * options.regionSectors)
+        : Math.floor(random() * options.lengthSectors);
+    const start = Math.min(startSector, options.lengthSectors - sectors);
+    return { start, end: start + sectors };
+  };
   const worker = async (): Promise<void> => {
     while (!stopping) {
-      const sectors = 1 + Math.floor(random() * options.writeSectorsMax);
-      // Half the writes go to a few hot regions (overlap, clean-list races), half anywhere.
-      const startSector =
-        random() < 0.5
-          ? Math.floor(random() * hotRegions) * options.regionSectors + Math.floor(random() * options.regionSectors)
-          : Math.floor(random() * options.lengthSectors);
-      const offsetBytes = Math.min(startSector, options.lengthSectors - sectors) * sectorBytes;
-      const lengthBytes = sectors * sectorBytes;
+      let range = pick();
+      while ([...inFlight].some((other) => range.start < other.end && other.start < range.end)) {
+        await new Promise((resolve) => setImmediate(resolve));
+        range = pick();
+      }
+      inFlight.add(range);
+      const offsetBytes = range.start * sectorBytes;
+      const lengthBytes = (range.end - range.start) * sectorBytes;
       const thisGen = gen++;
       const data = stampedData({ gen: thisGen, offsetBytes, lengthBytes });
       report(`I ${thisGen} ${offsetBytes} ${lengthBytes}`);
       await mirror.write(offsetBytes, data);
       report(`A ${thisGen}`);
+      inFlight.delete(range);
       if (random() < 0.05) await mirror.flush();
     }
   };
