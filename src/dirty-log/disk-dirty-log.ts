@@ -277,10 +277,15 @@ export class DiskDirtyLog implements DirtyLog {
     }
 
     // Grown: new regions are cleared (set with nosync). Shrunk: bits past the end are cleared up to
-    // the next 32-bit word.
+    // the next 64-bit boundary (BITS_PER_LONG on the kernel's 64-bit hosts; disklog-resize.out shows
+    // a stale 33rd-40th bit zeroed). The buffer always holds that boundary (see diskLogBufferBytes).
     const from = Math.min(nrRegions, this.regionCount);
     state.clean.fillRange({ from, to: this.regionCount, value: this.syncMode === 'nosync' });
     state.clean.fillRange({ from: this.regionCount, to: state.clean.wordCount * 32, value: false });
+    const bitsEnd = diskLogBitsOffsetBytes + state.clean.wordCount * 4;
+    const longEnd = diskLogBitsOffsetBytes + Math.ceil(state.clean.wordCount / 2) * 8;
+    assert(longEnd <= this.bufferBytes, 'the buffer holds the bits up to a 64-bit boundary');
+    this.#buffer.fill(0, bitsEnd, longEnd);
     state.sync.copyFrom(state.clean);
     state.syncCount = state.clean.count();
     state.syncSearch = 0;

@@ -11,6 +11,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlockDevice } from '../../src/block/block-device.js';
+import { FaultyBlockDevice } from '../../src/block/faulty-block-device.js';
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
 import { targetBuilder } from '../../src/control/build-target.js';
 import { TableError } from '../../src/errors.js';
@@ -59,12 +60,19 @@ export class DmsetupEmulator {
   readonly transcript: string[] = [];
   readonly kmsg: string[] = [];
   readonly disks = new Map<string, MemoryBlockDevice>();
+  /**
+   * Every disk is opened through a pass-through FaultyBlockDevice, so a scenario can make a disk fail
+   * only flushes (what the oracle builds from dm-delay + dm-flakey, which are not emulated).
+   */
+  readonly faults = new Map<string, FaultyBlockDevice>();
   readonly dm = new Map<string, DmEntry>();
 
   constructor(options: { disks: readonly number[] }) {
     options.disks.forEach((sizeBytes, i) => {
       const name = `vd${String.fromCharCode(97 + i)}`;
-      this.disks.set(name, new MemoryBlockDevice({ sizeBytes, name }));
+      const disk = new MemoryBlockDevice({ sizeBytes, name });
+      this.disks.set(name, disk);
+      this.faults.set(name, new FaultyBlockDevice(disk, { name, closeInner: false }));
     });
   }
 
@@ -79,7 +87,7 @@ export class DmsetupEmulator {
 
   open(path: string): Promise<BlockDevice> {
     const disk = /^\/dev\/(vd[a-z])$/.exec(path);
-    const device = disk?.[1] === undefined ? undefined : this.disks.get(disk[1]);
+    const device = disk?.[1] === undefined ? undefined : this.faults.get(disk[1]);
     if (device !== undefined) return Promise.resolve(shared(device));
     const mapper = /^\/dev\/mapper\/(.+)$/.exec(path);
     const entry = mapper?.[1] === undefined ? undefined : this.dm.get(mapper[1]);
@@ -138,6 +146,51 @@ export class DmsetupEmulator {
 
   async waitDd(handle: DdHandle): Promise<void> {
     this.transcript.push(...(await handle.done));
+  }
+
+  /** guest-lib hexdump_dev: the first `lengthBytes` of a disk as xxd prints them, zero runs folded to `*`. */
+  async hexdump(disk: string, lengthBytes: number): Promise<void> {
+    let zeroRun = 0;
+    for (const line of await this.#xxd(disk, lengthBytes)) {
+      if (!/ 0000 0000 0000 0000 0000 0000 0000 0000  /.test(line)) {
+        zeroRun = 0;
+        this.echo(line);
+      } else if (zeroRun++ === 0) {
+        this.echo(line);
+      } else if (zeroRun === 2) {
+        this.echo('*');
+      }
+    }
+  }
+
+  /** make-reference's host dump: `xxd -l LEN DISK.img`, nothing folded. */
+  async hostDump(disk: string, lengthBytes: number): Promise<string[]> {
+    return this.#xxd(disk, lengthBytes);
+  }
+
+  /** disklog-resize's poke: overwrites bytes of a disk directly (no page cache to drop here). */
+  async poke(disk: string, offsetBytes: number, bytes: Uint8Array): Promise<void> {
+    const device = this.disks.get(disk);
+    if (device === undefined) throw new Error(`no disk ${disk}`);
+    const block = Math.floor(offsetBytes / 512) * 512;
+    const data = await device.read(block, 512);
+    data.set(bytes, offsetBytes - block);
+    await device.write(block, data);
+  }
+
+  async #xxd(disk: string, lengthBytes: number): Promise<string[]> {
+    const device = this.disks.get(disk);
+    if (device === undefined) throw new Error(`no disk ${disk}`);
+    const data = await device.read(0, lengthBytes);
+    const lines: string[] = [];
+    for (let at = 0; at < lengthBytes; at += 16) {
+      const row = data.subarray(at, Math.min(at + 16, lengthBytes));
+      const groups: string[] = [];
+      for (let i = 0; i < row.length; i += 2) groups.push(row.subarray(i, i + 2).toString('hex'));
+      const ascii = [...row].map((b) => (b >= 0x20 && b <= 0x7e ? String.fromCharCode(b) : '.')).join('');
+      lines.push(`${at.toString(16).padStart(8, '0')}: ${groups.join(' ').padEnd(39, ' ')}  ${ascii}`);
+    }
+    return lines;
   }
 
   /** guest-lib gate: a linear device over all of DEV, left suspended. */
