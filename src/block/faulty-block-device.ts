@@ -304,7 +304,7 @@ function checkSelector(selector: FaultSelector): void {
 }
 
 /** A small seeded PRNG (mulberry32): uniform in [0, 1), reproducible for a seed. */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
     state = (state + 0x6d2b79f5) >>> 0;

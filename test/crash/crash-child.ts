@@ -19,6 +19,7 @@ import type { BlockDevice } from '../../src/block/block-device.js';
 import { sectorBytes } from '../../src/limits.js';
 import { createMirrorSet } from '../../src/mirror/create-mirror-set.js';
 import { Journal, ProbeDevice, type JournalEntry } from '../helpers/probe-device.js';
+import { mulberry32 as prng } from '../../src/block/faulty-block-device.js';
 import { stampedData } from './crash-stamp.js';
 
 export interface CrashChildOptions {
@@ -58,18 +59,6 @@ class ReportingJournal extends Journal {
     }
     return this.#seq++;
   }
-}
-
-/** Deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 async function main(options: CrashChildOptions): Promise<void> {

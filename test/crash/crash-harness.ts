@@ -35,6 +35,7 @@ import { decodeDiskLogHeader, diskLogBitsOffsetBytes, diskLogMagic, diskLogVersi
 import { sectorBytes } from '../../src/limits.js';
 import { createMirrorSet } from '../../src/mirror/create-mirror-set.js';
 import type { MirrorSet } from '../../src/mirror/mirror-set.js';
+import { mulberry32 as prng } from '../../src/block/faulty-block-device.js';
 import type { CrashChildOptions } from './crash-child.js';
 import { sectorGen } from './crash-stamp.js';
 
@@ -196,18 +197,6 @@ interface Geometry {
   readonly lengthSectors: number;
   readonly regionSectors: number;
   readonly regionCount: number;
-}
-
-/** Deterministic PRNG (mulberry32). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function regionsOf(options: { offsetBytes: number; lengthBytes: number; regionSectors: number }): number[] {

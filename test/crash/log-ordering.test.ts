@@ -20,7 +20,7 @@ import { sectorBytes } from '../../src/limits.js';
 import { createMirrorSet } from '../../src/mirror/create-mirror-set.js';
 import type { MirrorSet } from '../../src/mirror/mirror-set.js';
 import { Journal, ProbeDevice, type JournalEntry } from '../helpers/probe-device.js';
-import { prng } from './crash-harness.js';
+import { mulberry32 as prng } from '../../src/block/faulty-block-device.js';
 
 /** A ProbeDevice that also keeps the data of every write, by the journal seq of its start entry. */
 class DataProbeDevice extends ProbeDevice {

@@ -9,6 +9,8 @@
  * scenarios do (/dev/vda, /dev/mapper/g). After every command the emulator settles: it waits until
  * every device's status and event number stopped changing (the VM's "sleep"/klog pauses).
  */
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlockDevice } from '../../src/block/block-device.js';
 import { FaultyBlockDevice } from '../../src/block/faulty-block-device.js';
@@ -392,6 +394,23 @@ export class DmsetupEmulator {
     while (used.has(minor)) minor++;
     return minor;
   }
+}
+
+/** Where the oracle's recorded answers live: ../shared beside the repository (as in CI), or the env. */
+export const oracleReferenceDir = process.env['UMIRROR_ORACLE_REFERENCE'] ?? resolve('..', 'shared', 'oracle', 'reference');
+
+/**
+ * The text of reference/NAME.out. Locally a checkout without ../shared gets undefined (and a printed
+ * reason, so the caller skips); CI always has it, so there a missing file throws.
+ */
+export function oracleReference(name: string): string | undefined {
+  const path = `${oracleReferenceDir}/${name}.out`;
+  if (!existsSync(path)) {
+    if (process.env['CI'] === 'true') throw new Error(`oracle reference ${path} is missing`);
+    console.log(`skipping kernel reference ${name}: ${path} not found`);
+    return undefined;
+  }
+  return readFileSync(path, 'utf8');
 }
 
 /** Sections of a reference file: `### title` -> its lines (without the title). */

@@ -11,24 +11,14 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { comparableLines, DmsetupEmulator, raid1Lines, referenceSections } from '../helpers/dmsetup-emulator.js';
+import { comparableLines, DmsetupEmulator, oracleReference, raid1Lines, referenceSections } from '../helpers/dmsetup-emulator.js';
 
-// The oracle's recorded answers live in ../shared beside the repository (as in CI).
-const referenceDir = process.env['UMIRROR_ORACLE_REFERENCE'] ?? resolve('..', 'shared', 'oracle', 'reference');
 const skipCommands = [/^md5sum /, /^dmsetup deps /, /^uname /, /^cat /, /^dmsetup version/, /^dmsetup targets/];
 const mib16 = 16 * 1024 * 1024;
 
 function reference(name: string): Map<string, string[]> | undefined {
-  const path = `${referenceDir}/${name}.out`;
-  if (!existsSync(path)) {
-    // Locally a checkout without ../shared skips; CI always has it, so there a missing file fails.
-    if (process.env['CI'] === 'true') throw new Error(`oracle reference ${path} is missing`);
-    console.log(`skipping kernel reference ${name}: ${path} not found`);
-    return undefined;
-  }
-  return referenceSections(readFileSync(path, 'utf8'));
+  const text = oracleReference(name);
+  return text === undefined ? undefined : referenceSections(text);
 }
 
 function sectionOf(sections: Map<string, string[]>, prefix: string): string[] {
