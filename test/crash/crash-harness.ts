@@ -175,8 +175,9 @@ export interface CrashCampaignResult {
   killsWithLegWritesInFlight: number;
   /** Kills before the child reported ready (during start-up or resume). */
   killsBeforeReady: number;
-  /** Dirty regions in the on-disk log after each kill. */
+  /** Dirty regions in the on-disk log after each kill, and the lazy clean delay of that life. */
   dirtyAtKill: number[];
+  lazyCleanMsAtKill: number[];
   /** Regions whose legs differed after each kill (each one dirty in the log). */
   differingAtKill: number[];
   /** Out-of-sync regions when the parent restarted (= the dirty count) and regions it recovered. */
@@ -499,6 +500,7 @@ export async function runCrashCampaign(options: CrashCampaignOptions): Promise<C
     killsWithLegWritesInFlight: 0,
     killsBeforeReady: 0,
     dirtyAtKill: [],
+    lazyCleanMsAtKill: [],
     differingAtKill: [],
     resyncedAtRestart: [],
     parentRestarts: 0,
@@ -511,6 +513,7 @@ export async function runCrashCampaign(options: CrashCampaignOptions): Promise<C
     let dirtyAtLifeStart = new Set<number>();
     for (let kill = 0; kill < options.kills; kill++) {
       const early = random() < 0.15;
+      const lazyCleanMs = lazy[kill % lazy.length] ?? 0;
       const life = await runLife({
         files,
         geometry,
@@ -518,7 +521,7 @@ export async function runCrashCampaign(options: CrashCampaignOptions): Promise<C
         seed: Math.floor(random() * 2 ** 31),
         end: early ? 'kill-early' : 'kill',
         delayMs: early ? Math.floor(random() * 400) : delayMin + Math.floor(random() * (delayMax - delayMin)),
-        lazyCleanMs: lazy[kill % lazy.length] ?? 0,
+        lazyCleanMs,
         concurrency: options.concurrency ?? 8,
         writeSectorsMax: options.writeSectorsMax ?? 64,
       });
@@ -530,6 +533,7 @@ export async function runCrashCampaign(options: CrashCampaignOptions): Promise<C
         check(dirty.size > 0, () => 'a kill with leg writes in flight left no dirty region');
       }
       result.dirtyAtKill.push(dirty.size);
+      result.lazyCleanMsAtKill.push(lazyCleanMs);
       result.differingAtKill.push(differing.size);
       const last = kill === options.kills - 1;
       if (last || random() < restartChance) {

@@ -33,6 +33,10 @@ try {
     [
       `kills: ${r.kills} (${r.killsBeforeReady} before ready, ${r.killsWithLegWritesInFlight} with leg writes in flight)`,
       `dirty regions at kill: mean ${(sum(r.dirtyAtKill) / r.kills).toFixed(2)}, max ${max(r.dirtyAtKill)} of ${r.regionCount}`,
+      ...[...new Set(r.lazyCleanMsAtKill)].map((ms) => {
+        const dirty = r.dirtyAtKill.filter((_, i) => r.lazyCleanMsAtKill[i] === ms);
+        return `  lazy clean ${ms} ms: ${dirty.length} kills, dirty mean ${(sum(dirty) / Math.max(1, dirty.length)).toFixed(2)}, max ${max(dirty)}`;
+      }),
       `regions with differing legs at kill: ${sum(r.differingAtKill)} in all (each dirty in the log)`,
       `parent restarts: ${r.parentRestarts}, regions resynced: mean ${(sum(r.resyncedAtRestart) / Math.max(1, r.parentRestarts)).toFixed(2)}, max ${max(r.resyncedAtRestart)}`,
       `writes: ${r.writesAcked} acknowledged of ${r.writesIssued} issued`,

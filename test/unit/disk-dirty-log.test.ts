@@ -200,6 +200,22 @@ describe('DiskDirtyLog matches the kernel on reuse (disklog-resize.out)', () => 
     assert.equal(await bytesAt(memory, 1024, 8), 'ffff0f0000000000');
   });
 
+  test('DiskDirtyLog clears stale bits past the last region up to a 64-bit boundary (BITS_PER_LONG), as the kernel', async () => {
+    // A 40-region log in sync (ffff ffff ff), reused by a 32-region 'sync' table (disklog-resize.out,
+    // last section). Expected: bits 32..63 cleared on disk (ffff ffff 0000 0000 after resync), byte
+    // 0x404 no longer ff; a 20-region table clears bits 20..63 only (bytes past 0x408 untouched).
+    const memory = new MemoryBlockDevice({ sizeBytes: 1024 * 1024 });
+    await cleanRun(memory, { regionCount: 40, regionSizeSectors: 512, syncMode: 'default' });
+    assert.equal(await bytesAt(memory, 1024, 8), 'ffffffffff000000');
+    await cleanRun(memory, { regionCount: 32, regionSizeSectors: 1024, syncMode: 'sync' });
+    assert.equal(await bytesAt(memory, 1024, 8), 'ffffffff00000000');
+    await memory.write(1024, Buffer.concat([Buffer.alloc(10, 0xff), Buffer.alloc(502)]));
+    const log = makeLog(memory, { regionCount: 20, regionSizeSectors: 1024, syncMode: 'default' });
+    await log.resume();
+    assert.equal(log.syncCount(), 20);
+    assert.equal(await bytesAt(memory, 1024, 10), 'ffff0f0000000000ffff');
+  });
+
   test('DiskDirtyLog reused with region size 512 reinterprets 20 bits as 20/40', async () => {
     const memory = new MemoryBlockDevice({ sizeBytes: 1024 * 1024 });
     await cleanRun(memory, { regionCount: 20, regionSizeSectors: 1024, syncMode: 'default' });
