@@ -194,8 +194,19 @@ class Real {
         this.#settle(write, false);
       },
     );
-    // Held writes (handle_errors) stay pending until a suspend releases or requeues them.
-    await waitFor(() => write.settled || this.mirrorSet().heldWrites > heldBefore || this.device.heldCount > 0, 'write to settle or be held', 5000);
+    // Held writes (handle_errors) stay pending until a suspend releases or requeues them. So does a write
+    // to a region whose recovery waits for held writes to drain (the kernel's mirror_presuspend: "start
+    // recovery waiting for bios in the hold list"): it is delayed behind that recovery until a suspend.
+    const mirror = this.mirrorSet();
+    await waitFor(
+      () =>
+        write.settled ||
+        mirror.heldWrites > heldBefore ||
+        this.device.heldCount > 0 ||
+        (mirror.heldWrites > 0 && mirror.recoveryInFlight > 0),
+      'write to settle or be held',
+      5000,
+    );
   }
 
   #settle(write: PendingWrite, ok: boolean): void {
