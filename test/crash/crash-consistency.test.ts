@@ -18,13 +18,13 @@ function summary(r: CrashCampaignResult): string {
 }
 
 test('DiskDirtyLog + MirrorSet survive SIGKILL: only dirty regions resync, legs identical, acknowledged writes kept', { timeout: 120_000 }, async (t) => {
-  // 16 kills at random moments (some before the child is ready), lazy clean off and 20 ms in turn.
+  // 24 kills at random moments (some before the child is ready), lazy clean off and 20 ms in turn.
   // Expected after each kill: leg writes in flight and differing legs only in dirty regions, dirty
   // regions only where this life wrote, acknowledged data on leg 0; after each restart exactly the
   // dirty regions resync, legs end byte-identical, every acknowledged write reads back.
-  const result = await runCrashCampaign({ kills: 16, seed: 0x5eed, onProgress: (line) => t.diagnostic(line) });
+  const result = await runCrashCampaign({ kills: 24, seed: 0x5eed, onProgress: (line) => t.diagnostic(line) });
   t.diagnostic(summary(result));
-  assert.equal(result.kills, 16);
+  assert.equal(result.kills, 24);
   assert.ok(result.writesAcked > 0, 'the load acknowledged writes');
   assert.ok(result.killsWithLegWritesInFlight > 0, 'some kill hit a leg write in flight');
   assert.ok(result.parentRestarts >= 1);
