@@ -135,8 +135,9 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   });
   if (ticker !== undefined) clearInterval(ticker);
   console.log('stopping: closing NBD connections, suspending the device');
-  await listener.close({ graceful: true });
-  await server.close({ graceful: true });
+  // Drain the connections and suspend together: a write held by handle_errors completes only when the
+  // suspend releases it (with EIO), so waiting for the drain first would wait forever.
+  await Promise.all([listener.close({ graceful: true }).then(() => server.close({ graceful: true })), device.suspend()]);
   await device.remove();
   console.log('device suspended cleanly; the log is clean');
   return 0;
