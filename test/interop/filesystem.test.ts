@@ -113,24 +113,31 @@ async function assertCleanAfterRemount(rig: FsRig, sums: string): Promise<void> 
   await runOk('umount', [rig.mnt]);
 }
 
-async function formatAndFill(rig: FsRig): Promise<void> {
+/** A rig with ext4 made, mounted and holding files; then the second leg starts failing. */
+async function filledThenFailed(t: TestContext, options: { handleErrors: boolean }): Promise<{ rig: FsRig; eventsBefore: number }> {
+  const rig = await fsRig(t, options);
   await runOk('mkfs.ext4', ['-q', '-F', rig.fuse.path], { timeoutMs: 120_000 });
   await runOk('mount', ['-o', 'loop', rig.fuse.path, rig.mnt]);
   await writeFiles(rig, 'before', 12);
   assert.match(rig.md.status(), / 1 AA 3 disk /);
+  const eventsBefore = rig.md.eventNr;
+  await rig.failing.fail();
+  return { rig, eventsBefore };
+}
+
+/** The status line of the mirror with its second leg failed by a write (D) and the log alive. */
+function assertSecondLegDead(rig: FsRig): void {
+  assert.match(rig.md.status(), new RegExp(`^0 ${lengthSectors} mirror 2 ${rig.good} ${rig.failing.path} \\d+/128 1 AD 3 disk ${rig.log} A\\n$`));
 }
 
 test('ext4 on a served mirror with handle_errors: a leg fails mid-write, held writes complete after a reload on the good leg', async (t) => {
   // Expected: status AD with one event for the failure and a write held; after noflush suspend + linear
   // reload + resume, every write completes; fsck clean; checksums match after a remount.
   if (!requireTools(t, ...tools)) return;
-  const rig = await fsRig(t, { handleErrors: true });
-  await formatAndFill(rig);
-  const eventsBefore = rig.md.eventNr;
-  await rig.failing.fail();
+  const { rig, eventsBefore } = await filledThenFailed(t, { handleErrors: true });
   const writing = writeFiles(rig, 'after', 12);
   await waitFor(() => rig.mirror().healthLetters() === 'AD' && rig.mirror().heldWrites > 0, 'the leg failure and a held write', 60_000);
-  assert.match(rig.md.status(), new RegExp(`^0 ${lengthSectors} mirror 2 ${rig.good} ${rig.failing.path} \\d+/128 1 AD 3 disk ${rig.log} A\\n$`));
+  assertSecondLegDead(rig);
   assert.equal(rig.md.eventNr, eventsBefore + 1, 'one event for the write failure');
   // dmeventd's part: drop the failed leg.
   await rig.md.suspend({ noflush: true });
@@ -146,14 +153,11 @@ test('ext4 on a served mirror without handle_errors: a leg fails mid-write and w
   // Expected: status AD (the failure is recorded), no event (the kernel raises none without
   // handle_errors), no write held or failed; fsck clean; checksums match after a remount.
   if (!requireTools(t, ...tools)) return;
-  const rig = await fsRig(t, { handleErrors: false });
-  await formatAndFill(rig);
-  const eventsBefore = rig.md.eventNr;
-  await rig.failing.fail();
+  const { rig, eventsBefore } = await filledThenFailed(t, { handleErrors: false });
   await writeFiles(rig, 'after', 12);
   await waitFor(() => rig.mirror().healthLetters() === 'AD', 'the leg failure', 60_000);
   await writeFiles(rig, 'later', 4);
-  assert.match(rig.md.status(), new RegExp(`^0 ${lengthSectors} mirror 2 ${rig.good} ${rig.failing.path} \\d+/128 1 AD 3 disk ${rig.log} A\\n$`));
+  assertSecondLegDead(rig);
   assert.equal(rig.mirror().heldWrites, 0);
   assert.equal(rig.md.eventNr, eventsBefore, 'no event without handle_errors');
   await assertCleanAfterRemount(rig, await checksums(rig));
