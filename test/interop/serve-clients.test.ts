@@ -23,7 +23,7 @@ const regionCount = sizeBytes / (512 * 1024);
 describe('umirror serve (2 legs, disk log) with real NBD clients', () => {
   let dir: string;
   let dataDir: string;
-  let legs: string[];
+  let legs: [string, string];
   let serve: ServeProcess;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'umirror-serve-'));
@@ -160,7 +160,7 @@ describe('umirror serve (2 legs, disk log) with real NBD clients', () => {
   test('umirror serve exits cleanly on SIGINT and restarts from its disk log with no resync', async (t) => {
     if (!requireTools(t, 'nbdinfo', 'nbdcopy', 'cmp')) return;
     assertCleanExit(await serve.stop());
-    const before = await readFile(legs[0] ?? '');
+    const before = await readFile(legs[0]);
     serve = await startServe(['--data', dataDir, '--size', '64M', '--nbd', '127.0.0.1:0']);
     assert.match(serve.uri, /^nbd:\/\/127\.0\.0\.1:\d+\/umirror$/);
     // Existing images: the log is trusted (no nosync), and it says every region is in sync.
