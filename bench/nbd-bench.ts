@@ -7,7 +7,10 @@
  *
  *   npm run bench:nbd                       1 GiB images, 10 s per job
  *   npm run bench:nbd -- --quick            256 MiB images, 3 s per job
- *   npm run bench:nbd -- --size 2G --runtime 20 --servers umirror-disk,qemu-nbd
+ *   npm run bench:nbd -- --size 2G --runtime 20 --rounds 3 --servers umirror-disk,qemu-nbd
+ *
+ * All servers run at once and each job interleaves them, round after round (--rounds, default 1), so
+ * background load on a shared machine hits every server alike; the table shows the median round.
  *
  * Images live under bench/.data (git-ignored) and are reused when their size matches; they are filled
  * with random data once, so reads never hit holes.
@@ -18,7 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { parseSize } from '../src/control/images.js';
-import { type BenchImages, type ServerKind, serverKinds, startServer } from './nbd-bench-servers.js';
+import { type BenchImages, type BenchServer, type ServerKind, serverKinds, startServer } from './nbd-bench-servers.js';
 
 const execFileAsync = promisify(execFile);
 const MiB = 2 ** 20;
@@ -89,6 +92,14 @@ async function prepareImages(dataDir: string, sizeBytes: number): Promise<BenchI
   return { dataDir, legPaths, logPath, sizeBytes };
 }
 
+/** The sample with the median IOPS (the upper one of an even count). */
+function median(samples: readonly Result[]): Result {
+  const sorted = [...samples].sort((a, b) => a.iops - b.iops);
+  const middle = sorted[Math.floor(sorted.length / 2)];
+  if (middle === undefined) throw new RangeError('no samples');
+  return middle;
+}
+
 function pad(text: string, width: number): string {
   return text.padStart(width);
 }
@@ -118,12 +129,15 @@ async function main(): Promise<void> {
       size: { type: 'string' },
       runtime: { type: 'string' },
       quick: { type: 'boolean', default: false },
+      rounds: { type: 'string', default: '1' },
       servers: { type: 'string', default: serverKinds.join(',') },
       data: { type: 'string', default: fileURLToPath(new URL('../../bench/.data', import.meta.url)) },
     },
   });
   const sizeBytes = parseSize(values.size ?? (values.quick ? '256M' : '1G'));
   const runtimeSeconds = Number(values.runtime ?? (values.quick ? 3 : 10));
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new RangeError('--rounds must be a whole number >= 1');
   if (sizeBytes % MiB !== 0) throw new RangeError('--size must be a multiple of 1 MiB');
   if (!Number.isInteger(runtimeSeconds) || runtimeSeconds < 1) throw new RangeError('--runtime must be whole seconds >= 1');
   const servers = values.servers.split(',').map((name) => {
@@ -132,21 +146,27 @@ async function main(): Promise<void> {
     return kind;
   });
   const images = await prepareImages(values.data, sizeBytes);
-  console.log(`fio nbd engine, ${sizeBytes / MiB} MiB images, ${runtimeSeconds} s per job, servers: ${servers.join(', ')}`);
-  const results = new Map<ServerKind, Map<string, Result>>();
-  for (const kind of servers) {
-    const server = await startServer(kind, images);
-    const perJob = new Map<string, Result>();
-    results.set(kind, perJob);
-    try {
+  console.log(`fio nbd engine, ${sizeBytes / MiB} MiB images, ${runtimeSeconds} s per job, ${rounds} round(s), servers: ${servers.join(', ')}`);
+  const results = new Map<ServerKind, Map<string, Result>>(servers.map((kind) => [kind, new Map<string, Result>()]));
+  // Every server runs at once (idle but for its turn) and the jobs interleave the servers, round after
+  // round, so a change in background load hits every server alike; the table shows each median.
+  const running: BenchServer[] = [];
+  try {
+    for (const kind of servers) running.push(await startServer(kind, images));
+    const samples = new Map<string, Result[]>();
+    for (let round = 1; round <= rounds; round++) {
       for (const job of jobs) {
-        const result = await runFio(server.uri, job, { sizeBytes, runtimeSeconds });
-        perJob.set(job.name, result);
-        console.log(`${kind.padEnd(13)} ${job.name.padEnd(14)} ${result.mibPerSecond.toFixed(1).padStart(8)} MiB/s ${result.iops.toFixed(0).padStart(8)} IOPS`);
+        for (const server of running) {
+          const result = await runFio(server.uri, job, { sizeBytes, runtimeSeconds });
+          const key = `${server.kind} ${job.name}`;
+          samples.set(key, [...(samples.get(key) ?? []), result]);
+          results.get(server.kind)?.set(job.name, median(samples.get(key) ?? []));
+          console.log(`round ${round} ${server.kind.padEnd(13)} ${job.name.padEnd(14)} ${result.mibPerSecond.toFixed(1).padStart(8)} MiB/s ${result.iops.toFixed(0).padStart(8)} IOPS`);
+        }
       }
-    } finally {
-      await server.stop();
     }
+  } finally {
+    for (const server of running) await server.stop();
   }
   printTable(results, servers);
 }
