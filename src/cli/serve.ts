@@ -135,9 +135,13 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   });
   if (ticker !== undefined) clearInterval(ticker);
   console.log('stopping: closing NBD connections, suspending the device');
-  await listener.close({ graceful: true });
-  await server.close({ graceful: true });
+  // Drain the connections while suspending, not before: a write held by handle_errors completes only when
+  // the suspend releases it (with EIO), and I/O that reached the device once it was suspended completes
+  // only when remove fails it (ESHUTDOWN). Waiting for the drain first would wait forever.
+  const drained = listener.close({ graceful: true }).then(() => server.close({ graceful: true }));
+  await device.suspend();
   await device.remove();
+  await drained;
   console.log('device suspended cleanly; the log is clean');
   return 0;
 }
