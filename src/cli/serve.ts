@@ -28,7 +28,7 @@ export const serveHelp = `Usage: umirror serve [--data DIR] [--size SIZE] [--leg
 Serve one mirrored device over NBD in the foreground.
 
 Without --table, creates (or reuses) sparse image files under --data (default ./umirror-data):
-leg0.img ... leg<N-1>.img of --size (default 1G) and log.img (a kernel-format disk log), and serves
+leg0.img ... leg<N-1>.img of --size (default: the size of an existing leg0.img, else 1G) and log.img (a kernel-format disk log), and serves
   0 <len> mirror disk 2 <log.img> <region> <N> <leg0.img> 0 ... 1 handle_errors
 With --table, serves any kernel-syntax table (mirror, linear, zero, error lines; paths as devices).
 
@@ -49,7 +49,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     args: [...argv],
     options: {
       data: { type: 'string', default: './umirror-data' },
-      size: { type: 'string', default: '1G' },
+      size: { type: 'string' },
       legs: { type: 'string', default: '2' },
       log: { type: 'string', default: 'disk' },
       'region-size': { type: 'string', default: '1024' },
@@ -76,7 +76,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     if (log !== 'disk' && log !== 'core') throw new RangeError('--log must be disk or core');
     const images = await prepareImages({
       dataDir: values.data,
-      sizeBytes: parseSize(values.size),
+      ...(values.size === undefined ? {} : { sizeBytes: parseSize(values.size) }),
       legCount: Number(values.legs),
       regionSectors: Number(values['region-size']),
       log,
@@ -124,7 +124,10 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
         const mirrors = device.segments().map((s) => s.target).filter((t): t is MirrorSet => t instanceof MirrorSet);
         const synced = mirrors.reduce((sum, m) => sum + m.syncCount(), 0);
         const total = mirrors.reduce((sum, m) => sum + m.regionCount, 0);
-        const bar = total > 0 && synced < total ? `  resync ${progressBar(synced, total)}` : '';
+        // Out-of-sync regions resync only while every leg is alive; with a failed leg they wait for a reload.
+        const recovering = mirrors.every((m) => /^A+$/.test(m.healthLetters()));
+        const label = recovering ? 'resync' : 'out of sync (a leg failed)';
+        const bar = total > 0 && synced < total ? `  ${label} ${progressBar(synced, total)}` : '';
         console.log(`status: ${status.trimEnd()}${bar}`);
       }, 1000);
 
@@ -135,9 +138,13 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   });
   if (ticker !== undefined) clearInterval(ticker);
   console.log('stopping: closing NBD connections, suspending the device');
-  await listener.close({ graceful: true });
-  await server.close({ graceful: true });
+  // Drain the connections while suspending, not before: a write held by handle_errors completes only when
+  // the suspend releases it (with EIO), and I/O that reached the device once it was suspended completes
+  // only when remove fails it (ESHUTDOWN). Waiting for the drain first would wait forever.
+  const drained = listener.close({ graceful: true }).then(() => server.close({ graceful: true }));
+  await device.suspend();
   await device.remove();
+  await drained;
   console.log('device suspended cleanly; the log is clean');
   return 0;
 }

@@ -13,7 +13,8 @@ import { diskLogBufferBytes } from '../dirty-log/disk-log-format.js';
 
 export interface ImageSetOptions {
   readonly dataDir: string;
-  readonly sizeBytes: number;
+  /** Leg size; when absent, the size of an existing leg0.img, else {@link defaultImageBytes}. */
+  readonly sizeBytes?: number;
   readonly legCount: number;
   readonly regionSectors: number;
   readonly log: 'disk' | 'core';
@@ -26,6 +27,9 @@ export interface ImageSet {
   readonly created: readonly string[];
   readonly table: string;
 }
+
+/** The leg size of a fresh data folder when none is given. */
+export const defaultImageBytes = 2 ** 30;
 
 /** Parses sizes like 1G, 512M, 64KiB, 1048576. */
 export function parseSize(text: string): number {
@@ -54,6 +58,19 @@ async function ensureImage(path: string, sizeBytes: number, created: string[]): 
   created.push(path);
 }
 
+/** The size (whole sectors) of an existing leg image, or undefined when there is none. */
+async function existingLegBytes(path: string): Promise<number | undefined> {
+  try {
+    const bytes = (await stat(path)).size;
+    const whole = bytes - (bytes % sectorBytes);
+    if (whole <= 0) throw new RangeError(`${path} exists but holds less than one sector`);
+    return whole;
+  } catch (err) {
+    if (typeof err === 'object' && err !== null && 'code' in err && err.code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
 /** Creates (or finds) the images and returns the mirror table over them. */
 export async function prepareImages(options: ImageSetOptions): Promise<ImageSet> {
   assert(options.legCount >= 2 && options.legCount <= 9, 'legCount 2..9');
@@ -61,8 +78,9 @@ export async function prepareImages(options: ImageSetOptions): Promise<ImageSet>
   await mkdir(dir, { recursive: true });
   const created: string[] = [];
   const legPaths = Array.from({ length: options.legCount }, (_, i) => join(dir, `leg${i}.img`));
-  for (const path of legPaths) await ensureImage(path, options.sizeBytes, created);
-  const lengthSectors = options.sizeBytes / sectorBytes;
+  const sizeBytes = options.sizeBytes ?? (await existingLegBytes(legPaths[0] ?? '')) ?? defaultImageBytes;
+  for (const path of legPaths) await ensureImage(path, sizeBytes, created);
+  const lengthSectors = sizeBytes / sectorBytes;
   const regionCount = Math.ceil(lengthSectors / options.regionSectors);
   let logPath: string | undefined;
   let logWords = `core 1 ${options.regionSectors}`;

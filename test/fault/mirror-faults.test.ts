@@ -101,7 +101,8 @@ describe('MirrorSet faults', () => {
     leg(f, 1).setFaults(failAll);
     const data = pattern(4096, 4);
     const result = settle(md.write(10 * 4096, data));
-    // The D letter comes with the failed leg write; the region goes out of sync on the next worker pass.
+    // The health letter changes when the leg fails; the region leaves the sync count when the worker
+    // handles the failure (the kernel's fail_mirror then do_failures), so wait for both.
     await waitFor(() => md.status().includes(' 15/16 1 AD '), 'the leg failure');
     assert.equal(md.status(), '0 2048 mirror 2 l0 l1 15/16 1 AD 1 core\n');
     await waitFor(() => md.eventNr === 2, 'the leg-failed event');

@@ -121,11 +121,11 @@ export async function startFailingLeg(options: FailingLegOptions = {}): Promise<
   };
 }
 
-interface Logged extends ChildProcess {
+export interface Logged extends ChildProcess {
   stderrText: () => string;
 }
 
-function spawnLogged(command: string, args: readonly string[]): Logged {
+export function spawnLogged(command: string, args: readonly string[]): Logged {
   const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
@@ -139,7 +139,7 @@ function spawnLogged(command: string, args: readonly string[]): Logged {
   return Object.assign(child, { stderrText: () => stderr });
 }
 
-async function pollUntil(what: string, child: Logged, ready: () => Promise<boolean>): Promise<void> {
+export async function pollUntil(what: string, child: Logged, ready: () => Promise<boolean>): Promise<void> {
   for (let i = 0; i < pollCountMax; i++) {
     if (await ready()) return;
     if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) {
@@ -159,7 +159,7 @@ async function statOrNull(path: string): Promise<{ size: number } | null> {
 }
 
 /** True when the child has exited (or exits within `timeoutMs`). */
-async function waitExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
+export async function waitExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
   if (child.exitCode !== null || child.signalCode !== null) return true;
   if (child.pid === undefined) return true; // never started
   const exited = new Promise<boolean>((resolve) => child.once('exit', () => resolve(true)));

@@ -1,0 +1,108 @@
+/**
+ * The real `umirror serve` process for interop tests: `node dist/cli/main.js serve ARGS...` as a child
+ * process (the built CLI, exactly what a user runs), ready once it printed its `nbd uri:` line.
+ *
+ * States: starting -> serving -> stopped. stop() sends SIGINT (Ctrl-C) once and resolves with the exit
+ * code and everything printed; it is idempotent, so a test may call it and also register it in t.after.
+ * A process that does not exit within the stop timeout is killed with SIGKILL and reported as such, so a
+ * hang in shutdown fails the test instead of the run.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** build/test/helpers/ -> the repository root -> dist/cli/main.js (npm test builds dist first). */
+export const umirrorMain = fileURLToPath(new URL('../../../dist/cli/main.js', import.meta.url));
+
+export interface ServeExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  /** True when it had to be killed after the stop timeout. */
+  readonly killed: boolean;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export interface ServeProcess {
+  /** The URI from the `nbd uri:` line. */
+  readonly uri: string;
+  /** The `table:` line's table. */
+  readonly table: string;
+  readonly pid: number;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the first match of `pattern` in stdout (polled), or rejects after `timeoutMs`. */
+  waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  /** SIGINT, then waits for the exit (SIGKILL after `timeoutMs`). Idempotent. */
+  stop(options?: { timeoutMs?: number }): Promise<ServeExit>;
+}
+
+const outputBytesMax = 4 * 1024 * 1024;
+const pollIntervalMs = 25;
+
+/** Starts `umirror serve ARGS` and waits for its NBD URI (rejects if it exits first or after `timeoutMs`). */
+export async function startServe(args: readonly string[], options: { timeoutMs?: number } = {}): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [umirrorMain, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    if (stdout.length < outputBytesMax) stdout += chunk;
+  });
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    if (stderr.length < outputBytesMax) stderr += chunk;
+  });
+  child.on('error', (err) => {
+    stderr += `spawn error: ${err.message}\n`;
+  });
+  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+
+  const waitForOutput = async (pattern: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const match = pattern.exec(stdout);
+      if (match !== null) return match;
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`umirror serve exited (${child.exitCode ?? child.signalCode}) before printing ${pattern}\n${stdout}\n${stderr}`);
+      }
+      if (Date.now() > deadline) throw new Error(`umirror serve did not print ${pattern} within ${timeoutMs} ms\n${stdout}\n${stderr}`);
+      await sleep(pollIntervalMs);
+    }
+  };
+
+  let stopping: Promise<ServeExit> | undefined;
+  const stop = (stopOptions: { timeoutMs?: number } = {}): Promise<ServeExit> => {
+    stopping ??= (async () => {
+      let killed = false;
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGINT');
+        const timer = sleep(stopOptions.timeoutMs ?? 30_000, 'timeout' as const, { ref: false });
+        if ((await Promise.race([exited.then(() => 'exited' as const), timer])) === 'timeout') {
+          killed = true;
+          child.kill('SIGKILL');
+        }
+      }
+      await exited;
+      return { code: child.exitCode, signal: child.signalCode, killed, stdout, stderr };
+    })();
+    return stopping;
+  };
+
+  try {
+    const uri = (await waitForOutput(/^nbd uri: (\S+)$/m, options.timeoutMs))[1];
+    const table = (await waitForOutput(/^table: +(.+)$/m, options.timeoutMs))[1];
+    if (uri === undefined || table === undefined || child.pid === undefined) throw new Error('umirror serve printed no URI');
+    return { uri, table, pid: child.pid, stdout: () => stdout, stderr: () => stderr, waitForOutput, stop };
+  } catch (err) {
+    await stop({ timeoutMs: 5000 });
+    throw err;
+  }
+}
+
+/** Asserts a stop was clean: no kill needed, exit code 0 on SIGINT, the clean-suspend line printed. */
+export function assertCleanExit(exit: ServeExit): void {
+  const output = `${exit.stdout}\n${exit.stderr}`;
+  assert.equal(exit.killed, false, `umirror serve had to be killed after SIGINT\n${output}`);
+  assert.equal(exit.code, 0, `umirror serve exited ${exit.code ?? exit.signal} after SIGINT\n${output}`);
+  assert.match(exit.stdout, /^device suspended cleanly; the log is clean$/m);
+}
