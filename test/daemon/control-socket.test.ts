@@ -60,7 +60,7 @@ before(async () => {
 });
 
 after(async () => {
-  assert.equal(await daemon.stop(), 0, 'the daemon exits cleanly on SIGTERM');
+  assert.equal(await daemon.dispose(), 0, 'the daemon exits cleanly on SIGTERM');
 });
 
 /** The daemon answers a fresh connection, and holds exactly the devices it held before. */

@@ -51,7 +51,7 @@ async function rig(t: TestContext): Promise<Rig> {
   let daemon: Daemon | undefined;
   t.after(async () => {
     await failing.heal();
-    await daemon?.stop();
+    await daemon?.dispose();
     await failing.close();
   });
   daemon = await startDaemon();
@@ -126,6 +126,12 @@ test('umirror daemon, fail-write A: a held write completes after suspend --noflu
   assert.equal(write.settled(), false, 'the write is still held by the mirror');
   assert.deepEqual(JSON.parse((await waiter.done).stdout), { eventNr: 2 });
   events.push(await r.eventNr());
+  const metrics = await (await fetch(r.daemon.metricsUrl)).text();
+  const leg = (path: string, kind: string): string => `umirror_leg_errors_total{device="m",segment="0",leg="${path}",kind="${kind}"} `;
+  assert.ok(metrics.includes(`${leg(r.failing.path, 'write')}1\n`), 'one write error on the failed leg');
+  assert.ok(metrics.includes(`${leg(r.good, 'write')}0\n`));
+  assert.ok(metrics.includes('umirror_mirror_held_writes{device="m",segment="0"} 1\n'));
+  assert.ok(metrics.includes(`umirror_leg_valid{device="m",segment="0",leg="${r.failing.path}"} 0\n`));
   await r.ok(['suspend', '--noflush', 'm']);
   lines.push(await r.ok(['status', 'm']));
   await r.ok(['load', 'm', '--table', `0 32768 linear ${r.good} 0`]);

@@ -5,6 +5,7 @@
  *   const d = await startDaemon();            // --socket <tmp>/ctl.sock --metrics 127.0.0.1:0
  *   const r = await d.cli(['status', 'm']);   // { code, stdout, stderr }
  *   await d.stop();                           // SIGTERM, then waits for exit (idempotent)
+ *   await d.dispose();                        // stop, then remove the temp dir
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -40,6 +41,8 @@ export interface Daemon {
   logs(): LogLine[];
   /** SIGTERM and wait for exit; resolves with the exit code. Idempotent. */
   stop(): Promise<number | null>;
+  /** stop(), then removes the temp dir. Idempotent. */
+  dispose(): Promise<number | null>;
 }
 
 export async function startDaemon(options: { args?: readonly string[] } = {}): Promise<Daemon> {
@@ -81,7 +84,7 @@ export async function startDaemon(options: { args?: readonly string[] } = {}): P
     const done = new Promise<CliResult>((resolve) => cli.once('close', (code) => resolve({ code, stdout: out, stderr: err })));
     return { done, child: cli };
   };
-  return {
+  const daemon: Daemon = {
     dir,
     socketPath,
     metricsUrl,
@@ -104,12 +107,17 @@ export async function startDaemon(options: { args?: readonly string[] } = {}): P
         const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
         const code = await exited;
         clearTimeout(timer);
-        await rm(dir, { recursive: true, force: true });
         return code;
       })();
       return stopping;
     },
+    dispose: async () => {
+      const code = await daemon.stop();
+      await rm(dir, { recursive: true, force: true });
+      return code;
+    },
   };
+  return daemon;
 }
 
 /** Polls `check` every 50 ms until it returns true; throws after `timeoutMs`. */
