@@ -231,17 +231,14 @@ export class DeviceRegistry {
   }
 
   /**
-   * SIGTERM: stop every NBD server (requests in flight finish), then close every device, upper devices
-   * first, each with a flushing suspend, so every disk log is left clean.
+   * SIGTERM: stop every NBD server from accepting (requests in flight may finish), and close every
+   * device, upper devices first, each with a flushing suspend, so every disk log is left clean. The
+   * servers are awaited only after the devices closed: a write a mirror holds after a leg failure is
+   * released by the suspend (EIO), so waiting for it first would wait forever.
    */
   async shutdown(): Promise<void> {
     for (const entry of this.#entries.values()) entry.ready = false;
-    await Promise.all(
-      [...this.#entries.values()].map(async (entry) => {
-        await entry.nbd?.server.close({ graceful: true });
-        entry.nbd = undefined;
-      }),
-    );
+    const servers = [...this.#entries.values()].map((entry) => entry.nbd?.server.close({ graceful: true }));
     while (this.#entries.size > 0) {
       const free = [...this.#entries.values()].filter((entry) => entry.md.info().openCount === 0);
       // A cycle cannot exist (opens that would make one are refused), so some device is always free.
@@ -260,6 +257,7 @@ export class DeviceRegistry {
       if (outcome === 'closed') this.#log.info({ device: next.name }, 'device suspended and closed');
       if (outcome === 'late') this.#log.error({ device: next.name }, `device did not close within ${shutdownStepMs} ms`);
     }
+    await Promise.all(servers);
   }
 
   #get(name: string): RegistryEntry {

@@ -194,3 +194,17 @@ test('umirror daemon, fail-write B: a plain suspend fails the held write with EI
   const kernel = r.daemon.logs().map((line) => line.msg);
   assert.ok(kernel.includes('device-mapper: raid1: Write error during recovery (error = 0x1)'), kernel.join('\n'));
 });
+
+test('umirror daemon: SIGTERM with a write held after a leg failure fails the write and exits cleanly', async (t) => {
+  // The suspend at shutdown releases the held write with EIO, as a plain suspend does; the daemon must
+  // not wait for the NBD request first (it would wait forever).
+  if (!requireTools(t, tools)) return;
+  const r = await rig(t);
+  await r.failing.fail();
+  const write = backgroundWrite(r.uri, { flush: false });
+  await heldWriteStatus(r);
+  assert.equal(await r.daemon.stop(), 0);
+  const written = await write.done;
+  assert.notEqual(written.code, 0);
+  assert.ok(r.daemon.logs().some((line) => line.msg === 'device suspended and closed' && line.device === 'm'));
+});
