@@ -144,20 +144,15 @@ export class ControlServer {
       case 'create':
         return registry.create(request.nbd === undefined ? request : { ...request, nbd: request.nbd });
       case 'load':
-        await registry.load(request);
-        return {};
+        return done(registry.load(request));
       case 'clear':
-        await registry.clear(request.name);
-        return {};
+        return done(registry.clear(request.name));
       case 'suspend':
-        await registry.suspend(request);
-        return {};
+        return done(registry.suspend(request));
       case 'resume':
-        await registry.resume(request.name);
-        return {};
+        return done(registry.resume(request.name));
       case 'remove':
-        await registry.remove(request.name);
-        return {};
+        return done(registry.remove(request.name));
       case 'status':
       case 'table':
         return registry.view({ name: request.name, kind: request.verb, inactive: request.inactive });
@@ -173,6 +168,12 @@ export class ControlServer {
         return unreachable(request);
     }
   }
+}
+
+/** A verb with nothing to report answers `{}`. */
+async function done(operation: Promise<void>): Promise<object> {
+  await operation;
+  return {};
 }
 
 function safeJson(line: string): unknown {

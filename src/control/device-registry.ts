@@ -288,7 +288,7 @@ export class DeviceRegistry {
   async #serve(entry: RegistryEntry, address: ListenAddress): Promise<DeviceNbd> {
     const metered = new MeteredDevice(entry.md);
     const server = new NbdServer({
-      exports: [{ ...mirrorExport({ name: entry.name, device: entry.md }), device: metered }],
+      exports: [{ ...mirrorExport({ name: entry.name, device: entry.md }), device: metered.device }],
       log: (message) => this.#log.warn({ device: entry.name }, message),
     });
     try {

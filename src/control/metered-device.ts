@@ -3,10 +3,11 @@
  * operation for the metrics endpoint. Latency is kept as a cumulative histogram over fixed buckets
  * (Prometheus' own default buckets, in seconds), so memory per device is constant.
  */
-import type { BlockDevice, ReadOptions, WriteOptions, ZeroOptions } from '../block/block-device.js';
+import type { BlockDevice } from '../block/block-device.js';
+import { forwardingDevice, type DeviceOp } from '../block/forwarding-device.js';
 
-export const REQUEST_OPS = ['read', 'write', 'flush', 'trim', 'zero'] as const;
-export type RequestOp = (typeof REQUEST_OPS)[number];
+export const REQUEST_OPS: readonly DeviceOp[] = ['read', 'write', 'flush', 'trim', 'zero'];
+export type RequestOp = DeviceOp;
 
 /** Upper bounds of the latency buckets, seconds (Prometheus client defaults); +Inf is implied. */
 export const latencyBucketsSeconds: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -24,7 +25,8 @@ function emptyStats(): RequestStats {
   return { requestsTotal: 0, errorsTotal: 0, bytesTotal: 0, durationSecondsSum: 0, bucketCounts: latencyBucketsSeconds.map(() => 0) };
 }
 
-export class MeteredDevice implements BlockDevice {
+/** Counts and times every operation of `device`; serve `metered.device` (its close() is a no-op). */
+export class MeteredDevice {
   readonly stats: Readonly<Record<RequestOp, RequestStats>> = {
     read: emptyStats(),
     write: emptyStats(),
@@ -32,43 +34,11 @@ export class MeteredDevice implements BlockDevice {
     trim: emptyStats(),
     zero: emptyStats(),
   };
-  readonly #device: BlockDevice;
+  /** The view to export: the daemon, not the export, removes the device. */
+  readonly device: BlockDevice;
 
   constructor(device: BlockDevice) {
-    this.#device = device;
-  }
-
-  get sizeBytes(): number {
-    return this.#device.sizeBytes;
-  }
-  get logicalBlockBytes(): number {
-    return this.#device.logicalBlockBytes;
-  }
-  get capabilities(): BlockDevice['capabilities'] {
-    return this.#device.capabilities;
-  }
-  get name(): string {
-    return this.#device.name;
-  }
-
-  read(offsetBytes: number, lengthBytes: number, options?: ReadOptions): Promise<Buffer> {
-    return this.#timed('read', lengthBytes, () => this.#device.read(offsetBytes, lengthBytes, options));
-  }
-  write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
-    return this.#timed('write', data.length, () => this.#device.write(offsetBytes, data, options));
-  }
-  flush(): Promise<void> {
-    return this.#timed('flush', 0, () => this.#device.flush());
-  }
-  trim(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
-    return this.#timed('trim', lengthBytes, () => this.#device.trim(offsetBytes, lengthBytes, options));
-  }
-  writeZeroes(offsetBytes: number, lengthBytes: number, options?: ZeroOptions): Promise<void> {
-    return this.#timed('zero', lengthBytes, () => this.#device.writeZeroes(offsetBytes, lengthBytes, options));
-  }
-  /** The export does not own the device: the daemon removes it. */
-  close(): Promise<void> {
-    return Promise.resolve();
+    this.device = forwardingDevice(device, { around: (op, bytes, run) => this.#timed(op, bytes, run) });
   }
 
   async #timed<T>(op: RequestOp, bytes: number, run: () => Promise<T>): Promise<T> {

@@ -46,6 +46,30 @@ function expected(section: string, names: { good: string; bad: string }): { line
   return { lines, events };
 }
 
+/** What one section printed: status/table lines and event numbers, checked against the kernel's. */
+function transcript(r: Rig, section: string): {
+  line: (verb: 'status' | 'table') => Promise<void>;
+  event: () => Promise<void>;
+  check: (events: readonly number[]) => string[];
+} {
+  const lines: string[] = [];
+  const events: number[] = [];
+  return {
+    line: async (verb) => void lines.push(await r.ok([verb, 'm'])),
+    event: async () => void events.push(await r.eventNr()),
+    check: (expectedEvents) => {
+      const got = lines.join('').trimEnd().split('\n');
+      const reference = expected(section, { good: r.good, bad: r.failing.path });
+      if (reference !== undefined) {
+        assert.deepEqual(got, reference.lines);
+        assert.deepEqual(events, reference.events);
+      }
+      assert.deepEqual(events, expectedEvents);
+      return got;
+    },
+  };
+}
+
 async function rig(t: TestContext): Promise<Rig> {
   const failing = await startFailingLeg({ sizeBytes });
   let daemon: Daemon | undefined;
@@ -100,32 +124,26 @@ function backgroundWrite(uri: string, options: { flush: boolean }): { done: Prom
   return { done, settled: () => settled };
 }
 
-async function heldWriteStatus(r: Rig): Promise<string> {
-  let status = '';
-  await until('the held write (status AD)', async () => {
-    status = await r.ok(['status', 'm']);
-    return / AD 1 core\n$/.test(status);
-  });
-  return status;
+async function heldWriteStatus(r: Rig): Promise<void> {
+  await until('the held write (status AD)', async () => / AD 1 core\n$/.test(await r.ok(['status', 'm'])));
 }
 
 test('umirror daemon, fail-write A: a held write completes after suspend --noflush, a linear table on the good leg and resume', async (t) => {
   if (!requireTools(t, tools)) return;
   const r = await rig(t);
-  const reference = expected('A.', { good: r.good, bad: r.failing.path });
-  const lines: string[] = [];
-  const events: number[] = [];
-  lines.push(await r.ok(['status', 'm']));
-  events.push(await r.eventNr());
+  const seen = transcript(r, 'A.');
+  await seen.line('status');
+  await seen.event();
   // `wait m 1` blocks until the leg failure raises event 2.
   const waiter = r.daemon.spawnCli(['wait', '--json', 'm', '1']);
   await r.failing.fail();
   const write = backgroundWrite(r.uri, { flush: true });
-  lines.push(await heldWriteStatus(r));
+  await heldWriteStatus(r);
+  await seen.line('status');
   await sleep(1000);
   assert.equal(write.settled(), false, 'the write is still held by the mirror');
   assert.deepEqual(JSON.parse((await waiter.done).stdout), { eventNr: 2 });
-  events.push(await r.eventNr());
+  await seen.event();
   const metrics = await (await fetch(r.daemon.metricsUrl)).text();
   const leg = (path: string, kind: string): string => `umirror_leg_errors_total{device="m",segment="0",leg="${path}",kind="${kind}"} `;
   assert.ok(metrics.includes(`${leg(r.failing.path, 'write')}1\n`), 'one write error on the failed leg');
@@ -133,41 +151,35 @@ test('umirror daemon, fail-write A: a held write completes after suspend --noflu
   assert.ok(metrics.includes('umirror_mirror_held_writes{device="m",segment="0"} 1\n'));
   assert.ok(metrics.includes(`umirror_leg_valid{device="m",segment="0",leg="${r.failing.path}"} 0\n`));
   await r.ok(['suspend', '--noflush', 'm']);
-  lines.push(await r.ok(['status', 'm']));
+  await seen.line('status');
   await r.ok(['load', 'm', '--table', `0 32768 linear ${r.good} 0`]);
   await r.ok(['resume', 'm']);
   const written = await write.done;
   assert.equal(written.code, 0, written.stderr);
   assert.match(written.stdout, /wrote 4096\/4096 bytes at offset 40960/);
-  lines.push(await r.ok(['table', 'm']));
-  events.push(await r.eventNr());
+  await seen.line('table');
+  await seen.event();
   const data = Buffer.alloc(4096);
   const handle = await open(r.good, 'r');
   await handle.read(data, 0, 4096, 40960);
   await handle.close();
   assert.ok(data.every((byte) => byte === 0x5a), 'the held write reached the good leg');
-  const got = lines.join('').trimEnd().split('\n');
-  if (reference !== undefined) {
-    assert.deepEqual(got, reference.lines);
-    assert.deepEqual(events, reference.events);
-  }
+  const got = seen.check([1, 2, 2]);
   assert.equal(got[1], `0 32768 mirror 2 ${r.good} ${r.failing.path} 31/32 1 AD 1 core`);
-  assert.deepEqual(events, [1, 2, 2]);
 });
 
 test('umirror daemon, fail-write B: a plain suspend fails the held write with EIO', async (t) => {
   if (!requireTools(t, tools)) return;
   const r = await rig(t);
-  const reference = expected('B.', { good: r.good, bad: r.failing.path });
-  const lines: string[] = [];
-  const events: number[] = [];
-  lines.push(await r.ok(['status', 'm']));
-  events.push(await r.eventNr());
+  const seen = transcript(r, 'B.');
+  await seen.line('status');
+  await seen.event();
   await r.failing.fail();
   const write = backgroundWrite(r.uri, { flush: false });
-  lines.push(await heldWriteStatus(r));
+  await heldWriteStatus(r);
+  await seen.line('status');
   await r.ok(['wait', 'm', '1']);
-  events.push(await r.eventNr());
+  await seen.event();
   await r.ok(['suspend', 'm']);
   // The write is answered with EIO at once (the metrics count it); qemu-io's flush on exit waits for
   // the resume (dd has no such flush), so its output is read after the resume.
@@ -176,21 +188,16 @@ test('umirror daemon, fail-write B: a plain suspend fails the held write with EI
     return metrics.includes('umirror_nbd_request_errors_total{device="m",op="write"} 1\n');
   });
   assert.equal(write.settled(), false);
-  lines.push(await r.ok(['status', 'm']));
+  await seen.line('status');
   await r.ok(['resume', 'm']);
   const written = await write.done;
   assert.match(written.stdout, /write failed: Input\/output error/);
   assert.equal(written.code, 1);
   // Resume restarts recovery of region 0, whose copy to the dead leg fails: event 3.
   await r.ok(['wait', 'm', '2']);
-  lines.push(await r.ok(['status', 'm']));
-  events.push(await r.eventNr());
-  const got = lines.join('').trimEnd().split('\n');
-  if (reference !== undefined) {
-    assert.deepEqual(got, reference.lines);
-    assert.deepEqual(events, reference.events);
-  }
-  assert.deepEqual(events, [1, 2, 3]);
+  await seen.line('status');
+  await seen.event();
+  seen.check([1, 2, 3]);
   const kernel = r.daemon.logs().map((line) => line.msg);
   assert.ok(kernel.includes('device-mapper: raid1: Write error during recovery (error = 0x1)'), kernel.join('\n'));
 });
