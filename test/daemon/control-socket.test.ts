@@ -234,3 +234,22 @@ test('umirror remove: refused while an NBD client is connected or another device
   assert.equal(removed.code, 0, removed.stderr);
   await stillHealthy();
 });
+
+test('umirror verbs: --socket before the verb, multi-line tables stacking on another device, --help', async () => {
+  const create = await daemon.cli(['--socket', daemon.socketPath, 'create', 'multi', '--table', '0 1024 linear keep 0\n1024 512 zero\n1536 512 error']);
+  assert.equal(create.code, 0, create.stderr);
+  assert.equal((await daemon.cli(['table', 'multi'])).stdout, '0 1024 linear keep 0\n1024 512 zero \n1536 512 error \n');
+  const all = await daemon.cli(['status']);
+  assert.equal(all.stdout, 'keep: 0 2048 zero \nmulti: 0 1024 linear \nmulti: 1024 512 zero \nmulti: 1536 512 error \n');
+  assert.match((await daemon.cli(['info', 'keep'])).stdout, /^Open count: {8}1$/m);
+  assert.equal((await daemon.cli(['remove', 'multi'])).code, 0);
+  const help = await daemon.cli(['--help']);
+  assert.equal(help.code, 0);
+  for (const verb of ['daemon', 'create', 'load', 'suspend', 'resume', 'remove', 'status', 'table', 'info', 'ls', 'wait', 'message']) {
+    assert.match(help.stdout, new RegExp(`^  ${verb} `, 'm'), verb);
+    const verbHelp = await daemon.cli([verb, '--help']);
+    assert.equal(verbHelp.code, 0);
+    assert.match(verbHelp.stdout, new RegExp(`^Usage: umirror ${verb} `));
+  }
+  await stillHealthy();
+});
