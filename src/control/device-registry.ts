@@ -131,7 +131,7 @@ export class DeviceRegistry {
       throw err;
     }
     entry.ready = true;
-    entry.md.onEvent((eventNr) => this.#log.info({ device: entry.name, eventNr }, 'device event'));
+    entry.md.onEvent((eventNr) => this.#log.info({ device: entry.name, eventNr, status: entry.md.status().trimEnd() }, 'device event'));
     this.#log.info({ device: entry.name, table: entry.md.table().trimEnd(), nbd: entry.nbd?.listener.uri }, 'device created');
     return entry.nbd === undefined ? {} : { uri: entry.nbd.listener.uri };
   }
