@@ -68,6 +68,9 @@ export class TableError extends Error {
 /** Errors of the daemon's control protocol; codes become {code, message} on the socket and exit status. */
 export const CONTROL_ERRNOS = ['ENOENT', 'EEXIST', 'EBUSY', 'EINVAL', 'ENXIO', 'ENODEV', 'EIO'] as const;
 export type ControlErrno = (typeof CONTROL_ERRNOS)[number];
+export function isControlErrno(value: unknown): value is ControlErrno {
+  return typeof value === 'string' && (CONTROL_ERRNOS as readonly string[]).includes(value);
+}
 export class ControlError extends Error {
   readonly code: ControlErrno;
   constructor(code: ControlErrno, message: string, options?: { cause?: unknown }) {

@@ -5,6 +5,7 @@
  */
 import { FaultyBlockDevice } from '../../src/block/faulty-block-device.js';
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
+import { forwardingDevice } from '../../src/block/forwarding-device.js';
 import type { BlockDevice } from '../../src/block/block-device.js';
 import { createMirrorSet, type CreateMirrorSetOptions } from '../../src/mirror/create-mirror-set.js';
 import type { MirrorSet } from '../../src/mirror/mirror-set.js';
@@ -36,26 +37,7 @@ export interface MirrorFixtureOptions {
 
 /** A device handle whose close() does not close the shared device underneath (for table reloads). */
 export function shared(device: BlockDevice): BlockDevice {
-  return {
-    get sizeBytes() {
-      return device.sizeBytes;
-    },
-    get logicalBlockBytes() {
-      return device.logicalBlockBytes;
-    },
-    get capabilities() {
-      return device.capabilities;
-    },
-    get name() {
-      return device.name;
-    },
-    read: (o, l, opts) => device.read(o, l, opts),
-    write: (o, d, opts) => device.write(o, d, opts),
-    flush: () => device.flush(),
-    trim: (o, l, opts) => device.trim(o, l, opts),
-    writeZeroes: (o, l, opts) => device.writeZeroes(o, l, opts),
-    close: () => Promise.resolve(),
-  };
+  return forwardingDevice(device);
 }
 
 export async function mirrorFixture(options: MirrorFixtureOptions = {}): Promise<MirrorFixture> {

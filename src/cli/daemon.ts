@@ -1,0 +1,74 @@
+/**
+ * `umirror daemon`: holds many named devices, like the kernel holds dm devices, and answers the
+ * dmsetup-style verbs on a control socket (docs/control-protocol.md). Structured logs (pino) go to
+ * stderr, with the kernel's messages where the kernel would log them. Optional Prometheus endpoint.
+ *
+ * SIGTERM/SIGINT: stop accepting control connections, stop every NBD server (requests in flight
+ * finish), then suspend (flushing every dirty log) and close every device, upper devices first.
+ */
+import { parseArgs } from 'node:util';
+import { pino, destination } from 'pino';
+import { ControlServer } from '../control/control-server.js';
+import { DeviceRegistry } from '../control/device-registry.js';
+import { MetricsServer } from '../control/metrics-server.js';
+import { ResyncRateSampler } from '../control/metrics.js';
+import { parseNbdAddress } from './nbd-address.js';
+import { defaultSocketPath } from './socket-path.js';
+
+export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--metrics HOST:PORT] [--log-level LEVEL] [--direct-io]
+
+Runs the umirror daemon in the foreground. It holds named devices (umirror create/load/suspend/resume/
+remove/status/table/info/ls/wait/message talk to it) and serves each one over NBD on request
+(umirror create NAME --table ... --nbd ADDR).
+
+  --socket PATH        control socket (default $UMIRROR_SOCKET, else a per-user runtime path)
+  --metrics HOST:PORT  serve Prometheus metrics on http://HOST:PORT/metrics
+  --log-level LEVEL    pino level: trace, debug, info (default), warn, error
+  --direct-io          open path devices with O_DIRECT (for FUSE files that must not be cached)
+
+Logs are JSON lines (pino) on stderr. SIGTERM or Ctrl-C suspends every device (every dirty log is
+flushed clean) and exits.`;
+
+export async function daemonCommand(argv: readonly string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      socket: { type: 'string' },
+      metrics: { type: 'string' },
+      'log-level': { type: 'string', default: 'info' },
+      'direct-io': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(daemonHelp);
+    return 0;
+  }
+  const level = values['log-level'];
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new RangeError(`invalid --log-level "${level}"`);
+  const metricsAddress = values.metrics === undefined ? undefined : parseNbdAddress(values.metrics);
+  if (metricsAddress !== undefined && 'path' in metricsAddress) throw new RangeError('--metrics needs HOST:PORT');
+  const log = pino({ level, base: { pid: process.pid } }, destination({ dest: 2, sync: true }));
+  const socketPath = values.socket ?? defaultSocketPath();
+
+  const registry = new DeviceRegistry({ log, parseAddress: parseNbdAddress, directIo: values['direct-io'] });
+  const control = new ControlServer({ registry, log });
+  await control.listen(socketPath);
+  const sampler = new ResyncRateSampler(registry);
+  sampler.start();
+  const metrics = metricsAddress === undefined ? undefined : await MetricsServer.listen({ ...metricsAddress, registry, sampler });
+  log.info({ socket: socketPath, metrics: metrics === undefined ? undefined : `http://${metrics.address.host}:${metrics.address.port}/metrics` }, 'umirror daemon ready');
+
+  const signal = await new Promise<string>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+  log.info({ signal }, 'stopping: suspending every device');
+  sampler.stop();
+  await control.close();
+  await metrics?.close();
+  await registry.shutdown();
+  log.info('umirror daemon stopped; every device suspended');
+  return 0;
+}

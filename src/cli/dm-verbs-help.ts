@@ -1,0 +1,80 @@
+/**
+ * `umirror VERB --help` for the dmsetup-style verbs (docs/cli.md has the same with examples).
+ */
+export const DM_VERBS = ['create', 'load', 'clear', 'suspend', 'resume', 'remove', 'status', 'table', 'info', 'ls', 'wait', 'message'] as const;
+export type DmVerb = (typeof DM_VERBS)[number];
+
+const socketLine = '  --socket PATH   the daemon\'s control socket (default $UMIRROR_SOCKET, else a per-user runtime path)';
+
+export const dmVerbHelp: Record<DmVerb, string> = {
+  create: `Usage: umirror create NAME --table TABLE [--nbd HOST:PORT|unix:PATH] [--socket PATH]
+
+Creates device NAME in the daemon, loads TABLE and resumes it (dmsetup create). Without --table the
+table is read from stdin. TABLE is kernel syntax, one target per line (mirror, linear, zero, error);
+a device may be a path or the name of another device in the same daemon (stacking).
+  --nbd ADDR      serve NAME over NBD on ADDR (export name NAME; the only export there, so the
+                  default export name works too); prints the NBD URI
+${socketLine}`,
+  load: `Usage: umirror load NAME --table TABLE [--socket PATH]
+
+Loads TABLE as NAME's inactive table (dmsetup load); the next resume swaps it in. Without --table the
+table is read from stdin.
+${socketLine}`,
+  clear: `Usage: umirror clear NAME [--socket PATH]
+
+Drops NAME's inactive table (dmsetup clear).
+${socketLine}`,
+  suspend: `Usage: umirror suspend [--noflush] NAME [--socket PATH]
+
+Suspends NAME (dmsetup suspend): new I/O is held, I/O in flight drains, mirror recovery stops and the
+dirty log is flushed. Writes a mirror holds after a leg failure (handle_errors) fail with EIO, unless
+--noflush: then they are requeued and complete against the table live after the next resume.
+${socketLine}`,
+  resume: `Usage: umirror resume NAME [--socket PATH]
+
+Resumes NAME (dmsetup resume), swapping in the inactive table if one was loaded; held I/O is issued.
+${socketLine}`,
+  remove: `Usage: umirror remove NAME [--socket PATH]
+
+Removes NAME (dmsetup remove): a flushing suspend, then the device is destroyed. Refused (Device or
+resource busy) while another device stacks on NAME or NBD clients are connected.
+${socketLine}`,
+  status: `Usage: umirror status [--inactive] [--json] [--watch] [NAME] [--socket PATH]
+
+Prints "<start> <len> <target> <status>" per segment, as dmsetup status. Without NAME: every device,
+each line prefixed by "NAME: ".
+  --inactive      the inactive table's targets
+  --json          the same facts as JSON (segments, and per mirror its regions in sync)
+  --watch         print the status again whenever it changes, with a resync progress bar (Ctrl-C ends)
+${socketLine}`,
+  table: `Usage: umirror table [--inactive] [--json] [NAME] [--socket PATH]
+
+Prints the table as dmsetup table does. Without NAME: every device, each line prefixed by "NAME: ".
+  --inactive      the inactive table
+  --json          as JSON
+${socketLine}`,
+  info: `Usage: umirror info [--json] [NAME] [--socket PATH]
+
+Prints Name:, State:, Tables present:, Open count:, Event number: and Number of targets: lines (and
+NBD URI: when served), as dmsetup info. Without NAME: every device.
+${socketLine}`,
+  ls: `Usage: umirror ls [--json] [--socket PATH]
+
+Lists the daemon's devices ("No devices found" when there are none).
+${socketLine}`,
+  wait: `Usage: umirror wait [-v] [--json] NAME [EVENT_NR] [--socket PATH]
+       umirror wait --progress [--json] NAME [--socket PATH]
+
+Blocks until NAME's event counter exceeds EVENT_NR (default 0), as dmsetup wait. Events: a leg
+failure (first of each kind, with handle_errors), a log failure, a completed resync.
+  -v, --verbose   then print info
+  --json          then print {"eventNr":N}
+  --progress      instead, show a resync progress bar (stderr) until every mirror segment is in sync
+${socketLine}`,
+  message: `Usage: umirror message NAME SECTOR MESSAGE... [--socket PATH]
+
+Sends a message to the target at SECTOR (dmsetup message). As the kernel's mirror target, umirror's
+targets take no messages ("Target type does not support messages"); dm core's @cancel_deferred_remove
+and @stats_list are accepted and do nothing.
+${socketLine}`,
+};

@@ -1,0 +1,270 @@
+/**
+ * The dmsetup-style verbs: create, load, clear, suspend, resume, remove, status, table, info, ls, wait,
+ * message. Each one parses its arguments (`--socket PATH` anywhere), sends one request to the daemon
+ * and prints what dmsetup prints. Exit status: 0 on success, 1 on any failure (dmsetup's), with
+ * dmsetup's messages on stderr (dm-output.ts). `--json` on the read verbs prints the result as JSON.
+ */
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ControlClient, type ControlCall } from '../control/control-client.js';
+import type { DeviceInfo, TableView } from '../control/device-registry.js';
+import { ControlError } from '../errors.js';
+import { failureLines, infoLines } from './dm-output.js';
+import { progressBar } from './output.js';
+import { defaultSocketPath } from './socket-path.js';
+import { dmVerbHelp, type DmVerb } from './dm-verbs-help.js';
+
+interface Parsed {
+  readonly socket: string;
+  readonly json: boolean;
+  readonly positionals: readonly string[];
+  readonly values: Readonly<Record<string, string | boolean | undefined>>;
+}
+
+/** Options each verb accepts besides --socket, --help (and --json on reads). */
+const verbOptions: Record<DmVerb, readonly string[]> = {
+  create: ['table', 'nbd'],
+  load: ['table'],
+  clear: [],
+  suspend: ['noflush'],
+  resume: [],
+  remove: [],
+  status: ['json', 'inactive', 'watch'],
+  table: ['json', 'inactive'],
+  info: ['json'],
+  ls: ['json'],
+  wait: ['json', 'progress', 'verbose'],
+  message: [],
+};
+
+const positionalCounts: Record<DmVerb, readonly [number, number]> = {
+  create: [1, 1],
+  load: [1, 1],
+  clear: [1, 1],
+  suspend: [1, 1],
+  resume: [1, 1],
+  remove: [1, 1],
+  status: [0, 1],
+  table: [0, 1],
+  info: [0, 1],
+  ls: [0, 0],
+  wait: [1, 2],
+  message: [3, Infinity],
+};
+
+/** Poll interval of `status --watch` and `wait --progress`. */
+const watchIntervalMs = 500;
+
+export async function dmVerbCommand(verb: DmVerb, argv: readonly string[]): Promise<number> {
+  let parsed: Parsed;
+  try {
+    parsed = parse(verb, argv);
+  } catch (err) {
+    if (!(err instanceof TypeError || err instanceof RangeError)) throw err;
+    console.error(`umirror ${verb}: ${err.message}\n\n${dmVerbHelp[verb]}`);
+    return 1;
+  }
+  if (parsed.values['help'] === true) {
+    console.log(dmVerbHelp[verb]);
+    return 0;
+  }
+  let client: ControlClient;
+  try {
+    client = await ControlClient.connect(parsed.socket);
+  } catch (err) {
+    if (!(err instanceof ControlError)) throw err;
+    console.error(`umirror: ${err.message}`);
+    console.error('Command failed.');
+    return 1;
+  }
+  const name = parsed.positionals[0] ?? '';
+  try {
+    return await runVerb({ verb, parsed, client, name });
+  } catch (err) {
+    if (!(err instanceof ControlError)) throw err;
+    if (parsed.json) console.log(JSON.stringify({ error: { code: err.code, message: err.message } }));
+    for (const line of failureLines({ verb, name, error: err })) console.error(line);
+    return 1;
+  } finally {
+    client.close();
+  }
+}
+
+function parse(verb: DmVerb, argv: readonly string[]): Parsed {
+  const allowed = verbOptions[verb];
+  const all = {
+    socket: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+    json: { type: 'boolean' },
+    table: { type: 'string' },
+    nbd: { type: 'string' },
+    noflush: { type: 'boolean' },
+    inactive: { type: 'boolean' },
+    watch: { type: 'boolean' },
+    progress: { type: 'boolean' },
+    verbose: { type: 'boolean', short: 'v' },
+  } as const;
+  const { values, positionals } = parseArgs({ args: [...argv], options: all, allowPositionals: true, strict: true });
+  for (const [key, value] of Object.entries(values)) {
+    if (value !== undefined && key !== 'socket' && key !== 'help' && !allowed.includes(key)) {
+      throw new RangeError(`option --${key} is not valid for ${verb}`);
+    }
+  }
+  const [min, max] = positionalCounts[verb];
+  if (values.help !== true && (positionals.length < min || positionals.length > max)) {
+    throw new RangeError(min === 1 && positionals.length === 0 ? 'Please specify device.' : `wrong number of arguments`);
+  }
+  return { socket: values.socket ?? defaultSocketPath(), json: values.json === true, positionals, values };
+}
+
+async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlClient; name: string }): Promise<number> {
+  const { verb, parsed, client, name } = options;
+  const call = (request: ControlCall): Promise<unknown> => client.request(request);
+  const flag = (key: string): boolean => parsed.values[key] === true;
+  switch (verb) {
+    case 'create': {
+      const table = await tableText(parsed);
+      const nbd = parsed.values['nbd'];
+      const result = await call({ verb, name, table, ...(typeof nbd === 'string' ? { nbd } : {}) });
+      const uri = isRecord(result) && typeof result['uri'] === 'string' ? result['uri'] : undefined;
+      if (uri !== undefined) console.log(uri);
+      return 0;
+    }
+    case 'load':
+      await call({ verb, name, table: await tableText(parsed) });
+      return 0;
+    case 'clear':
+    case 'resume':
+    case 'remove':
+      await call({ verb, name });
+      return 0;
+    case 'suspend':
+      await call({ verb, name, noflush: flag('noflush') });
+      return 0;
+    case 'status':
+    case 'table':
+      if (flag('watch')) return watchStatus({ client, name });
+      return printViews({ client, verb, names: parsed.positionals, json: parsed.json, inactive: flag('inactive') });
+    case 'info': {
+      const names = parsed.positionals.length > 0 ? parsed.positionals : (await listDevices(client)).map((d) => d.name);
+      const infos = await Promise.all(names.map((n) => call({ verb: 'info', name: n }).then(asInfo)));
+      if (parsed.json) console.log(JSON.stringify(parsed.positionals.length > 0 ? infos[0] : infos));
+      else if (infos.length === 0) console.log('No devices found');
+      else for (const info of infos) console.log(infoLines(info).join('\n'));
+      return 0;
+    }
+    case 'ls': {
+      const devices = await listDevices(client);
+      if (parsed.json) console.log(JSON.stringify(devices));
+      else if (devices.length === 0) console.log('No devices found');
+      else for (const device of devices) console.log(device.nbdUri === undefined ? device.name : `${device.name}\t(${device.nbdUri})`);
+      return 0;
+    }
+    case 'wait': {
+      if (flag('progress')) return waitProgress({ client, name, json: parsed.json });
+      const eventNr = parseCount(parsed.positionals[1] ?? '0', 'event_nr');
+      const result = await call({ verb, name, eventNr });
+      if (parsed.json) console.log(JSON.stringify(result));
+      else if (flag('verbose')) console.log(infoLines(asInfo(await call({ verb: 'info', name }))).join('\n'));
+      return 0;
+    }
+    case 'message': {
+      const sector = parseCount(parsed.positionals[1] ?? '', 'sector');
+      const result = await call({ verb, name, sector, message: parsed.positionals.slice(2).join(' ') });
+      const output = isRecord(result) && typeof result['output'] === 'string' ? result['output'] : '';
+      if (output !== '') console.log(output);
+      return 0;
+    }
+  }
+}
+
+async function printViews(options: { client: ControlClient; verb: 'status' | 'table'; names: readonly string[]; json: boolean; inactive: boolean }): Promise<number> {
+  const { client, verb } = options;
+  const all = options.names.length === 0;
+  const names = all ? (await listDevices(client)).map((d) => d.name) : options.names;
+  const views = await Promise.all(names.map((name) => client.request({ verb, name, inactive: options.inactive }).then(asView)));
+  if (options.json) {
+    console.log(JSON.stringify(all ? views : views[0]));
+    return 0;
+  }
+  if (views.length === 0) console.log('No devices found');
+  for (const view of views) {
+    const lines = view.text.split('\n').filter((line, index, list) => index < list.length - 1 || line !== '');
+    for (const line of lines) console.log(all ? `${view.name}: ${line}` : line);
+  }
+  return 0;
+}
+
+/** `status --watch`: prints the status line (with a resync bar) whenever it changes, until interrupted. */
+async function watchStatus(options: { client: ControlClient; name: string }): Promise<number> {
+  let last = '';
+  for (;;) {
+    const view = asView(await options.client.request({ verb: 'status', name: options.name, inactive: false }));
+    const line = `${view.text.trimEnd()}${progressSuffix(view)}`;
+    if (line !== last) console.log(line);
+    last = line;
+    await sleep(watchIntervalMs);
+  }
+}
+
+/** `wait --progress`: a resync progress bar until every mirror segment is in sync. */
+async function waitProgress(options: { client: ControlClient; name: string; json: boolean }): Promise<number> {
+  let last = '';
+  for (;;) {
+    const view = asView(await options.client.request({ verb: 'status', name: options.name, inactive: false }));
+    const synced = view.mirrors.reduce((sum, m) => sum + m.syncRegions, 0);
+    const total = view.mirrors.reduce((sum, m) => sum + m.regionCount, 0);
+    const line = options.json ? JSON.stringify({ syncRegions: synced, regionCount: total }) : `${options.name}: resync ${progressBar(synced, total)} ${synced}/${total} regions`;
+    if (line !== last) (options.json ? console.log : console.error)(line);
+    last = line;
+    if (synced === total) return 0;
+    await sleep(watchIntervalMs);
+  }
+}
+
+function progressSuffix(view: TableView): string {
+  const synced = view.mirrors.reduce((sum, m) => sum + m.syncRegions, 0);
+  const total = view.mirrors.reduce((sum, m) => sum + m.regionCount, 0);
+  return total > 0 && synced < total ? `  resync ${progressBar(synced, total)}` : '';
+}
+
+async function listDevices(client: ControlClient): Promise<DeviceInfo[]> {
+  const result = await client.request({ verb: 'ls' });
+  const devices = isRecord(result) ? result['devices'] : undefined;
+  return Array.isArray(devices) ? devices.map(asInfo) : [];
+}
+
+/** The table: --table, else stdin (dmsetup reads the table from stdin when --table is missing). */
+async function tableText(parsed: Parsed): Promise<string> {
+  const table = parsed.values['table'];
+  if (typeof table === 'string') return table;
+  if (process.stdin.isTTY) throw new ControlError('EINVAL', 'No table given: use --table TABLE or pipe the table on stdin');
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function parseCount(text: string, what: string): number {
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text))) throw new ControlError('EINVAL', `Invalid ${what} "${text}"`);
+  return Number(text);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Decode boundary: the daemon's info result (validated field by field). */
+function asInfo(value: unknown): DeviceInfo {
+  if (!isRecord(value) || typeof value['name'] !== 'string' || typeof value['eventNr'] !== 'number' || typeof value['openCount'] !== 'number') {
+    throw new ControlError('EIO', 'The daemon sent a malformed info result');
+  }
+  return value as unknown as DeviceInfo;
+}
+
+/** Decode boundary: the daemon's status/table result. */
+function asView(value: unknown): TableView {
+  if (!isRecord(value) || typeof value['name'] !== 'string' || typeof value['text'] !== 'string' || !Array.isArray(value['mirrors'])) {
+    throw new ControlError('EIO', 'The daemon sent a malformed status result');
+  }
+  return value as unknown as TableView;
+}

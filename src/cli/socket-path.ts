@@ -1,0 +1,31 @@
+/**
+ * Where the daemon's control socket lives: `--socket PATH`, else $UMIRROR_SOCKET, else a per-user
+ * runtime path: $XDG_RUNTIME_DIR/umirror/control.sock, or <tmpdir>/umirror-<uid>/control.sock.
+ */
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+
+export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
+  const fromEnv = env['UMIRROR_SOCKET'];
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  const runtime = env['XDG_RUNTIME_DIR'];
+  if (runtime !== undefined && runtime !== '') return join(runtime, 'umirror', 'control.sock');
+  return join(tmpdir(), `umirror-${userInfo().uid}`, 'control.sock');
+}
+
+/**
+ * Moves a leading `--socket PATH` / `--socket=PATH` (given before the verb) behind it, so every verb
+ * parses it as its own option: `umirror --socket S status m` is `umirror status --socket S m`.
+ */
+export function hoistSocketOption(argv: readonly string[]): string[] {
+  const out = [...argv];
+  const before: string[] = [];
+  while (out[0] === '--socket' || out[0]?.startsWith('--socket=') === true) {
+    const first = out.shift() ?? '';
+    before.push(first);
+    if (first === '--socket' && out.length > 0) before.push(out.shift() ?? '');
+  }
+  if (before.length === 0 || out.length === 0) return [...before, ...out];
+  const [verb, ...rest] = out;
+  return [verb ?? '', ...before, ...rest];
+}

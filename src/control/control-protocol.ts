@@ -1,0 +1,270 @@
+/**
+ * The daemon's control protocol: JSON lines over a Unix socket (docs/control-protocol.md). Pure: no I/O.
+ *
+ *   client -> daemon   {"id":1,"verb":"status","name":"m"}\n
+ *   daemon -> client   {"id":1,"ok":true,"result":{...}}\n
+ *                      {"id":1,"ok":false,"error":{"code":"ENOENT","message":"...","kernel":["..."]}}\n
+ *
+ * One request per line, one response per request, carrying the request's id (a number or a string
+ * chosen by the client; null when the line could not be read at all). Requests on one connection may be
+ * answered out of order (`wait` blocks; others do not wait for it).
+ *
+ * LineDecoder splits a byte stream into lines, bounded by `lineBytesMax`: a longer line is reported
+ * once as an overflow and then discarded up to its newline, so one huge line costs at most
+ * `lineBytesMax` bytes of memory. parseRequest() validates every field; anything malformed is a
+ * ControlError EINVAL, never an exception of another kind.
+ */
+import { assert } from '../assert.js';
+import { ControlError, isControlErrno, type ControlErrno } from '../errors.js';
+
+/** Bytes of one request or response line, newline excluded. Tables of 1024 lines fit easily. */
+export const controlLineBytesMax = 1024 * 1024;
+
+export const CONTROL_VERBS = [
+  'create',
+  'load',
+  'clear',
+  'suspend',
+  'resume',
+  'remove',
+  'status',
+  'table',
+  'info',
+  'ls',
+  'wait',
+  'message',
+] as const;
+export type ControlVerb = (typeof CONTROL_VERBS)[number];
+
+export type RequestId = number | string | null;
+
+export type ControlRequest =
+  | { readonly id: RequestId; readonly verb: 'create'; readonly name: string; readonly table: string; readonly nbd?: string }
+  | { readonly id: RequestId; readonly verb: 'load'; readonly name: string; readonly table: string }
+  | { readonly id: RequestId; readonly verb: 'clear' | 'resume' | 'remove' | 'info'; readonly name: string }
+  | { readonly id: RequestId; readonly verb: 'suspend'; readonly name: string; readonly noflush: boolean }
+  | { readonly id: RequestId; readonly verb: 'status' | 'table'; readonly name: string; readonly inactive: boolean }
+  | { readonly id: RequestId; readonly verb: 'ls' }
+  | { readonly id: RequestId; readonly verb: 'wait'; readonly name: string; readonly eventNr: number }
+  | { readonly id: RequestId; readonly verb: 'message'; readonly name: string; readonly sector: number; readonly message: string };
+
+export interface ControlErrorBody {
+  readonly code: ControlErrno;
+  readonly message: string;
+  /** The kernel log lines the failure would have produced (table errors, messages). */
+  readonly kernel?: readonly string[];
+}
+
+export type ControlResponse =
+  | { readonly id: RequestId; readonly ok: true; readonly result: unknown }
+  | { readonly id: RequestId; readonly ok: false; readonly error: ControlErrorBody };
+
+/** A ControlError that also carries kernel log lines for the client to print. */
+export class KernelControlError extends ControlError {
+  readonly kernel: readonly string[];
+  constructor(code: ControlErrno, message: string, options: { kernel: readonly string[]; cause?: unknown }) {
+    super(code, message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.kernel = options.kernel;
+  }
+}
+
+export type DecodedLine = { readonly kind: 'line'; readonly text: string } | { readonly kind: 'overflow'; readonly bytes: number };
+
+/** Splits a byte stream into lines (see the banner). */
+export class LineDecoder {
+  readonly #lineBytesMax: number;
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  /** Discarding the rest of an overlong line. */
+  #skipping = false;
+
+  constructor(options: { lineBytesMax?: number } = {}) {
+    this.#lineBytesMax = options.lineBytesMax ?? controlLineBytesMax;
+    assert(Number.isSafeInteger(this.#lineBytesMax) && this.#lineBytesMax > 0, 'lineBytesMax > 0');
+  }
+
+  /** Bytes buffered for an incomplete line; never more than lineBytesMax. */
+  get pendingBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  push(chunk: Uint8Array): DecodedLine[] {
+    const out: DecodedLine[] = [];
+    let start = 0;
+    while (start < chunk.length) {
+      const newline = chunk.indexOf(0x0a, start);
+      const end = newline < 0 ? chunk.length : newline;
+      if (this.#skipping) {
+        if (newline >= 0) this.#skipping = false;
+      } else if (this.#pendingBytes + (end - start) > this.#lineBytesMax) {
+        out.push({ kind: 'overflow', bytes: this.#pendingBytes + (end - start) });
+        this.#reset();
+        this.#skipping = newline < 0;
+      } else if (newline < 0) {
+        this.#pending.push(Buffer.from(chunk.subarray(start, end)));
+        this.#pendingBytes += end - start;
+      } else {
+        const line = Buffer.concat([...this.#pending, chunk.subarray(start, end)]).toString('utf8');
+        this.#reset();
+        out.push({ kind: 'line', text: line.endsWith('\r') ? line.slice(0, -1) : line });
+      }
+      if (newline < 0) break;
+      start = newline + 1;
+    }
+    assert(this.#pendingBytes <= this.#lineBytesMax, 'a pending line stays within its bound');
+    return out;
+  }
+
+  #reset(): void {
+    this.#pending = [];
+    this.#pendingBytes = 0;
+  }
+}
+
+/** One line of JSON, newline included. */
+export function encodeLine(message: ControlRequest | ControlResponse): string {
+  const text = JSON.stringify(message);
+  assert(!text.includes('\n'), 'JSON.stringify never emits a raw newline');
+  return `${text}\n`;
+}
+
+export function okResponse(id: RequestId, result: unknown): ControlResponse {
+  return { id, ok: true, result };
+}
+
+export function errorResponse(id: RequestId, err: ControlError): ControlResponse {
+  const kernel = err instanceof KernelControlError ? { kernel: err.kernel } : {};
+  return { id, ok: false, error: { code: err.code, message: err.message, ...kernel } };
+}
+
+/** The id of a request line, if one can be found, so even a rejected request is answered by id. */
+export function requestIdOf(value: unknown): RequestId {
+  if (!isRecord(value)) return null;
+  const id = value['id'];
+  return typeof id === 'number' || typeof id === 'string' ? id : null;
+}
+
+/**
+ * Parses and validates one request line.
+ * @throws ControlError EINVAL (bad JSON, unknown verb, missing or mistyped fields).
+ */
+export function parseRequest(line: string): ControlRequest {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch (err) {
+    throw new ControlError('EINVAL', `Request is not valid JSON: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (!isRecord(value)) throw new ControlError('EINVAL', 'Request must be a JSON object');
+  const id = requestIdOf(value);
+  const rawId = value['id'];
+  if (rawId !== undefined && rawId !== null && typeof rawId !== 'number' && typeof rawId !== 'string') {
+    throw new ControlError('EINVAL', 'Request id must be a number, a string or null');
+  }
+  const verb = value['verb'];
+  if (typeof verb !== 'string') throw new ControlError('EINVAL', 'Request has no verb');
+  if (!isVerb(verb)) throw new ControlError('EINVAL', `Unknown verb "${verb.slice(0, 64)}"`);
+  const fields = new Fields(value);
+  switch (verb) {
+    case 'ls':
+      return { id, verb };
+    case 'create': {
+      const nbd = fields.optionalString('nbd');
+      return { id, verb, name: fields.name(), table: fields.string('table'), ...(nbd === undefined ? {} : { nbd }) };
+    }
+    case 'load':
+      return { id, verb, name: fields.name(), table: fields.string('table') };
+    case 'clear':
+    case 'resume':
+    case 'remove':
+    case 'info':
+      return { id, verb, name: fields.name() };
+    case 'suspend':
+      return { id, verb, name: fields.name(), noflush: fields.flag('noflush') };
+    case 'status':
+    case 'table':
+      return { id, verb, name: fields.name(), inactive: fields.flag('inactive') };
+    case 'wait':
+      return { id, verb, name: fields.name(), eventNr: fields.optionalCount('eventNr') ?? 0 };
+    case 'message':
+      return { id, verb, name: fields.name(), sector: fields.optionalCount('sector') ?? 0, message: fields.string('message') };
+  }
+}
+
+/**
+ * Parses one response line (the client side).
+ * @throws ControlError EIO when the daemon's answer is not a response.
+ */
+export function parseResponse(line: string): ControlResponse {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    throw new ControlError('EIO', `The daemon sent a line that is not JSON: ${line.slice(0, 80)}`);
+  }
+  if (!isRecord(value) || typeof value['ok'] !== 'boolean') throw new ControlError('EIO', 'The daemon sent a malformed response');
+  const id = requestIdOf(value);
+  if (value['ok']) return { id, ok: true, result: value['result'] };
+  const error = value['error'];
+  if (!isRecord(error) || !isControlErrno(error['code']) || typeof error['message'] !== 'string') {
+    throw new ControlError('EIO', 'The daemon sent a malformed error response');
+  }
+  const kernel = error['kernel'];
+  const lines = Array.isArray(kernel) ? kernel.filter((l): l is string => typeof l === 'string') : undefined;
+  return { id, ok: false, error: { code: error['code'], message: error['message'], ...(lines === undefined ? {} : { kernel: lines }) } };
+}
+
+/** Device names: what dmsetup accepts (no slash, not "." or ".."), at most 127 bytes (DM_NAME_LEN - 1). */
+export function checkDeviceName(name: string): void {
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || /[\s\0]/.test(name) || Buffer.byteLength(name) > 127) {
+    throw new ControlError('EINVAL', `Invalid device name "${name.slice(0, 64)}"`);
+  }
+}
+
+function isVerb(value: string): value is ControlVerb {
+  return (CONTROL_VERBS as readonly string[]).includes(value);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Typed field access on a request object; every failure is ControlError EINVAL. */
+class Fields {
+  readonly #value: Record<string, unknown>;
+  constructor(value: Record<string, unknown>) {
+    this.#value = value;
+  }
+
+  name(): string {
+    const name = this.string('name');
+    checkDeviceName(name);
+    return name;
+  }
+
+  string(key: string): string {
+    const value = this.#value[key];
+    if (typeof value !== 'string') throw new ControlError('EINVAL', `Request field "${key}" must be a string`);
+    return value;
+  }
+
+  optionalString(key: string): string | undefined {
+    return this.#value[key] === undefined ? undefined : this.string(key);
+  }
+
+  flag(key: string): boolean {
+    const value = this.#value[key];
+    if (value === undefined) return false;
+    if (typeof value !== 'boolean') throw new ControlError('EINVAL', `Request field "${key}" must be a boolean`);
+    return value;
+  }
+
+  optionalCount(key: string): number | undefined {
+    const value = this.#value[key];
+    if (value === undefined) return undefined;
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+      throw new ControlError('EINVAL', `Request field "${key}" must be a non-negative integer`);
+    }
+    return value;
+  }
+}

@@ -1,0 +1,371 @@
+/**
+ * DeviceRegistry: the daemon's named devices (dm core's name -> mapped_device table, with dm-ioctl's
+ * verbs). Each entry is a MappedDevice, the names of other entries its tables hold open (stacking), and
+ * an optional NBD server of its own. The control server calls one method per verb; every failure is a
+ * ControlError (KernelControlError when the kernel would have logged lines), and a failed verb changes
+ * nothing.
+ *
+ * Entry states:  reserved (create in progress; its name is taken) --> ready --> removed.
+ *
+ * Stacking: a table's device name resolves to another entry first, to a path otherwise. Opening an entry
+ * holds it open (its open count) until the table that opened it is destroyed. An open that would close
+ * a cycle (a device holding itself, directly or through others) is refused, so a worker can never wait
+ * on itself; distinct mirror sets have distinct workers, so a log on another mirror set only waits for
+ * that set's worker.
+ *
+ * Ordering: no registry-wide lock. Each MappedDevice serializes its own control operations, so a
+ * suspend that waits for I/O held by a suspended lower device never blocks verbs on other devices
+ * (the lower device can still be resumed, as in the kernel).
+ */
+import { assert } from '../assert.js';
+import type { BlockDevice } from '../block/block-device.js';
+import { FileBlockDevice } from '../block/file-block-device.js';
+import { ControlError, TableError, type ControlErrno } from '../errors.js';
+import { sectorBytes } from '../limits.js';
+import { MirrorSet, type KernelLogLevel } from '../mirror/mirror-set.js';
+import { NbdServer, type ListenAddress, type NbdListener } from '../nbd/server.js';
+import { MappedDevice, type MappedDeviceInfo } from '../target/mapped-device.js';
+import { kernelTableLogLines } from '../target/table-lines.js';
+import { targetBuilder, type DeviceResolver } from './build-target.js';
+import { KernelControlError, checkDeviceName } from './control-protocol.js';
+import { deviceHandle } from './device-handle.js';
+import { MeteredDevice } from './metered-device.js';
+import { mirrorExport } from './mirror-export.js';
+
+/** Structured log sink (pino's shape, so the daemon passes its logger as it is). */
+export interface RegistryLog {
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+  error(fields: Record<string, unknown>, message: string): void;
+}
+
+export interface RegistryOptions {
+  readonly log: RegistryLog;
+  /** Parses `--nbd` addresses (the CLI's syntax). */
+  readonly parseAddress: (text: string) => ListenAddress;
+  /** Open path legs with O_DIRECT (FUSE files that must not be cached). */
+  readonly directIo?: boolean;
+  /** Devices held at most. */
+  readonly devicesMax?: number;
+}
+
+export interface DeviceNbd {
+  readonly server: NbdServer;
+  readonly listener: NbdListener;
+  readonly metered: MeteredDevice;
+}
+
+export interface RegistryEntry {
+  readonly name: string;
+  readonly md: MappedDevice;
+  /** Entries this entry's tables hold open, with how many handles each. */
+  readonly holds: Map<string, number>;
+  nbd: DeviceNbd | undefined;
+  ready: boolean;
+}
+
+export interface DeviceInfo extends MappedDeviceInfo {
+  /** Stacked openers plus NBD connections. */
+  readonly openCount: number;
+  readonly nbdConnections: number;
+  readonly nbdUri?: string;
+}
+
+export interface SegmentJson {
+  readonly start: number;
+  readonly length: number;
+  readonly type: string;
+  readonly params: string;
+}
+
+export interface MirrorProgress {
+  readonly start: number;
+  readonly regionCount: number;
+  readonly syncRegions: number;
+  readonly health: string;
+}
+
+export interface TableView {
+  readonly name: string;
+  /** Exactly what dmsetup prints. */
+  readonly text: string;
+  readonly segments: readonly SegmentJson[];
+  readonly mirrors: readonly MirrorProgress[];
+}
+
+export const devicesMaxDefault = 256;
+const shutdownStepMs = 10_000;
+
+export class DeviceRegistry {
+  readonly #entries = new Map<string, RegistryEntry>();
+  readonly #log: RegistryLog;
+  readonly #options: RegistryOptions;
+
+  constructor(options: RegistryOptions) {
+    this.#options = options;
+    this.#log = options.log;
+  }
+
+  /** Ready entries, in creation order. */
+  entries(): RegistryEntry[] {
+    return [...this.#entries.values()].filter((entry) => entry.ready);
+  }
+
+  /** `dmsetup create NAME --table T` (+ our --nbd): create, load, resume; all or nothing. */
+  async create(options: { name: string; table: string; nbd?: string }): Promise<{ uri?: string }> {
+    checkDeviceName(options.name);
+    if (this.#entries.has(options.name)) throw new ControlError('EEXIST', `Device ${options.name} already exists`);
+    if (this.#entries.size >= (this.#options.devicesMax ?? devicesMaxDefault)) {
+      throw new ControlError('EBUSY', `Cannot create ${options.name}: ${this.#entries.size} devices already exist`);
+    }
+    const address = options.nbd === undefined ? undefined : this.#parseAddress(options.nbd);
+    const entry: RegistryEntry = { name: options.name, md: this.#newDevice(options.name), holds: new Map(), nbd: undefined, ready: false };
+    this.#entries.set(options.name, entry);
+    try {
+      await this.#load(entry, options.table);
+      await entry.md.resume();
+      if (address !== undefined) entry.nbd = await this.#serve(entry, address);
+    } catch (err) {
+      this.#entries.delete(options.name);
+      await entry.md.close().catch((closeErr: unknown) => this.#log.error({ device: options.name, err: closeErr }, 'closing a failed device failed'));
+      throw err;
+    }
+    entry.ready = true;
+    entry.md.onEvent((eventNr) => this.#log.info({ device: entry.name, eventNr, status: entry.md.status().trimEnd() }, 'device event'));
+    this.#log.info({ device: entry.name, table: entry.md.table().trimEnd(), nbd: entry.nbd?.listener.uri }, 'device created');
+    return entry.nbd === undefined ? {} : { uri: entry.nbd.listener.uri };
+  }
+
+  /** `dmsetup load`: builds the inactive table. */
+  async load(options: { name: string; table: string }): Promise<void> {
+    const entry = this.#get(options.name);
+    await this.#load(entry, options.table);
+    this.#log.info({ device: entry.name, table: entry.md.table({ inactive: true }).trimEnd() }, 'table loaded');
+  }
+
+  /** `dmsetup clear`: drops the inactive table. */
+  async clear(name: string): Promise<void> {
+    await this.#get(name).md.clearInactive();
+  }
+
+  async suspend(options: { name: string; noflush: boolean }): Promise<void> {
+    const entry = this.#get(options.name);
+    await entry.md.suspend({ noflush: options.noflush });
+    this.#log.info({ device: entry.name, noflush: options.noflush }, 'device suspended');
+  }
+
+  async resume(name: string): Promise<void> {
+    const entry = this.#get(name);
+    await entry.md.resume();
+    this.#log.info({ device: entry.name, table: entry.md.table().trimEnd() }, 'device resumed');
+  }
+
+  /** `dmsetup remove`: refused while another device stacks on it or NBD clients are connected. */
+  async remove(name: string): Promise<void> {
+    const entry = this.#get(name);
+    const stacked = entry.md.info().openCount;
+    const clients = entry.nbd?.server.connectionCount ?? 0;
+    if (stacked > 0 || clients > 0) {
+      throw new ControlError('EBUSY', `Cannot remove ${name}: device is open (${stacked} stacked, ${clients} NBD clients)`);
+    }
+    entry.ready = false;
+    try {
+      if (entry.nbd !== undefined) await entry.nbd.server.close({ graceful: true });
+      entry.nbd = undefined;
+      await entry.md.remove();
+    } catch (err) {
+      entry.ready = !entry.md.closed;
+      if (!entry.ready) this.#entries.delete(name);
+      throw err;
+    }
+    this.#entries.delete(name);
+    this.#log.info({ device: name }, 'device removed');
+  }
+
+  info(name: string): DeviceInfo {
+    return this.#info(this.#get(name));
+  }
+
+  list(): DeviceInfo[] {
+    return this.entries().map((entry) => this.#info(entry));
+  }
+
+  view(options: { name: string; kind: 'status' | 'table'; inactive: boolean }): TableView {
+    const entry = this.#get(options.name);
+    const md = entry.md;
+    const inactive = { inactive: options.inactive };
+    const text = options.kind === 'status' ? md.status(inactive) : md.table(inactive);
+    const segments = md.segments(inactive).map((segment) => ({
+      start: segment.line.startSectors,
+      length: segment.line.lengthSectors,
+      type: segment.target.type,
+      params: options.kind === 'status' ? segment.target.statusInfo() : segment.target.statusTable(),
+    }));
+    const mirrors = md.segments(inactive).flatMap((segment) =>
+      segment.target instanceof MirrorSet
+        ? [{ start: segment.line.startSectors, regionCount: segment.target.regionCount, syncRegions: segment.target.syncCount(), health: segment.target.healthLetters() }]
+        : [],
+    );
+    return { name: entry.name, text, segments, mirrors };
+  }
+
+  /** `dmsetup wait NAME [EVENT_NR]`: resolves once the event number exceeds `afterNr`. */
+  wait(options: { name: string; afterNr: number; signal?: AbortSignal }): Promise<number> {
+    return this.#get(options.name).md.waitEvent(options.afterNr, options.signal);
+  }
+
+  /**
+   * `dmsetup message NAME SECTOR MSG`. dm core answers `@cancel_deferred_remove` and `@stats_list`
+   * itself; every umirror target answers like the kernel's mirror, which has no message method.
+   */
+  message(options: { name: string; sector: number; message: string }): string {
+    const entry = this.#get(options.name);
+    const fail = (text: string): never => {
+      this.#log.warn({ device: entry.name }, `device-mapper: ioctl: ${text}`);
+      throw new KernelControlError('EINVAL', text, { kernel: [`device-mapper: ioctl: ${text}`] });
+    };
+    if (options.message.trim() === '') return fail('Empty message received.');
+    if (options.message === '@cancel_deferred_remove' || options.message === '@stats_list') return '';
+    if (options.sector * sectorBytes >= entry.md.sizeBytes) return fail('Target message sector outside device.');
+    return fail('Target type does not support messages');
+  }
+
+  /**
+   * SIGTERM: stop every NBD server from accepting (requests in flight may finish), and close every
+   * device, upper devices first, each with a flushing suspend, so every disk log is left clean. The
+   * servers are awaited only after the devices closed: a write a mirror holds after a leg failure is
+   * released by the suspend (EIO), so waiting for it first would wait forever.
+   */
+  async shutdown(): Promise<void> {
+    for (const entry of this.#entries.values()) entry.ready = false;
+    const servers = [...this.#entries.values()].map((entry) => entry.nbd?.server.close({ graceful: true }));
+    while (this.#entries.size > 0) {
+      const free = [...this.#entries.values()].filter((entry) => entry.md.info().openCount === 0);
+      // A cycle cannot exist (opens that would make one are refused), so some device is always free.
+      const next = free[free.length - 1] ?? [...this.#entries.values()].at(-1);
+      assert(next !== undefined, 'the registry is not empty');
+      this.#entries.delete(next.name);
+      const closed = next.md.close().then(
+        () => 'closed' as const,
+        (err: unknown) => {
+          this.#log.error({ device: next.name, err }, 'closing the device failed');
+          return 'failed' as const;
+        },
+      );
+      const late = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), shutdownStepMs).unref());
+      const outcome = await Promise.race([closed, late]);
+      if (outcome === 'closed') this.#log.info({ device: next.name }, 'device suspended and closed');
+      if (outcome === 'late') this.#log.error({ device: next.name }, `device did not close within ${shutdownStepMs} ms`);
+    }
+    await Promise.all(servers);
+  }
+
+  #get(name: string): RegistryEntry {
+    const entry = this.#entries.get(name);
+    if (entry === undefined || !entry.ready) throw new ControlError('ENOENT', `Device ${name} does not exist`);
+    return entry;
+  }
+
+  #info(entry: RegistryEntry): DeviceInfo {
+    const info = entry.md.info();
+    const nbdConnections = entry.nbd?.server.connectionCount ?? 0;
+    return {
+      ...info,
+      openCount: info.openCount + nbdConnections,
+      nbdConnections,
+      ...(entry.nbd === undefined ? {} : { nbdUri: entry.nbd.listener.uri }),
+    };
+  }
+
+  #parseAddress(text: string): ListenAddress {
+    try {
+      return this.#options.parseAddress(text);
+    } catch (err) {
+      throw new ControlError('EINVAL', err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  async #serve(entry: RegistryEntry, address: ListenAddress): Promise<DeviceNbd> {
+    const metered = new MeteredDevice(entry.md);
+    const server = new NbdServer({
+      exports: [{ ...mirrorExport({ name: entry.name, device: entry.md }), device: metered.device }],
+      log: (message) => this.#log.warn({ device: entry.name }, message),
+    });
+    try {
+      const listener = await server.listen(address);
+      return { server, listener, metered };
+    } catch (err) {
+      await server.close();
+      const code = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : 'EIO';
+      throw new ControlError(code === 'EADDRINUSE' ? 'EBUSY' : 'EINVAL', `Cannot serve ${entry.name} over NBD: ${code}`, { cause: err });
+    }
+  }
+
+  async #load(entry: RegistryEntry, table: string): Promise<void> {
+    try {
+      await entry.md.load(table);
+    } catch (err) {
+      if (!(err instanceof TableError)) throw err;
+      const type = /^\s*\d+\s+\d+\s+(\S+)/m.exec(table)?.[1] ?? 'mirror';
+      const kernel = kernelTableLogLines(err, { deviceNumber: entry.name, targetType: type });
+      for (const line of kernel) this.#log.warn({ device: entry.name }, line);
+      const code: ControlErrno = err.code;
+      throw new KernelControlError(code, err.kernelError, { kernel, cause: err });
+    }
+  }
+
+  #newDevice(name: string): MappedDevice {
+    return new MappedDevice({
+      name,
+      buildTarget: targetBuilder({
+        resolver: this.#resolver(name),
+        onMessage: (device, level, message) => this.#kernelMessage(device, level, message),
+      }),
+    });
+  }
+
+  #kernelMessage(device: string, level: KernelLogLevel, message: string): void {
+    this.#log[level]({ device }, `device-mapper: raid1: ${message}`);
+  }
+
+  /** Table names of one device: daemon devices first (stacking), then paths. */
+  #resolver(holderName: string): DeviceResolver {
+    return {
+      open: async (name: string): Promise<BlockDevice> => {
+        const target = this.#entries.get(name);
+        if (target === undefined) return FileBlockDevice.open(name, this.#options.directIo === true ? { direct: true } : {});
+        const holder = this.#entries.get(holderName);
+        assert(holder !== undefined, 'a device builds tables only while registered');
+        if (!target.ready) throw new ControlError('ENXIO', `Device ${name} is being created or removed`);
+        if (this.#reaches(name, holderName)) {
+          this.#log.warn({ device: holderName }, `Cannot stack ${holderName} on ${name}: it would make a cycle`);
+          throw new ControlError('EINVAL', `Cannot stack ${holderName} on ${name}: it would make a cycle`);
+        }
+        holder.holds.set(name, (holder.holds.get(name) ?? 0) + 1);
+        return deviceHandle(target.md, {
+          onClose: () => {
+            const count = holder.holds.get(name) ?? 0;
+            assert(count > 0, 'a handle is released once');
+            if (count === 1) holder.holds.delete(name);
+            else holder.holds.set(name, count - 1);
+          },
+        });
+      },
+    };
+  }
+
+  /** True when `from` is `to` or holds it, directly or through other devices. */
+  #reaches(from: string, to: string): boolean {
+    const seen = new Set<string>();
+    const stack = [from];
+    while (stack.length > 0) {
+      const name = stack.pop();
+      assert(name !== undefined);
+      if (name === to) return true;
+      if (seen.has(name)) continue;
+      seen.add(name);
+      for (const held of this.#entries.get(name)?.holds.keys() ?? []) stack.push(held);
+    }
+    return false;
+  }
+}
