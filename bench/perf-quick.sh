@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Quick hot-path comparison: fio (nbd engine, QD16) against `umirror serve` (2-leg mirror, core or disk
+# log) and, back to back in the same run, against qemu-nbd on one file. Prints MiB/s or IOPS and the
+# ratio to qemu-nbd. Not part of npm test; the full comparison bench is bench/nbd-bench.ts.
+#
+#   bash bench/perf-quick.sh [RUNTIME_S] [WORKLOADS] [LOGS] [ROUNDS]
+#   e.g. bash bench/perf-quick.sh 8 "randread randwrite" "core disk" 2
+# Env: PERF_DIR (default /tmp/perf: leg0.img leg1.img q.img, 1 GiB each, and log.img), UMIRROR_ARGS.
+set -euo pipefail
+runtime=${1:-8}
+workloads=${2:-"read write randread randwrite"}
+logs=${3:-"core disk"}
+rounds=${4:-1}
+dir=${PERF_DIR:-/tmp/perf}
+root=$(cd "$(dirname "$0")/.." && pwd)
+sock=$dir/nbd.sock
+size=$(stat -c %s "$dir/leg0.img")
+sectors=$((size / 512))
+
+bs_of() { case $1 in rand*) echo 4k ;; *) echo 1M ;; esac; }
+
+run_fio() { # workload -> prints "value unit"
+  local wl=$1 bs
+  bs=$(bs_of "$wl")
+  fio --name=x --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw="$wl" --bs="$bs" --iodepth=16 \
+    --runtime="$runtime" --time_based --size="$size" --output-format=json 2>/dev/null |
+    node -e '
+      const t = require("fs").readFileSync(0, "utf8"); const j = JSON.parse(t.slice(t.indexOf("{"))).jobs[0];
+      const rw = process.argv[1].includes("read") ? j.read : j.write;
+      console.log(process.argv[2] === "4k" ? `${Math.round(rw.iops)} iops` : `${(rw.bw_bytes / 2 ** 20).toFixed(0)} MiB/s`);
+    ' "$wl" "$bs"
+}
+
+wait_sock() { for _ in $(seq 100); do [ -S "$sock" ] && return 0; sleep 0.05; done; echo "no socket" >&2; return 1; }
+
+start_qemu() { rm -f "$sock"; qemu-nbd -f raw -t -k "$sock" -e 4 "$dir/q.img" & pid=$!; wait_sock; }
+start_umirror() {
+  local log=$1 logwords
+  rm -f "$sock"
+  if [ "$log" = core ]; then logwords="core 2 1024 nosync"; else logwords="disk 3 $dir/log.img 1024 nosync"; fi
+  node ${NODE_FLAGS:-} "$root/dist/cli/main.js" serve --quiet --nbd "unix:$sock" ${UMIRROR_ARGS:-} \
+    --table "0 $sectors mirror $logwords 2 $dir/leg0.img 0 $dir/leg1.img 0 1 handle_errors" >/dev/null 2>&1 &
+  pid=$!
+  wait_sock
+}
+stop() { kill -INT "$pid"; wait "$pid" || true; }
+
+for round in $(seq "$rounds"); do
+  for wl in $workloads; do
+    start_qemu; q=$(run_fio "$wl"); stop
+    line="round $round  $wl $(bs_of "$wl")  qemu-nbd $q"
+    for log in $logs; do
+      start_umirror "$log"; u=$(run_fio "$wl"); stop
+      ratio=$(node -e 'console.log((parseFloat(process.argv[1]) / parseFloat(process.argv[2])).toFixed(2))' "$u" "$q")
+      line="$line | $log $u ${ratio}x"
+    done
+    echo "$line"
+  done
+done
