@@ -34,11 +34,11 @@ run_fio() { # workload -> prints "value unit"
 
 wait_sock() { for _ in $(seq 100); do [ -S "$sock" ] && return 0; sleep 0.05; done; echo "no socket" >&2; return 1; }
 
-start_qemu() { rm -f "$sock"; qemu-nbd -f raw -t -k "$sock" -e 4 "$dir/q.img" & pid=$!; wait_sock; }
+start_qemu() { sync; rm -f "$sock"; qemu-nbd -f raw -t -k "$sock" -e 4 "$dir/q.img" & pid=$!; wait_sock; }
 start_umirror() { # core|disk[@ROOT] (ROOT: another checkout's build, to compare against)
   local log=${1%%@*} build=$root logwords
   [ "$1" != "$log" ] && build=${1#*@}
-  rm -f "$sock"
+  sync; rm -f "$sock"
   if [ "$log" = core ]; then logwords="core 2 1024 nosync"; else logwords="disk 3 $dir/log.img 1024 nosync"; fi
   node ${NODE_FLAGS:-} "$build/dist/cli/main.js" serve --quiet --nbd "unix:$sock" ${UMIRROR_ARGS:-} \
     --table "0 $sectors mirror $logwords 2 $dir/leg0.img 0 $dir/leg1.img 0 1 handle_errors" >/dev/null 2>&1 &
