@@ -1,6 +1,8 @@
 /**
  * FileBlockDevice: a BlockDevice on a regular file (an image) or a block device node, through positional
- * I/O on one fs.promises FileHandle.
+ * I/O on one fs.promises FileHandle. Reads, writes and fdatasync use the callback fs API on the handle's
+ * descriptor: each is one libuv threadpool request with no FileHandle promise bookkeeping (the hot path);
+ * open, stat and close stay on the FileHandle.
  *
  * Who calls it: the mirror (legs and disk-log devices given as paths), the CLI's create-images, tests.
  *
@@ -19,9 +21,10 @@
  * with `cause`. A read-only device fails writes, trims and zeroes with EPERM before touching the file.
  *
  * Ordering: requests run concurrently; two overlapping writes in flight have no defined order (as on a
- * disk). close() waits for the requests in flight, then closes the handle.
+ * disk). close() waits for the requests in flight (counted here, since the FileHandle does not see the
+ * descriptor calls), then closes the handle.
  */
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, fdatasync, read, write } from 'node:fs';
 import { open, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { assert, assertCount, isPowerOfTwo } from '../assert.js';
 import { BlockError, toBlockError } from '../errors.js';
@@ -52,6 +55,8 @@ export class FileBlockDevice extends BlockDeviceBase {
   readonly readOnly: boolean;
   readonly capabilities: BlockCapabilities = { flush: true, fua: false, trim: false, writeZeroes: false };
   readonly #handle: FileHandle;
+  /** The handle's descriptor, for the callback fs calls of the hot path (no FileHandle promise machinery). */
+  readonly #fd: number;
   #inFlight = 0;
   #drained: (() => void) | undefined;
 
@@ -66,6 +71,7 @@ export class FileBlockDevice extends BlockDeviceBase {
     super();
     this.path = options.path;
     this.#handle = options.handle;
+    this.#fd = options.handle.fd;
     this.sizeBytes = options.sizeBytes;
     this.logicalBlockBytes = options.logicalBlockBytes;
     this.readOnly = options.readOnly;
@@ -138,32 +144,40 @@ export class FileBlockDevice extends BlockDeviceBase {
 
   protected doRead(offsetBytes: number, lengthBytes: number, options: ReadOptions): Promise<Buffer> {
     void options;
-    return this.#track(async () => {
-      const out = Buffer.alloc(lengthBytes);
-      let done = 0;
-      while (done < lengthBytes) {
-        let bytesRead: number;
-        try {
-          ({ bytesRead } = await this.#handle.read(out, done, lengthBytes - done, offsetBytes + done));
-        } catch (err) {
-          throw toBlockError(err, `Cannot read ${this.name}: ${lengthBytes} bytes at ${offsetBytes}: ${describe(err)}`);
-        }
-        assertCount(bytesRead, 'bytesRead');
-        // End of file inside sizeBytes (the base checked the range): the rest is a hole, already zero.
-        if (bytesRead === 0) break;
-        done += bytesRead;
-      }
-      assert(done <= lengthBytes);
-      return out;
+    // Unzeroed: the reads fill it, and an end-of-file tail is zeroed explicitly below.
+    const out = Buffer.allocUnsafe(lengthBytes);
+    this.#begin();
+    return new Promise<Buffer>((resolve, reject) => {
+      const step = (doneBytes: number): void => {
+        read(this.#fd, out, doneBytes, lengthBytes - doneBytes, offsetBytes + doneBytes, (err, bytesRead) => {
+          if (err !== null) {
+            this.#end();
+            reject(toBlockError(err, `Cannot read ${this.name}: ${lengthBytes} bytes at ${offsetBytes}: ${describe(err)}`));
+            return;
+          }
+          assertCount(bytesRead, 'bytesRead');
+          const next = doneBytes + bytesRead;
+          assert(next <= lengthBytes, 'a read never returns more than asked');
+          if (next < lengthBytes && bytesRead > 0) {
+            step(next); // A short read (a signal, a FUSE file): ask for the rest.
+            return;
+          }
+          // End of file inside sizeBytes (the base checked the range): the rest is a hole, read as zeroes.
+          if (next < lengthBytes) out.fill(0, next);
+          this.#end();
+          resolve(out);
+        });
+      };
+      step(0);
     });
   }
 
   protected doWrite(offsetBytes: number, data: Uint8Array, options: WriteOptions): Promise<void> {
     this.#checkWritable('write');
-    return this.#track(async () => {
-      await this.#writeAll(offsetBytes, data);
-      if (options.fua === true) await this.#datasync();
-    });
+    this.#begin();
+    const written = this.#writeAll(offsetBytes, data);
+    const durable = options.fua === true ? written.then(() => this.#datasync()) : written;
+    return durable.finally(() => this.#end());
   }
 
   protected override doTrim(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
@@ -205,48 +219,62 @@ export class FileBlockDevice extends BlockDeviceBase {
     }
   }
 
-  async #writeAll(offsetBytes: number, data: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      let bytesWritten: number;
-      try {
-        ({ bytesWritten } = await this.#handle.write(data, done, data.length - done, offsetBytes + done));
-      } catch (err) {
-        throw toBlockError(err, `Cannot write ${this.name}: ${data.length} bytes at ${offsetBytes}: ${describe(err)}`);
-      }
-      assertCount(bytesWritten, 'bytesWritten');
-      // A regular file never writes 0 bytes without an error; guard the loop anyway (bounded retries).
-      if (bytesWritten === 0) throw new BlockError('EIO', `Cannot write ${this.name}: no progress at ${offsetBytes + done}`);
-      done += bytesWritten;
-    }
-    assert(done === data.length);
+  /** Writes all of `data` at `offsetBytes`, continuing after short writes. */
+  #writeAll(offsetBytes: number, data: Uint8Array): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const step = (doneBytes: number): void => {
+        write(this.#fd, data, doneBytes, data.length - doneBytes, offsetBytes + doneBytes, (err, bytesWritten) => {
+          if (err !== null) {
+            reject(toBlockError(err, `Cannot write ${this.name}: ${data.length} bytes at ${offsetBytes}: ${describe(err)}`));
+            return;
+          }
+          assertCount(bytesWritten, 'bytesWritten');
+          const next = doneBytes + bytesWritten;
+          assert(next <= data.length, 'a write never takes more than given');
+          if (next === data.length) {
+            resolve();
+          } else if (bytesWritten === 0) {
+            // A regular file never writes 0 bytes without an error; guard the loop anyway (bounded retries).
+            reject(new BlockError('EIO', `Cannot write ${this.name}: no progress at ${offsetBytes + doneBytes}`));
+          } else {
+            step(next);
+          }
+        });
+      };
+      step(0);
+    });
   }
 
-  async #datasync(): Promise<void> {
-    try {
-      await this.#handle.datasync();
-    } catch (err) {
-      throw toBlockError(err, `Cannot flush ${this.name}: ${describe(err)}`);
-    }
+  #datasync(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      fdatasync(this.#fd, (err) => {
+        if (err === null) resolve();
+        else reject(toBlockError(err, `Cannot flush ${this.name}: ${describe(err)}`));
+      });
+    });
   }
 
   #checkWritable(op: string): void {
     if (this.readOnly) throw new BlockError('EPERM', `Cannot ${op} ${this.name}: device is read-only`);
   }
 
-  async #track<T>(run: () => Promise<T>): Promise<T> {
+  #begin(): void {
     this.#inFlight += 1;
-    try {
-      return await run();
-    } finally {
-      this.#inFlight -= 1;
-      assert(this.#inFlight >= 0);
-      if (this.#inFlight === 0 && this.#drained !== undefined) {
-        const drained = this.#drained;
-        this.#drained = undefined;
-        drained();
-      }
+  }
+
+  #end(): void {
+    this.#inFlight -= 1;
+    assert(this.#inFlight >= 0);
+    if (this.#inFlight === 0 && this.#drained !== undefined) {
+      const drained = this.#drained;
+      this.#drained = undefined;
+      drained();
     }
+  }
+
+  #track<T>(run: () => Promise<T>): Promise<T> {
+    this.#begin();
+    return run().finally(() => this.#end());
   }
 }
 

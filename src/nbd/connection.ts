@@ -11,8 +11,9 @@
  *
  * Ordering rules:
  *   - Options are handled one at a time, in order; each option's replies are written before the next.
- *   - Requests start in arrival order and may complete in any order (replies carry the cookie). Each reply
- *     is written whole (cork/uncork), so replies never interleave.
+ *   - Requests start in arrival order and may complete in any order (replies carry the cookie). Replies are
+ *     queued whole and written once per event-loop turn (cork/uncork: one writev for all of them), so
+ *     replies never interleave and the socket ends only after the queued ones.
  *   - Backpressure: at most `inFlightMax` requests (and about `inFlightBytesMax` payload bytes) run at once;
  *     beyond that, and while the socket's write buffer wants a drain, we stop taking frames from the parser
  *     and pause the socket.
@@ -49,6 +50,9 @@ export class NbdConnection {
   #waitingForDrain = false;
   #shutdownReplies = false;
   #clientEnded = false;
+  /** Reply buffers queued in this event-loop turn, written together by #flushOutgoing. */
+  #outgoing: Buffer[] = [];
+  #flushScheduled = false;
 
   constructor(options: { socket: Socket; resolver: ExportResolver; log: (message: string) => void }) {
     this.#socket = options.socket;
@@ -126,7 +130,7 @@ export class NbdConnection {
           this.#write(step.replies);
           if (step.next === 'close') {
             this.#log(`nbd: closing during handshake: ${step.reason}`);
-            this.#socket.end();
+            this.#end();
             this.#state = 'draining';
             return;
           }
@@ -192,12 +196,36 @@ export class NbdConnection {
     else this.#pump();
   }
 
+  /**
+   * Queues a reply (its buffers stay together and in order) and schedules one socket write for every
+   * reply queued during this event-loop turn: completions that arrive together (one libuv batch of
+   * threadpool results) leave in one writev instead of one syscall each.
+   */
   #write(buffers: readonly Buffer[]): void {
     if (this.#state === 'closed' || buffers.length === 0 || this.#socket.destroyed) return;
+    for (const buffer of buffers) this.#outgoing.push(buffer);
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(this.#flushOutgoing);
+  }
+
+  /** Writes every queued reply buffer at once (cork/uncork: one writev). Also called before end(). */
+  readonly #flushOutgoing = (): void => {
+    this.#flushScheduled = false;
+    const buffers = this.#outgoing;
+    if (buffers.length === 0) return;
+    this.#outgoing = [];
+    if (this.#state === 'closed' || this.#socket.destroyed) return;
     this.#socket.cork();
     for (const buffer of buffers) this.#socket.write(buffer);
     this.#socket.uncork();
     if (this.#socket.writableNeedDrain) this.#waitingForDrain = true;
+  };
+
+  /** Ends our side after the queued replies. */
+  #end(): void {
+    this.#flushOutgoing();
+    this.#socket.end();
   }
 
   /** Stop starting requests; answer what is already received (with ESHUTDOWN on shutdown). */
@@ -214,7 +242,7 @@ export class NbdConnection {
 
   #finishIfIdle(): void {
     if (this.#state !== 'draining' || this.#inFlight > 0) return;
-    this.#socket.end();
+    this.#end();
   }
 
   #onClientEnd(): void {

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { BlockDevice } from '../../src/block/block-device.js';
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
 import { inFlightMax, requestBytesMax } from '../../src/limits.js';
 import { encodeRequest, readU64, type RequestHeader } from '../../src/nbd/client-codec.js';
@@ -461,15 +462,21 @@ describe('NbdServer malformed input over a raw socket', () => {
   });
 });
 
+/** A server exporting `device` as vol0 on a TCP port, and a raw client in transmission with structured replies. */
+async function serveRaw(device: BlockDevice): Promise<{ server: NbdServer; client: RawNbdClient }> {
+  const server = new NbdServer({ exports: [{ name: 'vol0', device }] });
+  const listener = await server.listen({ host: '127.0.0.1', port: 0 });
+  const client = await RawNbdClient.connect(listener.address);
+  await client.start();
+  await client.go({ structured: true });
+  return { server, client };
+}
+
 describe('NbdServer pipelining, backpressure and shutdown', () => {
   test('NbdServer runs at most inFlightMax requests at once and answers every pipelined request', async () => {
     const device = new ProbeDevice({ inner: new MemoryBlockDevice({ sizeBytes: 8 * MiB }), delayMs: 5 });
-    const server = new NbdServer({ exports: [{ name: 'vol0', device }] });
-    const listener = await server.listen({ host: '127.0.0.1', port: 0 });
+    const { server, client } = await serveRaw(device);
     try {
-      const client = await RawNbdClient.connect(listener.address);
-      await client.start();
-      await client.go({ structured: true });
       const total = 3 * inFlightMax;
       // One write, so the server sees the whole pipeline at once.
       client.write(Buffer.concat(Array.from({ length: total }, (_, i) => encodeRequest(req(command.read, { cookieLo: i, offsetBytes: i * 4096, lengthBytes: 4096 })))));
@@ -488,13 +495,39 @@ describe('NbdServer pipelining, backpressure and shutdown', () => {
     }
   });
 
+  test('NbdServer writes every queued reply before it closes after DISC, each reply whole and in one piece', async () => {
+    const device = new MemoryBlockDevice({ sizeBytes: 8 * MiB });
+    await device.write(0, Buffer.alloc(64 * 4096, 0x5a));
+    const { server, client } = await serveRaw(device);
+    try {
+      const total = inFlightMax;
+      // Reads, writes and a DISC in one packet: replies are batched per event-loop turn and the socket
+      // must end only after the last of them.
+      const requests = Array.from({ length: total }, (_, i) =>
+        i % 2 === 0
+          ? encodeRequest(req(command.read, { cookieLo: i, offsetBytes: i * 4096, lengthBytes: 4096 }))
+          : encodeRequest(req(command.write, { cookieLo: i, offsetBytes: i * 4096, lengthBytes: 512 }), Buffer.alloc(512, i)),
+      );
+      client.write(Buffer.concat([...requests, encodeRequest(req(command.disc, {}))]));
+      const seen = new Set<number>();
+      for (let i = 0; i < total; i++) {
+        const reply = await replyOf(client, { structured: true });
+        assert.equal(reply.error, 0);
+        assert.equal(reply.data.length, reply.cookieLo % 2 === 0 ? 4096 : 0);
+        if (reply.cookieLo % 2 === 0) assert.ok(reply.data.every((byte) => byte === 0x5a));
+        seen.add(reply.cookieLo);
+      }
+      assert.equal(seen.size, total);
+      assert.ok(await client.closedByServer());
+      assert.deepEqual(await device.read(4096, 512), Buffer.alloc(512, 1));
+    } finally {
+      await server.close({ graceful: false });
+    }
+  });
+
   test('NbdServer.close({graceful}) finishes requests in flight and answers queued ones with ESHUTDOWN', async () => {
     const device = new ProbeDevice({ inner: new MemoryBlockDevice({ sizeBytes: 8 * MiB }), delayMs: 100 });
-    const server = new NbdServer({ exports: [{ name: 'vol0', device }] });
-    const listener = await server.listen({ host: '127.0.0.1', port: 0 });
-    const client = await RawNbdClient.connect(listener.address);
-    await client.start();
-    await client.go({ structured: true });
+    const { server, client } = await serveRaw(device);
     const total = inFlightMax + 6;
     client.write(Buffer.concat(Array.from({ length: total }, (_, i) => encodeRequest(req(command.read, { cookieLo: i, offsetBytes: i * 512, lengthBytes: 512 })))));
     while (device.running < inFlightMax) await new Promise((resolve) => setTimeout(resolve, 5));

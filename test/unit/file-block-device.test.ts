@@ -1,6 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, stat, writeFile, readFile, chmod } from 'node:fs/promises';
+import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileBlockDevice } from '../../src/block/file-block-device.js';
@@ -131,4 +133,108 @@ test('FileBlockDevice.close waits for requests in flight', async () => {
   const again = await FileBlockDevice.open(dev.path);
   assert.deepEqual(await again.read(0, data.length), data);
   await again.close();
+});
+
+/**
+ * Runs `body` with node:fs's callback `read`, `write` and `fdatasync` replaced (FileBlockDevice imports
+ * them by name; syncBuiltinESMExports makes the replacement visible to it), then restores them.
+ */
+async function withPatchedFs(
+  patch: { read?: typeof fs.read; write?: typeof fs.write; fdatasync?: typeof fs.fdatasync },
+  body: () => Promise<void>,
+): Promise<void> {
+  const saved = { read: fs.read, write: fs.write, fdatasync: fs.fdatasync };
+  Object.assign(fs, patch);
+  syncBuiltinESMExports();
+  try {
+    await body();
+  } finally {
+    Object.assign(fs, saved);
+    syncBuiltinESMExports();
+  }
+}
+
+test('FileBlockDevice continues after short reads and short writes until the whole range is done', async () => {
+  const path = nextPath();
+  const data = pattern(10_000, 9);
+  await writeFile(path, Buffer.alloc(16_384));
+  const dev = await FileBlockDevice.open(path);
+  const original = { read: fs.read, write: fs.write };
+  let reads = 0;
+  let writes = 0;
+  // At most 1000 bytes per call, as a signal-interrupted or FUSE-backed file may answer.
+  const read = ((fd: number, buffer: Buffer, offset: number, length: number, position: number, cb: (err: NodeJS.ErrnoException | null, n: number, b: Buffer) => void) => {
+    reads += 1;
+    original.read(fd, buffer, offset, Math.min(length, 1000), position, cb);
+  }) as unknown as typeof fs.read;
+  const write = ((fd: number, buffer: Uint8Array, offset: number, length: number, position: number, cb: (err: NodeJS.ErrnoException | null, n: number, b: Uint8Array) => void) => {
+    writes += 1;
+    original.write(fd, buffer, offset, Math.min(length, 1000), position, cb);
+  }) as unknown as typeof fs.write;
+  await withPatchedFs({ read, write }, async () => {
+    await dev.write(100, data);
+    assert.deepEqual(await dev.read(100, 10_000), data);
+  });
+  assert.equal(writes, 10);
+  assert.equal(reads, 10);
+  await dev.close();
+  assert.deepEqual((await readFile(path)).subarray(100, 10_100), data);
+});
+
+test('FileBlockDevice zeroes the part of a read past the end of the file, whatever the buffer held', async () => {
+  const path = nextPath();
+  await writeFile(path, pattern(1000, 3));
+  const dev = await FileBlockDevice.open(path, { sizeBytes: 1024 * 1024 });
+  // Reads go into unzeroed memory: make that memory visibly dirty for this test.
+  const allocUnsafe = Buffer.allocUnsafe;
+  Buffer.allocUnsafe = (size: number) => allocUnsafe(size).fill(0xee);
+  try {
+    const across = await dev.read(500, 1000);
+    assert.deepEqual(across.subarray(0, 500), pattern(1000, 3).subarray(500));
+    assert.deepEqual(across.subarray(500), Buffer.alloc(500));
+    assert.deepEqual(await dev.read(4096, 100_000), Buffer.alloc(100_000));
+  } finally {
+    Buffer.allocUnsafe = allocUnsafe;
+  }
+  await dev.close();
+});
+
+test('FileBlockDevice runs fdatasync after a FUA write has completed, and only for FUA writes and flushes', async () => {
+  const path = nextPath();
+  const dev = await FileBlockDevice.create(path, 1024 * 1024);
+  const original = { write: fs.write, fdatasync: fs.fdatasync };
+  const events: string[] = [];
+  const write = ((fd: number, buffer: Uint8Array, offset: number, length: number, position: number, cb: (err: NodeJS.ErrnoException | null, n: number, b: Uint8Array) => void) => {
+    original.write(fd, buffer, offset, length, position, (err, n, b) => {
+      events.push(`write ${position}`);
+      cb(err, n, b);
+    });
+  }) as unknown as typeof fs.write;
+  const fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+    events.push('fdatasync');
+    original.fdatasync(fd, cb);
+  }) as typeof fs.fdatasync;
+  await withPatchedFs({ write, fdatasync }, async () => {
+    await dev.write(0, pattern(512, 1));
+    await dev.write(4096, pattern(512, 2), { fua: true });
+    await dev.flush();
+  });
+  assert.deepEqual(events, ['write 0', 'write 4096', 'fdatasync', 'fdatasync']);
+  await dev.close();
+});
+
+test('FileBlockDevice fails a FUA write and a flush with the fdatasync errno', async () => {
+  const path = nextPath();
+  const dev = await FileBlockDevice.create(path, 1024 * 1024);
+  const fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+    void fd;
+    const err: NodeJS.ErrnoException = new Error('EIO: i/o error, fdatasync');
+    err.code = 'EIO';
+    setImmediate(() => cb(err));
+  }) as typeof fs.fdatasync;
+  await withPatchedFs({ fdatasync }, async () => {
+    await rejectsWithCode(dev.write(0, pattern(512, 1), { fua: true }), 'EIO');
+    await rejectsWithCode(dev.flush(), 'EIO');
+  });
+  await dev.close();
 });
