@@ -44,7 +44,6 @@
  *   - Where the kernel "pretends" a failed write succeeded (no handle_errors, or keep_log), we do so only
  *     when the default leg holds the data; otherwise the write fails with EIO.
  */
-import { AssertionError } from 'node:assert';
 import { assert, unreachable } from '../assert.js';
 import type { BlockCapabilities, ReadOptions, WriteOptions, ZeroOptions } from '../block/block-device.js';
 import { BlockDeviceBase } from '../block/block-device-base.js';
@@ -391,42 +390,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       assert(only !== undefined);
       return this.#submitRead(only);
     }
-    const whole = await this.#readInSyncRange({ offsetBytes, lengthBytes, pieces });
-    if (whole !== undefined) return whole;
     const parts = await Promise.all(pieces.map((piece) => this.#submitRead(piece)));
     return Buffer.concat(parts, lengthBytes);
-  }
-
-  /**
-   * A read across regions that are all in sync, with the default read policy, goes to one leg as one
-   * request: every piece would go to that leg anyway (choose_mirror), and the answer is then the leg's
-   * buffer, with no per-region pieces to join (a 1 MiB read spans two 512 KiB regions). Undefined when
-   * that does not apply or the read failed: the per-region path then reads again and handles the failure
-   * (retry on another leg, EIO when none is left), so no error is decided here.
-   */
-  async #readInSyncRange(options: {
-    offsetBytes: number;
-    lengthBytes: number;
-    pieces: readonly { regionIndex: number }[];
-  }): Promise<Buffer | undefined> {
-    if (this.#readPolicy !== 'default') return undefined;
-    if (!options.pieces.every((piece) => this.log.inSync(piece.regionIndex))) return undefined;
-    const leg = this.#chooseLeg();
-    if (leg === undefined) return undefined;
-    leg.stats.readsTotal += 1;
-    leg.stats.readBytesTotal += options.lengthBytes;
-    try {
-      const data = await leg.device.read(leg.offsetBytes + options.offsetBytes, options.lengthBytes);
-      assert(data.length === options.lengthBytes, 'a leg read returns its length');
-      return data;
-    } catch (err) {
-      if (err instanceof AssertionError) throw err;
-      // As a failed piece would: the leg is marked R (the default moves off it when in sync), then the
-      // per-region path reads every piece again from a valid leg, or fails with EIO when none is left.
-      this.#message('error', `Mirror read failed from ${this.#displayName(leg)}. Trying alternative device.`);
-      this.#failLeg(leg, 'read');
-      return undefined;
-    }
   }
 
   protected async doWrite(offsetBytes: number, data: Uint8Array, options: WriteOptions): Promise<void> {

@@ -35,6 +35,9 @@ import { errorReply, executeRequest, type ReplyBuffers, validateRequest } from '
  */
 export const inFlightBytesMax = 256 * 1024 * 1024;
 
+/** Reply buffers queued for one socket write before they are written without waiting for the turn's end. */
+export const outgoingBuffersMax = 1024;
+
 export type ConnectionState = 'handshake' | 'transmission' | 'draining' | 'closed';
 
 export class NbdConnection {
@@ -204,6 +207,9 @@ export class NbdConnection {
   #write(buffers: readonly Buffer[]): void {
     if (this.#state === 'closed' || buffers.length === 0 || this.#socket.destroyed) return;
     for (const buffer of buffers) this.#outgoing.push(buffer);
+    // Bounded: a turn that queues this many buffers (a flood of rejected requests) writes them at once.
+    if (this.#outgoing.length >= outgoingBuffersMax) this.#flushOutgoing();
+    assert(this.#outgoing.length < outgoingBuffersMax, 'the reply queue is bounded');
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
     setImmediate(this.#flushOutgoing);

@@ -316,20 +316,21 @@ export class MappedDevice extends BlockDeviceBase {
   // ---- I/O ------------------------------------------------------------------------------------------
 
   protected doRead(offsetBytes: number, lengthBytes: number, options: ReadOptions): Promise<Buffer> {
-    return this.#submit((table) => {
+    return this.#submit(async (table) => {
       const pieces = splitRange(table, offsetBytes, lengthBytes);
-      const only = pieces.length === 1 ? pieces[0] : undefined;
-      // One segment (the usual table): the target's buffer is the answer, with no copy and no extra promise.
-      if (only !== undefined) return only.segment.target.read(only.targetOffsetBytes, only.lengthBytes, options);
-      return readPieces({ pieces, lengthBytes, options });
+      const parts = await settleAll(
+        pieces.map((piece) => piece.segment.target.read(piece.targetOffsetBytes, piece.lengthBytes, options)),
+      );
+      // One segment (the usual table): the target's buffer is the answer, with no copy.
+      const data = parts.length === 1 && parts[0] !== undefined ? parts[0] : Buffer.concat(parts);
+      assert(data.length === lengthBytes, 'pieces cover the read');
+      return data;
     });
   }
 
   protected doWrite(offsetBytes: number, data: Uint8Array, options: WriteOptions): Promise<void> {
     return this.#submit(async (table) => {
       const pieces = splitRange(table, offsetBytes, data.length);
-      const only = pieces.length === 1 ? pieces[0] : undefined;
-      if (only !== undefined) return only.segment.target.write(only.targetOffsetBytes, data, options);
       await settleAll(
         pieces.map((piece) =>
           piece.segment.target.write(
@@ -414,35 +415,34 @@ export class MappedDevice extends BlockDeviceBase {
       return;
     }
     this.#inFlight++;
-    // One reaction per outcome (no then/finally/catch chain): settle the request, then count it done. A
-    // failed assertion in a reaction rejects a promise nobody handles, which stops the process.
-    options.run(table).then(
-      (value) => {
-        options.resolve(value);
-        this.#ioDone();
-      },
-      (error: unknown) => {
-        if (!(error instanceof RequeueRequest)) {
-          options.reject(error instanceof Error ? error : new BlockError('EIO', String(error), { cause: error }));
-        } else if (this.#noflushSuspending) {
-          this.#hold(this.#parked, options.io);
-        } else {
+    options
+      .run(table)
+      .then(options.resolve, (error: unknown) => {
+        if (error instanceof RequeueRequest) {
+          if (this.#noflushSuspending) {
+            this.#hold(this.#parked, options.io);
+            return;
+          }
           options.reject(new BlockError('EIO', `I/O on ${this.name} failed: requeued outside a noflush suspend`, { cause: error }));
+          return;
         }
-        this.#ioDone();
-      },
-    );
-  }
-
-  /** An issued request finished (completed, failed or parked): wake drain waiters at zero. */
-  #ioDone(): void {
-    this.#inFlight--;
-    assert(this.#inFlight >= 0, 'in-flight count never goes negative');
-    if (this.#inFlight === 0) {
-      const waiters = this.#drainWaiters;
-      this.#drainWaiters = [];
-      for (const wake of waiters) wake();
-    }
+        options.reject(error instanceof Error ? error : new BlockError('EIO', String(error), { cause: error }));
+      })
+      .finally(() => {
+        this.#inFlight--;
+        assert(this.#inFlight >= 0, 'in-flight count never goes negative');
+        if (this.#inFlight === 0) {
+          const waiters = this.#drainWaiters;
+          this.#drainWaiters = [];
+          for (const wake of waiters) wake();
+        }
+      })
+      .catch((error: unknown) => {
+        // Only a failed assertion above can land here: let it stop the process.
+        queueMicrotask(() => {
+          throw error;
+        });
+      });
   }
 
   #hold(list: HeldIo[], io: HeldIo): void {
@@ -617,16 +617,6 @@ function splitRange(table: Table, offsetBytes: number, lengthBytes: number): Pie
   }
   assert(done === lengthBytes, 'pieces cover the range exactly');
   return pieces;
-}
-
-/** Reads every piece in parallel and joins them in order. */
-async function readPieces(options: { pieces: readonly Piece[]; lengthBytes: number; options: ReadOptions }): Promise<Buffer> {
-  const parts = await settleAll(
-    options.pieces.map((piece) => piece.segment.target.read(piece.targetOffsetBytes, piece.lengthBytes, options.options)),
-  );
-  const data = Buffer.concat(parts);
-  assert(data.length === options.lengthBytes, 'pieces cover the read');
-  return data;
 }
 
 /** Waits for every piece; a RequeueRequest wins over other errors (dm requeues the whole bio). */

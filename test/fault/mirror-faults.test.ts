@@ -164,22 +164,6 @@ describe('MirrorSet faults', () => {
     });
   }
 
-  test('MirrorSet read across in-sync regions that fails on the primary is served whole by the other leg', async () => {
-    // The range (three regions, unaligned) goes to l0 as one request; l0 fails it. Expected: l0 is R,
-    // the kernel message is logged once for that request, the default leg moves to l1, and the data
-    // comes from l1, byte for byte.
-    const f = await synced('1 handle_errors');
-    const data = pattern(3 * regionBytes, 8);
-    const offsetBytes = 2 * regionBytes + 1000;
-    await f.mirror.write(offsetBytes, data);
-    leg(f, 0).setFaults(failReads);
-    assert.deepEqual(await f.mirror.read(offsetBytes, data.length), data);
-    assert.equal(f.mirror.healthLetters(), 'RA');
-    assert.equal(f.mirror.defaultLegIndex, 1);
-    assert.equal(f.messages.filter((m) => m === 'Mirror read failed from l0. Trying alternative device.').length, 1);
-    await f.mirror.destroy();
-  });
-
   test('MirrorSet handle_errors with the primary dead at creation: SA and reads of out-of-sync regions fail with EIO', async () => {
     // fail-read-sync I: l0 fails everything before the first resume. Expected: every recovery fails to
     // read its source ("Unable to read primary mirror during recovery"), "Primary mirror (l0) failed

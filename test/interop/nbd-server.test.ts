@@ -25,6 +25,7 @@ import {
   replyType,
   transmissionFlag,
 } from '../../src/nbd/protocol.js';
+import { outgoingBuffersMax } from '../../src/nbd/connection.js';
 import { NbdServer } from '../../src/nbd/server.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 import { ProbeDevice } from '../helpers/nbd-test-devices.js';
@@ -489,6 +490,23 @@ describe('NbdServer pipelining, backpressure and shutdown', () => {
       }
       assert.equal(seen.size, total);
       assert.equal(device.runningMax, inFlightMax);
+      client.destroy();
+    } finally {
+      await server.close({ graceful: false });
+    }
+  });
+
+  test('NbdServer answers a flood of rejected requests, more than one socket write holds, in full', async () => {
+    const { server, client } = await serveRaw(new MemoryBlockDevice({ sizeBytes: MiB }));
+    try {
+      const total = 3 * outgoingBuffersMax;
+      // Reads past the end are rejected at once, so every reply is queued in the same event-loop turn.
+      client.write(Buffer.concat(Array.from({ length: total }, (_, i) => encodeRequest(req(command.read, { cookieLo: i, offsetBytes: 2 * MiB, lengthBytes: 512 })))));
+      for (let i = 0; i < total; i++) {
+        const reply = await replyOf(client, { structured: true });
+        assert.equal(reply.error, nbdErrno.EINVAL);
+        assert.equal(reply.cookieLo, i, 'rejections are answered in order');
+      }
       client.destroy();
     } finally {
       await server.close({ graceful: false });

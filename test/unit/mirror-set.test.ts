@@ -46,20 +46,6 @@ describe('MirrorSet', () => {
     await mirror.destroy();
   });
 
-  test('MirrorSet reads a range across in-sync regions from the default leg in one request', async () => {
-    const { mirror } = await mirrorFixture({ legCount: 2, regionSectors: 64 });
-    await waitInSync(mirror);
-    const regionBytes = 64 * sectorBytes;
-    const data = pattern(3 * regionBytes, 4);
-    await mirror.write(regionBytes - 512, data);
-    const [first, second] = mirror.legs;
-    assert.ok(first !== undefined && second !== undefined);
-    const before = [first.stats.readsTotal, second.stats.readsTotal];
-    assert.deepEqual(await mirror.read(regionBytes - 512, data.length), data);
-    assert.deepEqual([first.stats.readsTotal - (before[0] ?? 0), second.stats.readsTotal - (before[1] ?? 0)], [1, 0]);
-    await mirror.destroy();
-  });
-
   test('MirrorSet table line is canonical and has no trailing space', async () => {
     const { mirror } = await mirrorFixture({ legCount: 2, features: '2 keep_log handle_errors', regionSectors: 128 });
     assert.equal(mirror.statusTable(), 'core 1 128 2 l0 0 l1 0 2 handle_errors keep_log');
