@@ -37,6 +37,8 @@ export const inFlightBytesMax = 256 * 1024 * 1024;
 
 /** Reply buffers queued for one socket write before they are written without waiting for the turn's end. */
 export const outgoingBuffersMax = 1024;
+/** How long a connection whose side we ended waits for the client to hang up before it is destroyed. */
+export const closeGraceMs = 2000;
 
 export type ConnectionState = 'handshake' | 'transmission' | 'draining' | 'closed';
 
@@ -53,6 +55,8 @@ export class NbdConnection {
   #waitingForDrain = false;
   #shutdownReplies = false;
   #clientEnded = false;
+  /** socket.end() was called: our side is closed and incoming bytes are dropped. */
+  #ourSideEnded = false;
   /** Reply buffers queued in this event-loop turn, written together by #flushOutgoing. */
   #outgoing: Buffer[] = [];
   #flushScheduled = false;
@@ -70,6 +74,7 @@ export class NbdConnection {
       if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') this.#log(`nbd: socket error: ${err.message}`);
     });
     this.#socket.on('data', (chunk: Buffer) => {
+      if (this.#ourSideEnded) return; // Waiting for the client's end: nothing more is answered.
       this.#parser.push(chunk);
       this.#pump();
     });
@@ -228,10 +233,20 @@ export class NbdConnection {
     if (this.#socket.writableNeedDrain) this.#waitingForDrain = true;
   };
 
-  /** Ends our side after the queued replies. */
+  /**
+   * Ends our side after the queued replies. The server allows half-open sockets, so 'close' comes only
+   * once the client ends its side too: keep reading (and ignoring) until it does, and destroy the socket
+   * if it has not within {@link closeGraceMs} (a client that never hangs up must not hold a shutdown).
+   */
   #end(): void {
     this.#flushOutgoing();
+    if (this.#ourSideEnded) return;
+    this.#ourSideEnded = true;
     this.#socket.end();
+    if (this.#clientEnded) return;
+    this.#socket.resume();
+    const timer = setTimeout(() => this.#socket.destroy(), closeGraceMs);
+    this.#socket.once('close', () => clearTimeout(timer));
   }
 
   /** Stop starting requests; answer what is already received (with ESHUTDOWN on shutdown). */
