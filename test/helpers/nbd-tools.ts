@@ -3,7 +3,7 @@
  * and fails under CI=true) and running them without blocking the event loop (the server under test runs
  * in this process, so spawnSync would deadlock it).
  */
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,27 +11,15 @@ import type { TestContext } from 'node:test';
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
 import type { NbdExport } from '../../src/nbd/nbd-export.js';
 import { type NbdListener, NbdServer } from '../../src/nbd/server.js';
-
-const found = new Map<string, boolean>();
+import { findTool, requireTools as requireToolList } from './tools.js';
 
 export function hasTool(name: string): boolean {
-  let ok = found.get(name);
-  if (ok === undefined) {
-    ok = spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
-    found.set(name, ok);
-  }
-  return ok;
+  return findTool(name) !== undefined;
 }
 
-/** True when every tool is there; otherwise skips the test (or fails it under CI=true). */
+/** True when every tool is there; otherwise skips the test (or fails it under CI=true): see tools.ts. */
 export function requireTools(t: TestContext, ...names: string[]): boolean {
-  const missing = names.filter((name) => !hasTool(name));
-  if (missing.length === 0) return true;
-  const reason = `missing tool(s): ${missing.join(', ')}`;
-  if (process.env['CI'] === 'true') throw new Error(`${reason} (required under CI=true)`);
-  console.log(`# skip: ${reason}`);
-  t.skip(reason);
-  return false;
+  return requireToolList(t, names);
 }
 
 export interface RunResult {
