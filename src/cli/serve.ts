@@ -103,6 +103,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       ...(values['read-balance'] ? { readPolicy: 'balance' as const } : {}),
       log: { lazyCleanMs: Number(lazyClean) },
       onMessage: (_device, level, message) => console.error(`${level}: device-mapper: raid1: ${message}`),
+      onLogWarning: (_device, line) => console.error(`warn: device-mapper: dirty region log: ${line}`),
     }),
   });
   try {

@@ -28,6 +28,15 @@ export interface BuildTargetOptions {
   readonly readPolicy?: ReadPolicy;
   readonly log?: CreateDirtyLogOptions;
   readonly onMessage?: (device: string, level: KernelLogLevel, message: string) => void;
+  /** The disk log's warnings (the kernel's "device-mapper: dirty region log:" lines). */
+  readonly onLogWarning?: (device: string, line: string) => void;
+}
+
+/** The dirty-log options of one device: the caller's, with its warnings routed to onLogWarning. */
+function logOptions(options: BuildTargetOptions, deviceName: string): CreateDirtyLogOptions {
+  const onLogWarning = options.onLogWarning;
+  if (onLogWarning === undefined) return options.log ?? {};
+  return { ...options.log, onWarning: (line: string) => onLogWarning(deviceName, line) };
 }
 
 /** Returns a MappedDevice `buildTarget` function bound to a resolver and mirror options. */
@@ -45,7 +54,7 @@ export function targetBuilder(options: BuildTargetOptions): (line: TableLine, co
           raiseEvent: context.raiseEvent,
           ...(options.recoveryParallelMax === undefined ? {} : { recoveryParallelMax: options.recoveryParallelMax }),
           ...(options.readPolicy === undefined ? {} : { readPolicy: options.readPolicy }),
-          ...(options.log === undefined ? {} : { log: options.log }),
+          ...(options.log === undefined && options.onLogWarning === undefined ? {} : { log: logOptions(options, context.deviceName) }),
           ...(options.onMessage === undefined
             ? {}
             : { onMessage: (level: KernelLogLevel, message: string) => options.onMessage?.(context.deviceName, level, message) }),

@@ -320,6 +320,7 @@ export class DeviceRegistry {
       buildTarget: targetBuilder({
         resolver: this.#resolver(name),
         onMessage: (device, level, message) => this.#kernelMessage(device, level, message),
+        onLogWarning: (device, line) => this.#log.warn({ device }, `device-mapper: dirty region log: ${line}`),
       }),
     });
   }
