@@ -56,6 +56,7 @@ import { RequeueRequest, type SuspendOptions, type Target } from '../target/targ
 import { Leg, type LegErrorKind } from './leg.js';
 import { isRegionCounted, newMirrorIo, splitByRegion, type MirrorIo, type MirrorIoInit } from './mirror-io.js';
 import { MirrorWorker } from './mirror-worker.js';
+import { OverlapGate } from './overlap-gate.js';
 import { formatMeasure, formatMirrorStatus, formatMirrorTable, type MirrorFeatures } from './table.js';
 
 export type ReadPolicy = 'default' | 'balance';
@@ -149,6 +150,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   #inSync = false;
   #logFailure = false;
   #legFailure = false;
+  /** Serializes overlapping writes, trims and zeroes (not in the kernel: see overlap-gate.ts). */
+  readonly #overlaps = new OverlapGate();
   /** ms->suspend: set at presuspend; held writes are released and new failures not held. */
   #suspending = false;
   #noflushSuspending = false;
@@ -442,6 +445,23 @@ export class MirrorSet extends BlockDeviceBase implements Target {
 
   async #submitAll(inits: MirrorIoInit[]): Promise<void> {
     this.#lastClientIoMs = performance.now();
+    const first = inits[0];
+    const last = inits[inits.length - 1];
+    if (first === undefined || last === undefined) return; // Nothing to write (an empty request).
+    if (first.kind === 'flush') {
+      await this.#queueAndWait(inits);
+      return;
+    }
+    // Overlapping writes reach the legs one after the other, so the legs apply them in one order.
+    const leave = await this.#overlaps.enter(first.offsetBytes, last.offsetBytes + last.lengthBytes);
+    try {
+      await this.#queueAndWait(inits);
+    } finally {
+      leave();
+    }
+  }
+
+  async #queueAndWait(inits: MirrorIoInit[]): Promise<void> {
     const dones: Promise<Buffer | undefined>[] = [];
     for (const init of inits) {
       await this.#admit();
