@@ -109,6 +109,8 @@ export class DiskDirtyLog implements DirtyLog {
   #headerVersion = diskLogVersion;
   /** Orders every log device write and flush (resume, mark steps, the write half of clean steps). */
   #queue: Promise<unknown> = Promise.resolve();
+  /** A background clean step wrote clean bits that no log flush has covered yet. */
+  #cleansUnflushed = false;
   /** The running clean step, if any. */
   #cleaning: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -204,7 +206,9 @@ export class DiskDirtyLog implements DirtyLog {
       return marks;
     }
     const wanted = this.#dueCleans({ allCleans: false });
-    return marks.then(() => this.#settleCleans({ allCleans: false, wanted }));
+    return marks
+      .then(() => this.#settleCleans({ allCleans: false, wanted }))
+      .then(() => this.#serialise(() => this.#flushUnflushedCleans()));
   }
 
   getResyncWork(): number | null {
@@ -232,6 +236,7 @@ export class DiskDirtyLog implements DirtyLog {
     const wanted = this.#dueCleans({ allCleans: true });
     await this.#serialise(() => this.#writeMarks());
     await this.#settleCleans({ allCleans: true, wanted });
+    await this.#serialise(() => this.#flushUnflushedCleans());
   }
 
   async close(): Promise<void> {
@@ -338,7 +343,7 @@ export class DiskDirtyLog implements DirtyLog {
   /** The mark step (in the device queue): writes the changed blocks and flushes, if a bit was dirtied. */
   async #writeMarks(): Promise<void> {
     if (!this.#touchedDirtied) return;
-    await this.#writeChanged();
+    await this.#writeChanged({ flushDevice: true });
   }
 
   /**
@@ -346,7 +351,7 @@ export class DiskDirtyLog implements DirtyLog {
    * flushes the log device. Runs only in the device queue, so no two writes of one block overlap and
    * the last write of a block carries its newest bytes.
    */
-  async #writeChanged(): Promise<void> {
+  async #writeChanged(options: { flushDevice: boolean }): Promise<void> {
     this.#touchedDirtied = false;
     const runs = this.#takeRuns();
     for (let i = 0; i < runs.length; i++) {
@@ -361,10 +366,27 @@ export class DiskDirtyLog implements DirtyLog {
         throw toBlockError(err, `Cannot write dirty log ${this.#options.displayName}`);
       }
     }
+    if (!options.flushDevice) {
+      this.#cleansUnflushed ||= runs.length > 0;
+      return;
+    }
+    this.#cleansUnflushed = false;
     try {
       await this.#flushDevice();
     } catch (err) {
       this.#touchedDirtied = true;
+      throw err;
+    }
+  }
+
+  /** A waiting flush ends here: clean bits a background step wrote without a log flush get one. */
+  async #flushUnflushedCleans(): Promise<void> {
+    if (!this.#cleansUnflushed) return;
+    this.#cleansUnflushed = false;
+    try {
+      await this.#flushDevice();
+    } catch (err) {
+      this.#cleansUnflushed = true;
       throw err;
     }
   }
@@ -442,7 +464,7 @@ export class DiskDirtyLog implements DirtyLog {
    * The clean step: takes the due pending cleans, flushes the legs (flushData) FIRST, then sets their
    * bits (skipping regions marked again meanwhile) and writes them through the device queue.
    */
-  async #cleanOnce(options: { allCleans: boolean }): Promise<void> {
+  async #cleanOnce(options: { allCleans: boolean; chain: boolean }): Promise<void> {
     assert(this.#applyingCleans.size === 0, 'no clean step left regions behind');
     for (const regionIndex of this.#dueCleans(options)) {
       this.#pendingCleans.delete(regionIndex);
@@ -467,7 +489,9 @@ export class DiskDirtyLog implements DirtyLog {
     await this.#serialise(async () => {
       // A mark step may have written (and flushed) these blocks already: then they are durable.
       if (this.#dirtyBlocks.size === 0 && !this.#touchedDirtied) return;
-      await this.#writeChanged();
+      // A background step leaves the log flush to the next mark step (or waiting flush): its leg flush
+      // keeps the disk busy, and a mark queued behind a second device flush would wait for it too.
+      await this.#writeChanged({ flushDevice: !options.chain || this.#touchedDirtied });
     });
   }
 
