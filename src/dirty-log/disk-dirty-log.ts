@@ -30,6 +30,9 @@
  *   - resume() reads the header and bits, applies the grow/shrink rules of disk_resume, copies clean to
  *     sync and writes the whole buffer (header included) before any resync may start.
  *   - postsuspend() writes the marks and waits for every pending clean regardless of age to be durable.
+ *   - A background clean step writes its bits without a log flush (the next mark step or waiting flush
+ *     covers them), and with lazyCleanMs > 0 at most one background step starts per lazyCleanMs: each
+ *     forces the legs' dirty data out, and a log flush issued meanwhile waits for that data too.
  *
  * Past the kernel, format unchanged: only the changed logical blocks are written ('changed-blocks';
  * 'whole-buffer' is the kernel's behaviour, for comparison), and with lazyCleanMs > 0 a clean is held
@@ -111,6 +114,8 @@ export class DiskDirtyLog implements DirtyLog {
   #queue: Promise<unknown> = Promise.resolve();
   /** A background clean step wrote clean bits that no log flush has covered yet. */
   #cleansUnflushed = false;
+  /** When the last clean step started (the clock of `now`). */
+  #cleanStartedMs = -Infinity;
   /** The running clean step, if any. */
   #cleaning: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -200,7 +205,7 @@ export class DiskDirtyLog implements DirtyLog {
     const marks = this.#serialise(() => this.#writeMarks());
     if (options.cleans === 'background') {
       // The clean step runs beside the marks: its leg flush never delays them (only its log writes queue).
-      if (this.#cleaning === undefined && this.#hasDueCleans({ allCleans: false })) {
+      if (this.#cleaning === undefined && this.#backgroundCleanDue()) {
         void this.#kickCleans({ allCleans: false, chain: true });
       }
       return marks;
@@ -402,6 +407,15 @@ export class DiskDirtyLog implements DirtyLog {
     return due;
   }
 
+  /**
+   * A background step may start: due cleans, and with lazy cleaning at most one background step per
+   * lazyCleanMs (each forces the legs' dirty data out; the timer takes what comes due in between).
+   */
+  #backgroundCleanDue(): boolean {
+    if (this.#now() - this.#cleanStartedMs < this.#lazyCleanMs) return false;
+    return this.#hasDueCleans({ allCleans: false });
+  }
+
   #hasDueCleans(options: { allCleans: boolean }): boolean {
     const first = this.#pendingCleans.values().next();
     if (first.done === true) return false;
@@ -443,11 +457,12 @@ export class DiskDirtyLog implements DirtyLog {
   #kickCleans(options: { allCleans: boolean; chain: boolean }): Promise<void> {
     assert(this.#cleaning === undefined, 'one clean step at a time');
     this.#disarmTimer();
+    this.#cleanStartedMs = this.#now();
     const step = this.#cleanOnce(options).finally(() => {
       assert(this.#cleaning === step);
       this.#cleaning = undefined;
       if (this.#closed) return;
-      if (options.chain && this.#hasDueCleans({ allCleans: false })) {
+      if (options.chain && this.#backgroundCleanDue()) {
         void this.#kickCleans({ allCleans: false, chain: true });
       } else if (this.#pendingCleans.size > 0) {
         this.#armTimer();
@@ -573,7 +588,8 @@ export class DiskDirtyLog implements DirtyLog {
     if (this.#options.lazyCleanTimer === false) return;
     const first = this.#pendingCleans.values().next();
     if (first.done === true) return;
-    const waitMs = Math.max(0, first.value + this.#lazyCleanMs - this.#now()) + 1;
+    const dueMs = Math.max(first.value, this.#cleanStartedMs) + this.#lazyCleanMs;
+    const waitMs = Math.max(0, dueMs - this.#now()) + 1;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.flush().catch((err: unknown) => {
