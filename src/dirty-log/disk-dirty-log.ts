@@ -376,22 +376,22 @@ export class DiskDirtyLog implements DirtyLog {
       return;
     }
     this.#cleansUnflushed = false;
-    try {
-      await this.#flushDevice();
-    } catch (err) {
-      this.#touchedDirtied = true;
-      throw err;
-    }
+    await this.#flushDeviceOrRetry(() => (this.#touchedDirtied = true));
   }
 
   /** A waiting flush ends here: clean bits a background step wrote without a log flush get one. */
   async #flushUnflushedCleans(): Promise<void> {
     if (!this.#cleansUnflushed) return;
     this.#cleansUnflushed = false;
+    await this.#flushDeviceOrRetry(() => (this.#cleansUnflushed = true));
+  }
+
+  /** Flushes the log device; on failure `retry` makes the next flush try again (then rethrows). */
+  async #flushDeviceOrRetry(retry: () => void): Promise<void> {
     try {
       await this.#flushDevice();
     } catch (err) {
-      this.#cleansUnflushed = true;
+      retry();
       throw err;
     }
   }
