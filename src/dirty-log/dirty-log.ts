@@ -12,7 +12,8 @@
  *   - markRegion() and clearRegion() only change memory; flush() makes them durable. The mirror calls
  *     flush() once per worker batch, after all marks and before any data write of the batch.
  *   - A disk log calls the context's flushData() before it persists cleared bits, so a region is marked
- *     clean on disk only after the legs' caches were flushed (dm-log's flush_callback_fn).
+ *     clean on disk only after the legs' caches were flushed (dm-log's flush_callback_fn). The worker
+ *     flushes with `cleans: 'background'`: marks are durable when flush() resolves, clears follow.
  *   - resume() (re)reads persistent state and resets the resync search; presuspend()/postsuspend()
  *     bracket a suspend; postsuspend() writes outstanding state so a clean deactivation needs no resync.
  *
@@ -26,6 +27,11 @@ export type LogHealth = 'A' | 'D' | 'F';
 
 /** What the table asked for: trust the log (default), force a full resync, or trust everything. */
 export type LogSyncMode = 'default' | 'sync' | 'nosync';
+
+/** How flush() treats clears (see DirtyLog.flush). */
+export interface LogFlushOptions {
+  readonly cleans?: 'wait' | 'background';
+}
 
 export interface DirtyLog {
   /** The log type as in the table ("core", "disk"). */
@@ -43,8 +49,13 @@ export interface DirtyLog {
   markRegion(regionIndex: number): void;
   /** Marks the region clean in memory (its writes are done). Durable after flush(). */
   clearRegion(regionIndex: number): void;
-  /** Makes marks and clears durable. @throws BlockError when the log device fails. */
-  flush(): Promise<void>;
+  /**
+   * Makes marks durable, and clears: with `cleans: 'wait'` (default) it resolves once the clears made
+   * before the call are durable (or overtaken by a new mark); with `cleans: 'background'` it resolves
+   * once the marks are durable and persists the clears afterwards, so a mark never waits for the leg
+   * flush that must precede a clear. @throws BlockError when the log device fails.
+   */
+  flush(options?: LogFlushOptions): Promise<void>;
   /** The next region to recover, marked recovering, or null when none is left until resume(). */
   getResyncWork(): number | null;
   /** Ends a recovery (or records a write failure): sets or clears the region's sync bit. */

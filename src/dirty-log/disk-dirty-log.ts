@@ -11,16 +11,28 @@
  *
  * Ordering rules:
  *   - markRegion() clears a bit in memory at once; flush() writes it and then flushes the log device
- *     (only flushes that carry a dirtied bit flush the device, as the kernel's touched_dirtied).
- *   - clearRegion() only queues the region as pending-clean. flush() takes the due pending cleans,
- *     calls ctx.flushData() FIRST, and only then sets their bits and writes them: a clean bit never
- *     reaches the disk before the legs' caches hold the region's writes. Cleans queued while
- *     flushData() runs wait for the next flush; a region marked again meanwhile is dropped from the
- *     batch (it stays dirty).
- *   - flushes run one at a time (a promise chain); each snapshots the changed blocks before writing.
+ *     (the mark step; only flushes that carry a dirtied bit run it, as the kernel's touched_dirtied).
+ *   - clearRegion() only queues the region as pending-clean. A clean step takes the due pending cleans,
+ *     calls ctx.flushData() FIRST, and only then sets their bits, writes them and flushes the log
+ *     device: a clean bit never reaches the disk before the legs' caches hold the region's writes.
+ *     Cleans queued while flushData() runs wait for the next step; a region marked again meanwhile is
+ *     dropped from the step (it stays dirty). One clean step runs at a time.
+ *   - The mark step never waits for a clean step's leg flush (the kernel's disk_flush does: there every
+ *     dirty mark queues behind the legs' fdatasync). Until a clean step has set its bits, the bitmap
+ *     simply holds those regions dirty, so a mark step writes the blocks as they are.
+ *   - Every log device write and flush runs in one queue (a promise chain: resume, mark steps, the
+ *     write half of clean steps), each write a snapshot of its blocks taken when it starts: two writes
+ *     of one block never overlap, and the last one carries the newest bits (a mark racing a clean of the
+ *     same region clears the bit again and re-queues the block: it ends dirty).
+ *   - flush({cleans: 'background'}) (the mirror's worker) resolves after the mark step and starts a
+ *     clean step beside it; flush() (default 'wait') also waits until the cleans due at the call are
+ *     durable. resume() and close() wait for a running clean step.
  *   - resume() reads the header and bits, applies the grow/shrink rules of disk_resume, copies clean to
  *     sync and writes the whole buffer (header included) before any resync may start.
- *   - postsuspend() applies every pending clean regardless of age and flushes.
+ *   - postsuspend() writes the marks and waits for every pending clean regardless of age to be durable.
+ *   - A background clean step writes its bits without a log flush (the next mark step or waiting flush
+ *     covers them), and with lazyCleanMs > 0 at most one background step starts per lazyCleanMs: each
+ *     forces the legs' dirty data out, and a log flush issued meanwhile waits for that data too.
  *
  * Past the kernel, format unchanged: only the changed logical blocks are written ('changed-blocks';
  * 'whole-buffer' is the kernel's behaviour, for comparison), and with lazyCleanMs > 0 a clean is held
@@ -34,7 +46,7 @@ import type { BlockDevice } from '../block/block-device.js';
 import { BlockError, toBlockError } from '../errors.js';
 import type { DirtyLogStats } from './core-dirty-log.js';
 import { RegionLogState } from './core-dirty-log.js';
-import type { DirtyLog, LogHealth, LogSyncMode } from './dirty-log.js';
+import type { DirtyLog, LogFlushOptions, LogHealth, LogSyncMode } from './dirty-log.js';
 import {
   decodeDiskLogHeader,
   diskLogBitsOffsetBytes,
@@ -44,6 +56,9 @@ import {
   diskLogVersionLegacy,
   encodeDiskLogHeader,
 } from './disk-log-format.js';
+
+/** Rounds a waiting flush spends on clean steps: the running one, then its own (with slack). */
+const cleanSettleRoundsMax = 8;
 
 export type DiskLogWriteMode = 'changed-blocks' | 'whole-buffer';
 
@@ -95,7 +110,14 @@ export class DiskDirtyLog implements DirtyLog {
   #logDevFailed = false;
   #logDevFlushFailed = false;
   #headerVersion = diskLogVersion;
+  /** Orders every log device write and flush (resume, mark steps, the write half of clean steps). */
   #queue: Promise<unknown> = Promise.resolve();
+  /** A background clean step wrote clean bits that no log flush has covered yet. */
+  #cleansUnflushed = false;
+  /** When the last clean step started (the clock of `now`). */
+  #cleanStartedMs = -Infinity;
+  /** The running clean step, if any. */
+  #cleaning: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #bytesWritten = 0;
@@ -179,8 +201,19 @@ export class DiskDirtyLog implements DirtyLog {
     this.#armTimer();
   }
 
-  flush(): Promise<void> {
-    return this.#serialise(() => this.#flushNow({ allCleans: false }));
+  flush(options: LogFlushOptions = {}): Promise<void> {
+    const marks = this.#serialise(() => this.#writeMarks());
+    if (options.cleans === 'background') {
+      // The clean step runs beside the marks: its leg flush never delays them (only its log writes queue).
+      if (this.#cleaning === undefined && this.#backgroundCleanDue()) {
+        void this.#kickCleans({ allCleans: false, chain: true });
+      }
+      return marks;
+    }
+    const wanted = this.#dueCleans({ allCleans: false });
+    return marks
+      .then(() => this.#settleCleans({ allCleans: false, wanted }))
+      .then(() => this.#serialise(() => this.#flushUnflushedCleans()));
   }
 
   getResyncWork(): number | null {
@@ -195,7 +228,8 @@ export class DiskDirtyLog implements DirtyLog {
     return this.#state.syncCount;
   }
 
-  resume(): Promise<void> {
+  async resume(): Promise<void> {
+    await this.#cleansIdle();
     return this.#serialise(() => this.#resumeNow());
   }
 
@@ -203,14 +237,18 @@ export class DiskDirtyLog implements DirtyLog {
     return Promise.resolve();
   }
 
-  postsuspend(): Promise<void> {
-    return this.#serialise(() => this.#flushNow({ allCleans: true }));
+  async postsuspend(): Promise<void> {
+    const wanted = this.#dueCleans({ allCleans: true });
+    await this.#serialise(() => this.#writeMarks());
+    await this.#settleCleans({ allCleans: true, wanted });
+    await this.#serialise(() => this.#flushUnflushedCleans());
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.#disarmTimer();
+    await this.#cleansIdle();
     await this.#queue;
     await this.#device.close();
   }
@@ -307,44 +345,18 @@ export class DiskDirtyLog implements DirtyLog {
     await this.#flushDevice();
   }
 
-  async #flushNow(options: { allCleans: boolean }): Promise<void> {
-    this.#disarmTimer();
-    try {
-      await this.#flushOnce(options);
-    } finally {
-      if (this.#pendingCleans.size > 0) this.#armTimer();
-    }
+  /** The mark step (in the device queue): writes the changed blocks and flushes, if a bit was dirtied. */
+  async #writeMarks(): Promise<void> {
+    if (!this.#touchedDirtied) return;
+    await this.#writeChanged({ flushDevice: true });
   }
 
-  async #flushOnce(options: { allCleans: boolean }): Promise<void> {
-    const now = this.#now();
-    for (const [regionIndex, clearedAt] of this.#pendingCleans) {
-      if (!options.allCleans && now - clearedAt < this.#lazyCleanMs) break; // The map is in time order.
-      this.#pendingCleans.delete(regionIndex);
-      this.#applyingCleans.add(regionIndex);
-    }
-    const touchedCleaned = this.#applyingCleans.size > 0;
-    if (!touchedCleaned && !this.#touchedDirtied) return;
-
-    if (touchedCleaned) {
-      try {
-        await this.#options.flushData();
-        for (const regionIndex of this.#applyingCleans) {
-          if (this.#state.clean.set(regionIndex)) this.#touchBit(regionIndex);
-        }
-      } catch (err) {
-        void err; // The mirror records the leg failure itself; the log only loses its clean bits.
-        // Which regions are clean is unknown now: mark them all dirty, for good (flush_failed).
-        this.#flushFailed = true;
-        this.#pendingCleans.clear();
-        this.#state.clean.clearAll();
-        this.#markAllBlocks();
-        this.#touchedDirtied = true;
-      }
-      this.#applyingCleans.clear();
-    }
-
-    const flushDevice = this.#touchedDirtied;
+  /**
+   * Writes every changed block (marks, and cleans already applied after their leg flush) and then
+   * flushes the log device. Runs only in the device queue, so no two writes of one block overlap and
+   * the last write of a block carries its newest bytes.
+   */
+  async #writeChanged(options: { flushDevice: boolean }): Promise<void> {
     this.#touchedDirtied = false;
     const runs = this.#takeRuns();
     for (let i = 0; i < runs.length; i++) {
@@ -354,19 +366,148 @@ export class DiskDirtyLog implements DirtyLog {
         await this.#writeRange(run.offsetBytes, run.lengthBytes);
       } catch (err) {
         for (const later of runs.slice(i)) this.#markBlocks(later.offsetBytes, later.lengthBytes);
-        this.#touchedDirtied ||= flushDevice;
+        this.#touchedDirtied = true; // The next flush retries the blocks, and reports the failure.
         this.#failLogDevice();
         throw toBlockError(err, `Cannot write dirty log ${this.#options.displayName}`);
       }
     }
-    if (flushDevice) {
-      try {
-        await this.#flushDevice();
-      } catch (err) {
-        this.#touchedDirtied = true;
-        throw err;
-      }
+    if (!options.flushDevice) {
+      this.#cleansUnflushed ||= runs.length > 0;
+      return;
     }
+    this.#cleansUnflushed = false;
+    await this.#flushDeviceOrRetry(() => (this.#touchedDirtied = true));
+  }
+
+  /** A waiting flush ends here: clean bits a background step wrote without a log flush get one. */
+  async #flushUnflushedCleans(): Promise<void> {
+    if (!this.#cleansUnflushed) return;
+    this.#cleansUnflushed = false;
+    await this.#flushDeviceOrRetry(() => (this.#cleansUnflushed = true));
+  }
+
+  /** Flushes the log device; on failure `retry` makes the next flush try again (then rethrows). */
+  async #flushDeviceOrRetry(retry: () => void): Promise<void> {
+    try {
+      await this.#flushDevice();
+    } catch (err) {
+      retry();
+      throw err;
+    }
+  }
+
+  /** The due pending cleans (all of them with allCleans), in clear order. */
+  #dueCleans(options: { allCleans: boolean }): Set<number> {
+    const due = new Set<number>();
+    const now = this.#now();
+    for (const [regionIndex, clearedAt] of this.#pendingCleans) {
+      if (!options.allCleans && now - clearedAt < this.#lazyCleanMs) break; // The map is in time order.
+      due.add(regionIndex);
+    }
+    return due;
+  }
+
+  /**
+   * A background step may start: due cleans, and with lazy cleaning at most one background step per
+   * lazyCleanMs (each forces the legs' dirty data out; the timer takes what comes due in between).
+   */
+  #backgroundCleanDue(): boolean {
+    if (this.#now() - this.#cleanStartedMs < this.#lazyCleanMs) return false;
+    return this.#hasDueCleans({ allCleans: false });
+  }
+
+  #hasDueCleans(options: { allCleans: boolean }): boolean {
+    const first = this.#pendingCleans.values().next();
+    if (first.done === true) return false;
+    return options.allCleans || this.#now() - first.value >= this.#lazyCleanMs;
+  }
+
+  /**
+   * Waits until none of `wanted` is pending any more: each was written clean by a clean step whose leg
+   * flush started after the clear, or was marked again (it stays dirty). Bounded: the running step,
+   * then at most one step of our own takes every wanted region still pending.
+   */
+  async #settleCleans(options: { allCleans: boolean; wanted: ReadonlySet<number> }): Promise<void> {
+    for (let round = 0; round < cleanSettleRoundsMax; round++) {
+      const running = this.#cleaning;
+      if (running !== undefined) {
+        await running;
+        continue;
+      }
+      if (![...options.wanted].some((regionIndex) => this.#pendingCleans.has(regionIndex))) return;
+      await this.#kickCleans({ allCleans: options.allCleans, chain: false });
+    }
+    // Only reached while new clean steps keep starting: a wanted region left pending stays dirty on disk
+    // (the safe side) and the next flush takes it.
+    if ([...options.wanted].some((regionIndex) => this.#pendingCleans.has(regionIndex))) this.#warn('cleans left pending');
+  }
+
+  /** Resolves when no clean step runs (its failure is the caller's who awaited it, not ours). */
+  async #cleansIdle(): Promise<void> {
+    for (let round = 0; round < cleanSettleRoundsMax && this.#cleaning !== undefined; round++) {
+      await this.#cleaning.catch(() => undefined);
+    }
+  }
+
+  /**
+   * Starts a clean step (one at a time). A chained step (a background kick, nobody awaits it) starts
+   * the next one if due cleans arrived meanwhile; a failure of a chained step is reported as a warning
+   * (health and the event already record it, and the next mark flush retries its blocks and throws).
+   */
+  #kickCleans(options: { allCleans: boolean; chain: boolean }): Promise<void> {
+    assert(this.#cleaning === undefined, 'one clean step at a time');
+    this.#disarmTimer();
+    this.#cleanStartedMs = this.#now();
+    const step = this.#cleanOnce(options).finally(() => {
+      assert(this.#cleaning === step);
+      this.#cleaning = undefined;
+      if (this.#closed) return;
+      if (options.chain && this.#backgroundCleanDue()) {
+        void this.#kickCleans({ allCleans: false, chain: true });
+      } else if (this.#pendingCleans.size > 0) {
+        this.#armTimer();
+      }
+    });
+    this.#cleaning = step;
+    step.catch((err: unknown) => {
+      if (options.chain) this.#warn(`background clean failed: ${err instanceof Error ? err.message : String(err)}`);
+    });
+    return step;
+  }
+
+  /**
+   * The clean step: takes the due pending cleans, flushes the legs (flushData) FIRST, then sets their
+   * bits (skipping regions marked again meanwhile) and writes them through the device queue.
+   */
+  async #cleanOnce(options: { allCleans: boolean; chain: boolean }): Promise<void> {
+    assert(this.#applyingCleans.size === 0, 'no clean step left regions behind');
+    for (const regionIndex of this.#dueCleans(options)) {
+      this.#pendingCleans.delete(regionIndex);
+      this.#applyingCleans.add(regionIndex);
+    }
+    if (this.#applyingCleans.size === 0) return;
+    try {
+      await this.#options.flushData();
+      for (const regionIndex of this.#applyingCleans) {
+        if (this.#state.clean.set(regionIndex)) this.#touchBit(regionIndex);
+      }
+    } catch (err) {
+      void err; // The mirror records the leg failure itself; the log only loses its clean bits.
+      // Which regions are clean is unknown now: mark them all dirty, for good (flush_failed).
+      this.#flushFailed = true;
+      this.#pendingCleans.clear();
+      this.#state.clean.clearAll();
+      this.#markAllBlocks();
+      this.#touchedDirtied = true;
+    }
+    this.#applyingCleans.clear();
+    await this.#serialise(async () => {
+      // A mark step may have written (and flushed) these blocks already: then they are durable.
+      if (this.#dirtyBlocks.size === 0 && !this.#touchedDirtied) return;
+      // A background step leaves the log flush to the next mark step (or waiting flush): its leg flush
+      // keeps the disk busy, and a mark queued behind a second device flush would wait for it too.
+      await this.#writeChanged({ flushDevice: !options.chain || this.#touchedDirtied });
+    });
   }
 
   async #flushDevice(): Promise<void> {
@@ -447,7 +588,8 @@ export class DiskDirtyLog implements DirtyLog {
     if (this.#options.lazyCleanTimer === false) return;
     const first = this.#pendingCleans.values().next();
     if (first.done === true) return;
-    const waitMs = Math.max(0, first.value + this.#lazyCleanMs - this.#now()) + 1;
+    const dueMs = Math.max(first.value, this.#cleanStartedMs) + this.#lazyCleanMs;
+    const waitMs = Math.max(0, dueMs - this.#now()) + 1;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.flush().catch((err: unknown) => {

@@ -21,8 +21,9 @@
  * Ordering rules (each from the kernel's history, see ../shared/seed):
  *   - inc() takes a CLEAN region off the clean list before marking it DIRTY (rh_inc/rh_dec race).
  *   - dec() leaves a NOSYNC region NOSYNC (interrupted initial sync must not mark it clean).
- *   - Clears go to the log in updateStates() and are flushed there, always, so a suspend that runs a
- *     final pass leaves the log clean (outstanding clears flushed at suspend).
+ *   - Clears go to the log in updateStates() and are flushed there, always, in the background (the log
+ *     writes them after its leg flush, off the mark path); the log's postsuspend waits for them, so a
+ *     suspend that runs a final pass leaves the log clean (outstanding clears flushed at suspend).
  *   - All state changes go through transition(), which checks an allowed-transitions table.
  */
 import { assert, assertCount, unreachable } from '../assert.js';
@@ -199,7 +200,8 @@ export class RegionHash<Delayed> {
 
   /**
    * Moves finished regions out of the hash and tells the log (dm_rh_update_states), then flushes the
-   * log, always. @throws BlockError when the log flush fails.
+   * log, always; the clears persist in the background (the log's postsuspend waits for them).
+   * @throws BlockError when the log flush fails.
    */
   async updateStates(options: { errorsHandled: boolean }): Promise<void> {
     const clean = [...this.#clean];
@@ -222,12 +224,15 @@ export class RegionHash<Delayed> {
       assert(region.pending === 0 && region.state === 'CLEAN', `region ${region.index} on the clean list is ${region.state}`);
       this.log.clearRegion(region.index);
     }
-    await this.log.flush();
+    await this.log.flush({ cleans: 'background' });
   }
 
-  /** Makes the log durable (dm_rh_flush): marks from inc() before any data write. */
+  /**
+   * Makes the log durable (dm_rh_flush): marks from inc() before any data write. Clears persist in the
+   * background (after their leg flush), so a pass never waits for a leg flush here.
+   */
   flush(): Promise<void> {
-    return this.log.flush();
+    return this.log.flush({ cleans: 'background' });
   }
 
   /**

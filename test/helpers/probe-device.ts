@@ -10,7 +10,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlockCapabilities, BlockDevice, ReadOptions, WriteOptions, ZeroOptions } from '../../src/block/block-device.js';
-import type { DirtyLog, LogHealth, LogSyncMode } from '../../src/dirty-log/dirty-log.js';
+import type { DirtyLog, LogFlushOptions, LogHealth, LogSyncMode } from '../../src/dirty-log/dirty-log.js';
 import { BlockError } from '../../src/errors.js';
 
 export type ProbeOp = 'read' | 'write' | 'zero' | 'trim' | 'flush';
@@ -187,7 +187,7 @@ export class ProbeLog implements DirtyLog {
     this.journal.add({ who: 'log', what: 'clear', regionIndex });
     this.inner.clearRegion(regionIndex);
   }
-  async flush(): Promise<void> {
+  async flush(options?: LogFlushOptions): Promise<void> {
     this.flushesTotal += 1;
     this.journal.add({ who: 'log', what: 'flush-start' });
     if (this.flushDelayMs > 0) await sleep(this.flushDelayMs);
@@ -195,7 +195,7 @@ export class ProbeLog implements DirtyLog {
       this.journal.add({ who: 'log', what: 'flush-failed' });
       throw new BlockError('EIO', 'Cannot flush the log: injected EIO');
     }
-    await this.inner.flush();
+    await this.inner.flush(options);
     this.journal.add({ who: 'log', what: 'flush-end' });
   }
   getResyncWork(): number | null {

@@ -10,6 +10,7 @@ import type { DirtyLog } from '../../src/dirty-log/dirty-log.js';
 import { BlockError } from '../../src/errors.js';
 import { dirtyLogSuite, type DirtyLogFactoryOptions } from '../conformance/dirty-log.suite.js';
 import { TestFailingDevice, TestFileDevice } from '../helpers/dlog-devices.js';
+import { ProbeDevice } from '../helpers/probe-device.js';
 
 const sector = 512;
 
@@ -541,3 +542,61 @@ describe('DiskDirtyLog writes less than the kernel', () => {
   });
 });
 
+
+// ---- clears off the mark path ----------------------------------------------------------------------
+
+describe('DiskDirtyLog background cleans', () => {
+  test('DiskDirtyLog flush with background cleans makes a mark durable while the leg flush of a clean still runs', async () => {
+    const memory = new MemoryBlockDevice({ sizeBytes: 1024 * 1024 });
+    let release: () => void = () => undefined;
+    let legFlushes = 0;
+    const log = makeLog(memory, {
+      regionCount: 32,
+      regionSizeSectors: 1024,
+      syncMode: 'nosync',
+      flushData: () => {
+        legFlushes++;
+        return new Promise<void>((resolve) => (release = resolve));
+      },
+    });
+    await log.resume();
+    log.markRegion(1);
+    await log.flush();
+    log.clearRegion(1);
+    await log.flush({ cleans: 'background' });
+    assert.equal(legFlushes, 1, 'the clean step is waiting for the legs');
+    log.markRegion(2);
+    await log.flush({ cleans: 'background' }); // Resolves with the leg flush still running.
+    assert.equal(await bytesAt(memory, 1024, 1), 'f9', 'region 2 dirty on disk, region 1 not clean yet');
+    assert.equal(log.pendingCleanCount, 1);
+    release();
+    await log.postsuspend();
+    assert.equal(await bytesAt(memory, 1024, 1), 'fb', 'region 1 clean after its leg flush');
+    assert.equal(legFlushes, 1);
+    await log.close();
+  });
+
+  test('DiskDirtyLog a clean whose block write is in flight, raced by a new mark of the region, ends dirty', async () => {
+    for (const writeMode of ['changed-blocks', 'whole-buffer'] as const) {
+      const memory = new MemoryBlockDevice({ sizeBytes: 1024 * 1024 });
+      const probe = new ProbeDevice(memory);
+      const log = makeLog(probe, { regionCount: 32, regionSizeSectors: 1024, syncMode: 'nosync', writeMode });
+      await log.resume();
+      log.markRegion(3);
+      await log.flush();
+      probe.hold({ ops: ['write'] });
+      log.clearRegion(3);
+      await log.flush({ cleans: 'background' });
+      while (probe.waiting === 0) await new Promise((resolve) => setImmediate(resolve));
+      log.markRegion(3); // A new write to region 3 while its clean bit is being written.
+      const marked = log.flush({ cleans: 'background' });
+      probe.release();
+      await marked;
+      assert.equal(log.isClean(3), false);
+      assert.equal(await bytesAt(memory, 1024, 1), 'f7', `region 3 dirty on disk (${writeMode})`);
+      await log.flush();
+      assert.equal(await bytesAt(memory, 1024, 1), 'f7', `region 3 still dirty (${writeMode})`);
+      await log.close();
+    }
+  });
+});
