@@ -592,7 +592,9 @@ export class DiskDirtyLog implements DirtyLog {
     const waitMs = Math.max(0, dueMs - this.#now()) + 1;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.flush().catch((err: unknown) => {
+      // A timer may fire a moment before its clean is due (timer and clock granularity): re-arm for
+      // whatever is still pending, or that clean would wait for the next flush by the mirror.
+      this.flush().then(() => this.#armTimer(), (err: unknown) => {
         // Already recorded in health and raised as an event; the next flush by the mirror retries.
         this.#warn(`lazy clean flush failed: ${err instanceof Error ? err.message : String(err)}`);
       });
