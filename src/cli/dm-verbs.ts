@@ -10,7 +10,7 @@ import { ControlClient, type ControlCall } from '../control/control-client.js';
 import type { DeviceInfo, TableView } from '../control/device-registry.js';
 import { ControlError } from '../errors.js';
 import { failureLines, infoLines } from './dm-output.js';
-import { progressBar } from './output.js';
+import { progressBar, syncSuffix, syncTotals } from './output.js';
 import { defaultSocketPath } from './socket-path.js';
 import { dmVerbHelp, type DmVerb } from './dm-verbs-help.js';
 
@@ -200,7 +200,7 @@ async function watchStatus(options: { client: ControlClient; name: string }): Pr
   let last = '';
   for (;;) {
     const view = asView(await options.client.request({ verb: 'status', name: options.name, inactive: false }));
-    const line = `${view.text.trimEnd()}${progressSuffix(view)}`;
+    const line = `${view.text.trimEnd()}${syncSuffix(view.mirrors)}`;
     if (line !== last) console.log(line);
     last = line;
     await sleep(watchIntervalMs);
@@ -212,20 +212,13 @@ async function waitProgress(options: { client: ControlClient; name: string; json
   let last = '';
   for (;;) {
     const view = asView(await options.client.request({ verb: 'status', name: options.name, inactive: false }));
-    const synced = view.mirrors.reduce((sum, m) => sum + m.syncRegions, 0);
-    const total = view.mirrors.reduce((sum, m) => sum + m.regionCount, 0);
+    const { synced, total } = syncTotals(view.mirrors);
     const line = options.json ? JSON.stringify({ syncRegions: synced, regionCount: total }) : `${options.name}: resync ${progressBar(synced, total)} ${synced}/${total} regions`;
     if (line !== last) (options.json ? console.log : console.error)(line);
     last = line;
     if (synced === total) return 0;
     await sleep(watchIntervalMs);
   }
-}
-
-function progressSuffix(view: TableView): string {
-  const synced = view.mirrors.reduce((sum, m) => sum + m.syncRegions, 0);
-  const total = view.mirrors.reduce((sum, m) => sum + m.regionCount, 0);
-  return total > 0 && synced < total ? `  resync ${progressBar(synced, total)}` : '';
 }
 
 async function listDevices(client: ControlClient): Promise<DeviceInfo[]> {

@@ -33,3 +33,33 @@ export function progressBar(done: number, total: number, width = 30): string {
   const filled = Math.round(fraction * width);
   return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(1).padStart(5)}%`;
 }
+
+/** The sync state of one mirror segment, as progress displays need it. */
+export interface SyncCounts {
+  readonly syncRegions: number;
+  readonly regionCount: number;
+  /** The status health letters ("AA", "AD", ...). */
+  readonly health: string;
+}
+
+/** Regions in sync and in all over a device's mirror segments. */
+export function syncTotals(mirrors: readonly SyncCounts[]): { synced: number; total: number } {
+  let synced = 0;
+  let total = 0;
+  for (const m of mirrors) {
+    synced += m.syncRegions;
+    total += m.regionCount;
+  }
+  return { synced, total };
+}
+
+/**
+ * The suffix of a status line: a resync bar while out of sync, labelled as waiting when a leg failed
+ * (out-of-sync regions then wait for a table reload instead of resyncing); empty when in sync.
+ */
+export function syncSuffix(mirrors: readonly SyncCounts[]): string {
+  const { synced, total } = syncTotals(mirrors);
+  if (total === 0 || synced >= total) return '';
+  const recovering = mirrors.every((m) => /^A+$/.test(m.health));
+  return `  ${recovering ? 'resync' : 'out of sync (a leg failed)'} ${progressBar(synced, total)}`;
+}

@@ -19,7 +19,7 @@ import { MirrorSet } from '../mirror/mirror-set.js';
 import { NbdServer } from '../nbd/server.js';
 import { MappedDevice } from '../target/mapped-device.js';
 import { defaultNbdPort, parseNbdAddress } from './nbd-address.js';
-import { progressBar, tableErrorLines } from './output.js';
+import { syncSuffix, tableErrorLines } from './output.js';
 
 /** `serve`'s --lazy-clean default in milliseconds (the library's default stays 0, the kernel's way). */
 export const serveLazyCleanMsDefault = 1000;
@@ -31,7 +31,8 @@ export const serveHelp = `Usage: umirror serve [--data DIR] [--size SIZE] [--leg
 Serve one mirrored device over NBD in the foreground.
 
 Without --table, creates (or reuses) sparse image files under --data (default ./umirror-data):
-leg0.img ... leg<N-1>.img of --size (default: the size of an existing leg0.img, else 1G) and log.img (a kernel-format disk log), and serves
+leg0.img ... leg<N-1>.img of --size (default: the size of an existing leg0.img, else 1G) and log.img
+(a kernel-format disk log), and serves
   0 <len> mirror disk 2 <log.img> <region> <N> <leg0.img> 0 ... 1 handle_errors
 With --table, serves any kernel-syntax table (mirror, linear, zero, error lines; paths as devices).
 
@@ -130,14 +131,12 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
         const status = device.status();
         if (status === lastStatus) return;
         lastStatus = status;
-        const mirrors = device.segments().map((s) => s.target).filter((t): t is MirrorSet => t instanceof MirrorSet);
-        const synced = mirrors.reduce((sum, m) => sum + m.syncCount(), 0);
-        const total = mirrors.reduce((sum, m) => sum + m.regionCount, 0);
-        // Out-of-sync regions resync only while every leg is alive; with a failed leg they wait for a reload.
-        const recovering = mirrors.every((m) => /^A+$/.test(m.healthLetters()));
-        const label = recovering ? 'resync' : 'out of sync (a leg failed)';
-        const bar = total > 0 && synced < total ? `  ${label} ${progressBar(synced, total)}` : '';
-        console.log(`status: ${status.trimEnd()}${bar}`);
+        const mirrors = device
+          .segments()
+          .map((s) => s.target)
+          .filter((t): t is MirrorSet => t instanceof MirrorSet)
+          .map((m) => ({ syncRegions: m.syncCount(), regionCount: m.regionCount, health: m.healthLetters() }));
+        console.log(`status: ${status.trimEnd()}${syncSuffix(mirrors)}`);
       }, 1000);
 
   await new Promise<void>((resolve) => {
