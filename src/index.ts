@@ -9,6 +9,8 @@ export { MemoryBlockDevice } from './block/memory-block-device.js';
 export { FileBlockDevice } from './block/file-block-device.js';
 export { FaultyBlockDevice } from './block/faulty-block-device.js';
 export type { FaultConfig } from './block/faulty-block-device.js';
+export { NbdBlockDevice } from './block/nbd-block-device.js';
+export type { NbdBlockDeviceOptions } from './block/nbd-block-device.js';
 
 export type { DirtyLog, DirtyLogContext, LogHealth, LogSpec, LogSyncMode } from './dirty-log/dirty-log.js';
 export { CoreDirtyLog } from './dirty-log/core-dirty-log.js';

@@ -11,6 +11,21 @@ export const requestBytesMax = 32 * 1024 * 1024;
 /** NBD: requests in flight per connection before we stop reading from the socket. */
 export const inFlightMax = 64;
 
+/** NBD client (a remote leg): requests in flight on one connection; later requests wait for a slot. */
+export const nbdClientInFlightMax = 64;
+/** NBD client: payload bytes in flight on one connection (bounds the socket's send and receive buffers). */
+export const nbdClientInFlightBytesMax = 64 * 1024 * 1024;
+/** NBD client: callers waiting for a slot before requests fail with ENOMEM (the queue is bounded). */
+export const nbdClientWaitingMax = 4096;
+/** NBD client: connect plus handshake must finish within this unless the caller gives its own timeout. */
+export const nbdClientConnectTimeoutMsDefault = 30_000;
+/** NBD client: one TRIM carries at most this many bytes (qemu caps discards near INT_MAX). */
+export const nbdClientTrimBytesMax = 1024 * 1024 * 1024;
+/** NBD client: disjoint pieces a READ reply may arrive in before it is refused as a protocol error. */
+export const nbdClientReplyFragmentsMax = 4096;
+/** NBD client: the largest minimum block size a server may demand (the spec's 64 KiB). */
+export const nbdClientMinimumBlockBytesMax = 64 * 1024;
+
 /** Legs in one mirror set: the kernel's DM_KCOPYD_MAX_REGIONS + 1. */
 export const legsMax = 9;
 /** Targets of one copier job: kcopyd's DM_KCOPYD_MAX_REGIONS. */
@@ -38,6 +53,10 @@ export const readRetriesMax = legsMax;
 
 assert(isPowerOfTwo(sectorBytes));
 assert(requestBytesMax % sectorBytes === 0);
+assert(nbdClientInFlightBytesMax >= requestBytesMax, 'one request of the largest payload always fits');
+assert(nbdClientWaitingMax >= nbdClientInFlightMax);
+assert(isPowerOfTwo(nbdClientTrimBytesMax) && nbdClientTrimBytesMax >= requestBytesMax);
+assert(isPowerOfTwo(nbdClientMinimumBlockBytesMax) && requestBytesMax % nbdClientMinimumBlockBytesMax === 0);
 assert(copierTargetsMax === legsMax - 1, 'a recovery copies the default leg to every other leg');
 assert(copierChunkBytes % sectorBytes === 0 && isPowerOfTwo(copierChunkBytes));
 assert(recoveryParallelDefault >= 1 && recoveryParallelDefault <= recoveryParallelMax);

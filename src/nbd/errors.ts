@@ -13,9 +13,11 @@
  *   EINVAL and any other code       EINVAL
  *   anything without a code         EIO (the caller logs it: `isUnexpectedError`)
  *   AssertionError                  rethrown: a broken invariant stops the process (fail fast)
+ *
+ * `fromNbdError` (at the end) is the inverse, for the NBD client: wire value -> errno, unknown -> EIO.
  */
 import { AssertionError } from 'node:assert';
-import { BlockError } from '../errors.js';
+import { BlockError, type Errno } from '../errors.js';
 import { commandFlag, nbdErrno } from './protocol.js';
 
 export function toNbdError(err: unknown, cmdFlags = 0): number {
@@ -65,4 +67,33 @@ function codeOf(err: unknown): string | undefined {
 export function nbdErrorName(value: number): string {
   for (const [name, number] of Object.entries(nbdErrno)) if (number === value) return name;
   return `error ${value}`;
+}
+
+/**
+ * The inverse mapping, for the NBD client: a wire error value from a server becomes our errno. The
+ * values we know pass through by name (EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP,
+ * ESHUTDOWN); any other value (the spec allows servers to send only these, but some send more) is EIO,
+ * the one code every caller treats as a device failure.
+ */
+export function fromNbdError(value: number): Errno {
+  switch (value) {
+    case nbdErrno.EPERM:
+      return 'EPERM';
+    case nbdErrno.EIO:
+      return 'EIO';
+    case nbdErrno.ENOMEM:
+      return 'ENOMEM';
+    case nbdErrno.EINVAL:
+      return 'EINVAL';
+    case nbdErrno.ENOSPC:
+      return 'ENOSPC';
+    case nbdErrno.EOVERFLOW:
+      return 'EOVERFLOW';
+    case nbdErrno.ENOTSUP:
+      return 'ENOTSUP';
+    case nbdErrno.ESHUTDOWN:
+      return 'ESHUTDOWN';
+    default:
+      return 'EIO';
+  }
 }
