@@ -44,7 +44,7 @@ export interface RegistryOptions {
   readonly log: RegistryLog;
   /** Parses `--nbd` addresses (the CLI's syntax). */
   readonly parseAddress: (text: string) => ListenAddress;
-  /** Open path legs with O_DIRECT (FUSE files that must not be cached). */
+  /** Open path legs with O_DIRECT (no page cache; see FileBlockDevice's `direct`). */
   readonly directIo?: boolean;
   /** Devices held at most. */
   readonly devicesMax?: number;
