@@ -135,7 +135,7 @@ export class FileBlockDevice extends BlockDeviceBase {
       return new FileBlockDevice({ path, handle, sizeBytes, logicalBlockBytes, readOnly, name, direct, lock });
     } catch (err) {
       await handle.close().catch(() => undefined); // The open already failed; this close error adds nothing.
-      await lock?.release();
+      await lock?.release().catch(() => undefined); // Likewise: the open's error is the one to report.
       throw err instanceof RangeError ? err : toBlockError(err, `Cannot open ${path}: ${describe(err)}`);
     }
   }

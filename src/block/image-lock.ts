@@ -107,7 +107,13 @@ export async function lockImage(options: { path: string; key: string; holder: st
     }
     return reference(options.key, existing);
   }
-  const addon = nativeAddon();
+  let addon: NativeAddon;
+  try {
+    addon = nativeAddon();
+  } catch (err) {
+    rethrowProgrammerError(err);
+    throw new ImageLockError('EIO', `Cannot lock ${options.path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
   const entry: Entry = { holder: options.holder, path: options.path, refs: 1, ready: takeLock(addon, options), closing: undefined };
   entries.set(options.key, entry);
   try {
