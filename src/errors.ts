@@ -5,7 +5,7 @@
  * RangeError or AssertionError and are never caught.
  */
 
-export const ERRNOS = ['EIO', 'EPERM', 'ENOSPC', 'EINVAL', 'ENOTSUP', 'EOVERFLOW', 'ESHUTDOWN', 'ENOMEM'] as const;
+export const ERRNOS = ['EIO', 'EPERM', 'ENOSPC', 'EINVAL', 'ENOTSUP', 'EOVERFLOW', 'ESHUTDOWN', 'ENOMEM', 'EBUSY'] as const;
 export type Errno = (typeof ERRNOS)[number];
 
 export class BlockError extends Error {

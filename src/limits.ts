@@ -48,6 +48,10 @@ export const writeQueueMax = 4096;
 /** Mirror-set writes the worker issues per pass (the batch under one log flush). */
 export const writeBatchMax = 1024;
 
+/** O_DIRECT: the largest offset/length alignment a device may ask for (statx STATX_DIOALIGN), and the
+ *  memory alignment of bounce buffers when the kernel does not say (a page). */
+export const directAlignBytesMax = 64 * 1024;
+export const directMemAlignBytesDefault = 4096;
 /** Read retries across legs for one read: at most one try per leg. */
 export const readRetriesMax = legsMax;
 
@@ -62,3 +66,4 @@ assert(copierChunkBytes % sectorBytes === 0 && isPowerOfTwo(copierChunkBytes));
 assert(recoveryParallelDefault >= 1 && recoveryParallelDefault <= recoveryParallelMax);
 assert(isPowerOfTwo(regionSizeSectorsMin) && isPowerOfTwo(regionSizeSectorsMax));
 assert(writeBatchMax <= writeQueueMax);
+assert(isPowerOfTwo(directAlignBytesMax) && isPowerOfTwo(directMemAlignBytesDefault) && directMemAlignBytesDefault <= directAlignBytesMax);

@@ -12,10 +12,15 @@
  *
  * Durability: a plain write may sit in the page cache; `flush()` is fdatasync, and a FUA write is the
  * write followed by fdatasync (capabilities.fua = false: emulated). With `direct: true` the file is opened
- * O_DIRECT, which bypasses the page cache so a failing backing store (an nbdfuse file over nbdkit's error
- * filter) surfaces EIO on every read, not only on uncached ones. O_DIRECT on ext4/xfs needs aligned
- * buffers, which Node cannot promise, so `direct` is meant for FUSE files and devices that accept any
- * alignment; elsewhere the kernel answers EINVAL.
+ * O_DIRECT, which bypasses the page cache (so a failing backing store, an nbdfuse file over nbdkit's error
+ * filter, surfaces EIO on every read, not only on uncached ones). O_DIRECT needs aligned memory, offsets
+ * and lengths: every request then goes through DirectIo's aligned bounce buffers (direct-io.ts), with the
+ * alignment statx reports (else the logical block size). A file system that refuses O_DIRECT, or a
+ * device whose size is not a multiple of that alignment, is refused at open with the reason.
+ *
+ * Locking: with `lockHolder`, a read-write open takes the process's image lock for that holder (qemu's
+ * OFD lock bytes, image-lock.ts) before anything is read, and close releases it. An image locked by
+ * another process, or by another holder of this one, fails the open with ImageLockError EBUSY.
  *
  * Errors: every fs failure becomes a BlockError with the fs errno when it is one of ours (else EIO), always
  * with `cause`. A read-only device fails writes, trims and zeroes with EPERM before touching the file.
@@ -28,8 +33,12 @@ import { constants as fsConstants, fdatasync, read, write } from 'node:fs';
 import { open, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { assert, assertCount, isPowerOfTwo } from '../assert.js';
 import { BlockError, toBlockError } from '../errors.js';
+import { directAlignBytesMax, directMemAlignBytesDefault, sectorBytes } from '../limits.js';
 import type { BlockCapabilities, ReadOptions, WriteOptions } from './block-device.js';
 import { BlockDeviceBase } from './block-device-base.js';
+import { DirectIo } from './direct-io.js';
+import { fileKey, lockImage, type ImageLock } from './image-lock.js';
+import { nativeAddon } from './native.js';
 
 export interface FileBlockDeviceOptions {
   /** Open read-only; writes, trims and zeroes fail with EPERM. */
@@ -38,8 +47,10 @@ export interface FileBlockDeviceOptions {
   readonly sizeBytes?: number;
   /** Preferred I/O granularity; defaults to 512 (or the block device's logical block size). */
   readonly logicalBlockBytes?: number;
-  /** Open with O_DIRECT (bypass the page cache); see the banner for when this works. */
+  /** Open with O_DIRECT (bypass the page cache; aligned bounce buffers, see the banner). */
   readonly direct?: boolean;
+  /** Take the image lock for this holder (a device name) when opening read-write; see the banner. */
+  readonly lockHolder?: string;
   /** Name for messages; defaults to the path. */
   readonly name?: string;
 }
@@ -57,6 +68,9 @@ export class FileBlockDevice extends BlockDeviceBase {
   readonly #handle: FileHandle;
   /** The handle's descriptor, for the callback fs calls of the hot path (no FileHandle promise machinery). */
   readonly #fd: number;
+  /** Set in O_DIRECT mode: every read and write goes through its aligned buffers. */
+  readonly #direct: DirectIo | undefined;
+  readonly #lock: ImageLock | undefined;
   #inFlight = 0;
   #drained: (() => void) | undefined;
 
@@ -67,11 +81,15 @@ export class FileBlockDevice extends BlockDeviceBase {
     logicalBlockBytes: number;
     readOnly: boolean;
     name: string;
+    direct: DirectIo | undefined;
+    lock: ImageLock | undefined;
   }) {
     super();
     this.path = options.path;
     this.#handle = options.handle;
     this.#fd = options.handle.fd;
+    this.#direct = options.direct;
+    this.#lock = options.lock;
     this.sizeBytes = options.sizeBytes;
     this.logicalBlockBytes = options.logicalBlockBytes;
     this.readOnly = options.readOnly;
@@ -97,18 +115,27 @@ export class FileBlockDevice extends BlockDeviceBase {
     try {
       handle = await open(path, flags);
     } catch (err) {
+      if (options.direct === true && errnoCode(err) === 'EINVAL') {
+        throw new BlockError('EINVAL', `Cannot open ${path} with O_DIRECT (direct I/O): its file system refuses direct I/O (EINVAL)`, { cause: err });
+      }
       throw toBlockError(err, `Cannot open ${path}: ${describe(err)}`);
     }
+    let lock: ImageLock | undefined;
     try {
       const geometry = await probeGeometry(path, handle);
       const sizeBytes = options.sizeBytes ?? geometry.sizeBytes;
-      const logicalBlockBytes = options.logicalBlockBytes ?? geometry.logicalBlockBytes;
       if (geometry.isBlockDevice && sizeBytes > geometry.sizeBytes) {
         throw new BlockError('EINVAL', `Cannot open ${path}: sizeBytes ${sizeBytes} exceeds the device (${geometry.sizeBytes})`);
       }
-      return new FileBlockDevice({ path, handle, sizeBytes, logicalBlockBytes, readOnly, name: options.name ?? path });
+      // Locked before anything is read: a second opener must not even see the image half-written.
+      if (options.lockHolder !== undefined && !readOnly) lock = await lockImage({ path, key: geometry.key, holder: options.lockHolder });
+      const name = options.name ?? path;
+      const direct = options.direct === true ? directIoFor({ path, name, fd: handle.fd, geometry, sizeBytes }) : undefined;
+      const logicalBlockBytes = options.logicalBlockBytes ?? Math.max(geometry.logicalBlockBytes, direct?.ioAlignBytes ?? 0);
+      return new FileBlockDevice({ path, handle, sizeBytes, logicalBlockBytes, readOnly, name, direct, lock });
     } catch (err) {
       await handle.close().catch(() => undefined); // The open already failed; this close error adds nothing.
+      await lock?.release().catch(() => undefined); // Likewise: the open's error is the one to report.
       throw err instanceof RangeError ? err : toBlockError(err, `Cannot open ${path}: ${describe(err)}`);
     }
   }
@@ -144,6 +171,8 @@ export class FileBlockDevice extends BlockDeviceBase {
 
   protected doRead(offsetBytes: number, lengthBytes: number, options: ReadOptions): Promise<Buffer> {
     void options;
+    const direct = this.#direct;
+    if (direct !== undefined) return this.#track(() => direct.read(offsetBytes, lengthBytes));
     // Unzeroed: the reads fill it, and an end-of-file tail is zeroed explicitly below.
     const out = Buffer.allocUnsafe(lengthBytes);
     this.#begin();
@@ -175,7 +204,7 @@ export class FileBlockDevice extends BlockDeviceBase {
   protected doWrite(offsetBytes: number, data: Uint8Array, options: WriteOptions): Promise<void> {
     this.#checkWritable('write');
     this.#begin();
-    const written = this.#writeAll(offsetBytes, data);
+    const written = this.#writeData(offsetBytes, data);
     const durable = options.fua === true ? written.then(() => this.#datasync()) : written;
     return durable.finally(() => this.#end());
   }
@@ -194,7 +223,7 @@ export class FileBlockDevice extends BlockDeviceBase {
       const zeroes = Buffer.alloc(Math.min(zeroChunkBytes, lengthBytes));
       for (let done = 0; done < lengthBytes; ) {
         const n = Math.min(zeroes.length, lengthBytes - done);
-        await this.#writeAll(offsetBytes + done, n === zeroes.length ? zeroes : zeroes.subarray(0, n));
+        await this.#writeData(offsetBytes + done, n === zeroes.length ? zeroes : zeroes.subarray(0, n));
         done += n;
       }
       if (options.fua === true) await this.#datasync();
@@ -216,7 +245,18 @@ export class FileBlockDevice extends BlockDeviceBase {
       await this.#handle.close();
     } catch (err) {
       throw toBlockError(err, `Cannot close ${this.name}: ${describe(err)}`);
+    } finally {
+      await this.#lock?.release();
     }
+  }
+
+  /** The alignment O_DIRECT needs here (0 when the device is not opened O_DIRECT). */
+  get directAlignBytes(): number {
+    return this.#direct?.ioAlignBytes ?? 0;
+  }
+
+  #writeData(offsetBytes: number, data: Uint8Array): Promise<void> {
+    return this.#direct === undefined ? this.#writeAll(offsetBytes, data) : this.#direct.write(offsetBytes, data);
   }
 
   /** Writes all of `data` at `offsetBytes`, continuing after short writes. */
@@ -282,6 +322,34 @@ interface Geometry {
   readonly sizeBytes: number;
   readonly logicalBlockBytes: number;
   readonly isBlockDevice: boolean;
+  /** The file's identity for image locks. */
+  readonly key: string;
+}
+
+/**
+ * The O_DIRECT alignment of an open file: statx's STATX_DIOALIGN when the kernel reports it (Linux 6.1+
+ * for ext4/xfs/btrfs; an offset alignment of 0 means the file system does no direct I/O), else the
+ * logical block size (at least a sector). @throws BlockError EINVAL with the reason it cannot work.
+ */
+function directIoFor(options: { path: string; name: string; fd: number; geometry: Geometry; sizeBytes: number }): DirectIo {
+  const reported = nativeAddon().dioAlign(options.fd);
+  const refuse = (reason: string): never => {
+    throw new BlockError('EINVAL', `Cannot open ${options.path} with O_DIRECT (direct I/O): ${reason}`);
+  };
+  if (reported !== null && reported[1] === 0) refuse('its file system does not support direct I/O');
+  const ioAlignBytes = reported?.[1] ?? Math.max(sectorBytes, options.geometry.logicalBlockBytes);
+  const memAlignBytes = Math.max(reported?.[0] ?? directMemAlignBytesDefault, sectorBytes);
+  if (!isPowerOfTwo(ioAlignBytes) || ioAlignBytes > directAlignBytesMax || !isPowerOfTwo(memAlignBytes) || memAlignBytes > directAlignBytesMax) {
+    refuse(`unsupported alignment (offsets ${ioAlignBytes}, memory ${memAlignBytes} bytes)`);
+  }
+  if (options.sizeBytes % ioAlignBytes !== 0) {
+    refuse(`its size ${options.sizeBytes} is not a multiple of the direct I/O alignment (${ioAlignBytes} bytes)`);
+  }
+  return new DirectIo({ fd: options.fd, name: options.name, ioAlignBytes, memAlignBytes });
+}
+
+function errnoCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
 }
 
 /** Size and block size of an open file: fstat for files, sysfs for block devices (fstat says 0). */
@@ -290,7 +358,7 @@ async function probeGeometry(path: string, handle: FileHandle): Promise<Geometry
   if (stat.isFile()) {
     const sizeBytes = Number(stat.size);
     assert(Number.isSafeInteger(sizeBytes), `${path}: file size ${stat.size} is not a safe integer`);
-    return { sizeBytes, logicalBlockBytes: 512, isBlockDevice: false };
+    return { sizeBytes, logicalBlockBytes: 512, isBlockDevice: false, key: fileKey(stat) };
   }
   if (!stat.isBlockDevice()) {
     throw new BlockError('EINVAL', `Cannot open ${path}: not a regular file or block device`);
@@ -310,7 +378,7 @@ async function probeGeometry(path: string, handle: FileHandle): Promise<Geometry
     // Partitions have no queue/ directory; 512 is then the right default.
     logicalBlockBytes = 512;
   }
-  return { sizeBytes, logicalBlockBytes: isPowerOfTwo(logicalBlockBytes) ? logicalBlockBytes : 512, isBlockDevice: true };
+  return { sizeBytes, logicalBlockBytes: isPowerOfTwo(logicalBlockBytes) ? logicalBlockBytes : 512, isBlockDevice: true, key: fileKey(stat) };
 }
 
 function describe(err: unknown): string {

@@ -24,7 +24,7 @@ remove/status/table/info/ls/wait/message talk to it) and serves each one over NB
   --socket PATH        control socket (default $UMIRROR_SOCKET, else a per-user runtime path)
   --metrics HOST:PORT  serve Prometheus metrics on http://HOST:PORT/metrics
   --log-level LEVEL    pino level: trace, debug, info (default), warn, error
-  --direct-io          open path devices with O_DIRECT (for FUSE files that must not be cached)
+  --direct-io          open path devices with O_DIRECT (no page cache; any alignment, via bounce buffers)
 
 Logs are JSON lines (pino) on stderr. SIGTERM or Ctrl-C suspends every device (every dirty log is
 flushed clean) and exits.`;

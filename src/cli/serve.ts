@@ -9,6 +9,7 @@
  * needs no resync.
  */
 import { parseArgs } from 'node:util';
+import { findImageLockError } from '../block/image-lock.js';
 import { TableError } from '../errors.js';
 import { sectorBytes } from '../limits.js';
 import { targetBuilder } from '../control/build-target.js';
@@ -99,7 +100,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   const device = new MappedDevice({
     name,
     buildTarget: targetBuilder({
-      resolver: fileResolver(),
+      resolver: fileResolver({ lockHolder: name }),
       ...(recoveryParallel === undefined ? {} : { recoveryParallelMax: Number(recoveryParallel) }),
       ...(values['read-balance'] ? { readPolicy: 'balance' as const } : {}),
       log: { lazyCleanMs: Number(lazyClean) },
@@ -110,6 +111,12 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   try {
     await device.load(table);
   } catch (err) {
+    // An image another process holds (a second serve, qemu): one line, before anything is resumed.
+    const locked = findImageLockError(err);
+    if (locked !== undefined) {
+      console.error(`umirror: ${locked.message}`);
+      return 1;
+    }
     if (err instanceof TableError) {
       for (const line of tableErrorLines(err, { device: name })) console.error(line);
       return 1;

@@ -19,7 +19,7 @@
  */
 import { assert } from '../assert.js';
 import type { BlockDevice } from '../block/block-device.js';
-import { FileBlockDevice } from '../block/file-block-device.js';
+import { findImageLockError } from '../block/image-lock.js';
 import { ControlError, TableError, type ControlErrno } from '../errors.js';
 import { sectorBytes } from '../limits.js';
 import { MirrorSet, type KernelLogLevel } from '../mirror/mirror-set.js';
@@ -29,6 +29,7 @@ import { kernelTableLogLines } from '../target/table-lines.js';
 import { targetBuilder, type DeviceResolver } from './build-target.js';
 import { KernelControlError, checkDeviceName } from './control-protocol.js';
 import { deviceHandle } from './device-handle.js';
+import { fileResolver } from './device-resolver.js';
 import { MeteredDevice } from './metered-device.js';
 import { mirrorExport } from './mirror-export.js';
 
@@ -43,7 +44,7 @@ export interface RegistryOptions {
   readonly log: RegistryLog;
   /** Parses `--nbd` addresses (the CLI's syntax). */
   readonly parseAddress: (text: string) => ListenAddress;
-  /** Open path legs with O_DIRECT (FUSE files that must not be cached). */
+  /** Open path legs with O_DIRECT (no page cache; see FileBlockDevice's `direct`). */
   readonly directIo?: boolean;
   /** Devices held at most. */
   readonly devicesMax?: number;
@@ -306,6 +307,12 @@ export class DeviceRegistry {
       await entry.md.load(table);
     } catch (err) {
       if (!(err instanceof TableError)) throw err;
+      // An image held by another process or device: say so in one line (the kernel's EBUSY of a claimed device).
+      const locked = findImageLockError(err);
+      if (locked !== undefined) {
+        this.#log.warn({ device: entry.name }, locked.message);
+        throw new ControlError(locked.code === 'EBUSY' ? 'EBUSY' : 'EIO', locked.message, { cause: err });
+      }
       const type = /^\s*\d+\s+\d+\s+(\S+)/m.exec(table)?.[1] ?? 'mirror';
       const kernel = kernelTableLogLines(err, { deviceNumber: entry.name, targetType: type });
       for (const line of kernel) this.#log.warn({ device: entry.name }, line);
@@ -334,7 +341,7 @@ export class DeviceRegistry {
     return {
       open: async (name: string): Promise<BlockDevice> => {
         const target = this.#entries.get(name);
-        if (target === undefined) return FileBlockDevice.open(name, this.#options.directIo === true ? { direct: true } : {});
+        if (target === undefined) return fileResolver({ lockHolder: holderName, direct: this.#options.directIo === true }).open(name);
         const holder = this.#entries.get(holderName);
         assert(holder !== undefined, 'a device builds tables only while registered');
         if (!target.ready) throw new ControlError('ENXIO', `Device ${name} is being created or removed`);
