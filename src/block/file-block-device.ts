@@ -28,6 +28,7 @@ import { constants as fsConstants, fdatasync, read, write } from 'node:fs';
 import { open, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { assert, assertCount, isPowerOfTwo } from '../assert.js';
 import { BlockError, toBlockError } from '../errors.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
 import type { BlockCapabilities, ReadOptions, WriteOptions } from './block-device.js';
 import { BlockDeviceBase } from './block-device-base.js';
 
@@ -108,7 +109,7 @@ export class FileBlockDevice extends BlockDeviceBase {
       }
       return new FileBlockDevice({ path, handle, sizeBytes, logicalBlockBytes, readOnly, name: options.name ?? path });
     } catch (err) {
-      await handle.close().catch(() => undefined); // The open already failed; this close error adds nothing.
+      await handle.close().catch(rethrowProgrammerError); // The open already failed; this close error adds nothing.
       throw err instanceof RangeError ? err : toBlockError(err, `Cannot open ${path}: ${describe(err)}`);
     }
   }
@@ -130,8 +131,8 @@ export class FileBlockDevice extends BlockDeviceBase {
     try {
       await handle.truncate(sizeBytes);
     } catch (err) {
-      await handle.close().catch(() => undefined); // The sizing error is the one to report.
-      await unlink(path).catch(() => undefined); // Leave no half-made image behind.
+      await handle.close().catch(rethrowProgrammerError); // The sizing error is the one to report.
+      await unlink(path).catch(rethrowProgrammerError); // Leave no half-made image behind.
       throw toBlockError(err, `Cannot size ${path} to ${sizeBytes} bytes: ${describe(err)}`);
     }
     try {
@@ -306,7 +307,8 @@ async function probeGeometry(path: string, handle: FileHandle): Promise<Geometry
   let logicalBlockBytes = 512;
   try {
     logicalBlockBytes = Number((await readFile(`${sysfs}/queue/logical_block_size`, 'utf8')).trim());
-  } catch {
+  } catch (err) {
+    rethrowProgrammerError(err);
     // Partitions have no queue/ directory; 512 is then the right default.
     logicalBlockBytes = 512;
   }

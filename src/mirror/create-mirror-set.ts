@@ -10,6 +10,7 @@ import type { BlockDevice } from '../block/block-device.js';
 import { createDirtyLog, parseLogSpec, type CreateDirtyLogOptions } from '../dirty-log/create-dirty-log.js';
 import type { DirtyLog } from '../dirty-log/dirty-log.js';
 import { TableError } from '../errors.js';
+import { rethrowProgrammerError, settleOperating } from '../fail-fast.js';
 import { sectorBytes } from '../limits.js';
 import type { Copier } from '../copy/copier.js';
 import { MirrorSet, type KernelLogLevel, type ReadPolicy } from './mirror-set.js';
@@ -60,6 +61,7 @@ export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<
       try {
         device = await options.openDevice(leg.device);
       } catch (err) {
+        rethrowProgrammerError(err);
         throw deviceLookupFailure(err);
       }
       opened.push(device);
@@ -90,7 +92,7 @@ export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<
     });
     return mirror;
   } catch (err) {
-    await Promise.allSettled([log.close(), ...opened.map((device) => device.close())]);
+    await settleOperating([log.close(), ...opened.map((device) => device.close())]);
     throw err;
   }
 }

@@ -50,6 +50,7 @@ import { BlockDeviceBase } from '../block/block-device-base.js';
 import { Copier } from '../copy/copier.js';
 import type { DirtyLog } from '../dirty-log/dirty-log.js';
 import { BlockError } from '../errors.js';
+import { detach, failFast, rethrowProgrammerError, settleOperating } from '../fail-fast.js';
 import { legsMax, readRetriesMax, recoveryParallelDefault, sectorBytes, writeQueueMax } from '../limits.js';
 import { RegionHash, type Region } from '../region/region-hash.js';
 import { RequeueRequest, type SuspendOptions, type Target } from '../target/target.js';
@@ -324,8 +325,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     try {
       await this.log.resume();
     } catch (err) {
+      rethrowProgrammerError(err);
       this.#message('warn', 'log resume failed');
-      void err;
     }
     this.#rh.startRecovery();
     this.#worker.wake();
@@ -340,7 +341,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     await this.#recoveryDrained();
     try {
       await this.log.presuspend();
-    } catch {
+    } catch (err) {
+      rethrowProgrammerError(err);
       this.#message('warn', 'log presuspend failed');
     }
     this.#worker.wake();
@@ -355,7 +357,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     await this.#worker.idle();
     try {
       await this.log.postsuspend();
-    } catch {
+    } catch (err) {
+      rethrowProgrammerError(err);
       this.#message('warn', 'log postsuspend failed');
     }
     this.#suspended = true;
@@ -430,7 +433,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
 
   /** Flushes every leg; a leg that fails is failed with kind `flush` (mirror_flush, the log's callback). */
   async flushLegs(): Promise<void> {
-    const results = await Promise.allSettled(this.legs.map((leg) => leg.device.flush()));
+    const results = await settleOperating(this.legs.map((leg) => leg.device.flush()));
     let failed = false;
     results.forEach((result, index) => {
       if (result.status === 'rejected') {
@@ -507,7 +510,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     for (const resolve of this.#queueWaiters.splice(0)) resolve();
     try {
       await this.#rh.updateStates({ errorsHandled: this.features.handleErrors });
-    } catch {
+    } catch (err) {
+      rethrowProgrammerError(err);
       // The log recorded its own failure (health D or F) and raised its event.
       this.#noteLogFailure();
     }
@@ -520,7 +524,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   #doRecovery(): void {
     if (!this.#suspending) this.#rh.recoveryPrepare();
     for (let region = this.#rh.recoveryStart(); region !== null; region = this.#rh.recoveryStart()) {
-      void this.#recover(region);
+      // #recover settles every copy error itself: anything it throws is a broken invariant.
+      detach(this.#recover(region), failFast);
     }
     if (!this.#inSync && this.log.syncCount() === this.regionCount) {
       this.#inSync = true;
@@ -619,21 +624,23 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     // Group commit: one log flush for the whole batch, before any data write of the batch.
     try {
       await this.#rh.flush();
-    } catch {
+    } catch (err) {
+      rethrowProgrammerError(err);
       this.#noteLogFailure();
     }
     if (this.#logFailure && this.features.handleErrors) {
       this.#failures.push(...sync);
       if (sync.length > 0) this.#worker.wake();
     } else {
-      for (const io of sync) void this.#issueWrite(io, this.legs);
+      // Both settle their request on every operating error: anything they throw is a broken invariant.
+      for (const io of sync) detach(this.#issueWrite(io, this.legs), failFast);
     }
     for (const io of nosync) {
       if (this.#legFailure && this.features.handleErrors && !this.features.keepLog) {
         this.#failures.push(io);
         this.#worker.wake();
       } else {
-        void this.#issueNosyncWrite(io);
+        detach(this.#issueNosyncWrite(io), failFast);
       }
     }
   }
@@ -675,8 +682,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     io.readLeg = leg;
     leg.stats.readsTotal += 1;
     leg.stats.readBytesTotal += io.lengthBytes;
-    leg.device.read(leg.offsetBytes + io.offsetBytes, io.lengthBytes).then(
-      (data) => this.#settle(io, data),
+    detach(
+      leg.device.read(leg.offsetBytes + io.offsetBytes, io.lengthBytes).then((data) => this.#settle(io, data)),
       (err: unknown) => this.#readFailed(io, leg, err),
     );
   }
@@ -697,7 +704,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   }
 
   async #issueWrite(io: MirrorIo, legs: readonly Leg[]): Promise<void> {
-    const results = await Promise.allSettled(legs.map((leg) => this.#legOp(io, leg)));
+    const results = await settleOperating(legs.map((leg) => this.#legOp(io, leg)));
     const failed: Leg[] = [];
     results.forEach((result, index) => {
       const leg = legs[index];
@@ -727,10 +734,12 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   async #issueNosyncWrite(io: MirrorIo): Promise<void> {
     try {
       await this.#legOp(io, this.#defaultLeg);
-      this.#settle(io, undefined);
     } catch (err) {
+      rethrowProgrammerError(err);
       this.#settle(io, err);
+      return;
     }
+    this.#settle(io, undefined);
   }
 
   #legOp(io: MirrorIo, leg: Leg): Promise<void> {
