@@ -328,6 +328,11 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       rethrowProgrammerError(err);
       this.#message('warn', 'log resume failed');
     }
+    // The reread log may call regions out of sync that were in sync at suspend (a log device that
+    // died, a leg flush failure that zeroed the clean bits, bits changed on disk): the set is then out
+    // of sync again, so the default leg stays put while they resync (do_recovery sets it back and
+    // raises sync complete). The kernel keeps in_sync here, and would move the default leg mid-resync.
+    if (this.log.syncCount() < this.regionCount) this.#inSync = false;
     this.#rh.startRecovery();
     this.#worker.wake();
   }
@@ -542,6 +547,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     const busy = performance.now() - this.#lastClientIoMs < clientBusyWindowMs;
     const rate = busy ? this.#recoveryBusyBytesPerSecond : null;
     if (this.#copier.bytesPerSecond !== rate) this.#copier.setThrottle(rate);
+    // Paired with the check after the copy: the default leg is pinned only while the set is out of sync.
+    assert(!this.#inSync, 'recovery runs only while the set is out of sync');
     const source = this.#defaultLeg;
     const startBytes = region.index * this.regionBytes;
     const lengthBytes = Math.min(this.regionBytes, this.sizeBytes - startBytes);
