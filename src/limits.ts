@@ -36,6 +36,10 @@ export const writeBatchMax = 1024;
 /** Read retries across legs for one read: at most one try per leg. */
 export const readRetriesMax = legsMax;
 
+/** Repeated kernel messages (DMERR_LIMIT): at most this many per interval (printk_ratelimit: 10 per 5 s). */
+export const kernelMessageBurst = 10;
+export const kernelMessageIntervalMs = 5000;
+
 assert(isPowerOfTwo(sectorBytes));
 assert(requestBytesMax % sectorBytes === 0);
 assert(copierTargetsMax === legsMax - 1, 'a recovery copies the default leg to every other leg');
@@ -43,3 +47,4 @@ assert(copierChunkBytes % sectorBytes === 0 && isPowerOfTwo(copierChunkBytes));
 assert(recoveryParallelDefault >= 1 && recoveryParallelDefault <= recoveryParallelMax);
 assert(isPowerOfTwo(regionSizeSectorsMin) && isPowerOfTwo(regionSizeSectorsMax));
 assert(writeBatchMax <= writeQueueMax);
+assert(kernelMessageBurst >= 1 && kernelMessageIntervalMs > 0);

@@ -14,6 +14,7 @@ import { rethrowProgrammerError, settleOperating } from '../fail-fast.js';
 import { sectorBytes } from '../limits.js';
 import type { Copier } from '../copy/copier.js';
 import { MirrorSet, type KernelLogLevel, type ReadPolicy } from './mirror-set.js';
+import type { RateLimiter } from './rate-limit.js';
 import { checkLegFits, deviceLookupFailure, parseMirrorArgs } from './table.js';
 
 export interface CreateMirrorSetOptions {
@@ -32,6 +33,7 @@ export interface CreateMirrorSetOptions {
   readonly log?: CreateDirtyLogOptions;
   readonly onMessage?: (level: KernelLogLevel, message: string) => void;
   readonly raiseEvent?: () => void;
+  readonly messageLimiter?: RateLimiter;
 }
 
 export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<MirrorSet> {
@@ -89,6 +91,7 @@ export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<
       ...(options.copier === undefined ? {} : { copier: options.copier }),
       ...(options.onMessage === undefined ? {} : { onMessage: options.onMessage }),
       ...(options.raiseEvent === undefined ? {} : { raiseEvent: options.raiseEvent }),
+      ...(options.messageLimiter === undefined ? {} : { messageLimiter: options.messageLimiter }),
     });
     return mirror;
   } catch (err) {

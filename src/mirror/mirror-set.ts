@@ -58,6 +58,7 @@ import { Leg, type LegErrorKind } from './leg.js';
 import { isRegionCounted, newMirrorIo, splitByRegion, type MirrorIo, type MirrorIoInit } from './mirror-io.js';
 import { MirrorWorker } from './mirror-worker.js';
 import { OverlapGate } from './overlap-gate.js';
+import { RateLimiter } from './rate-limit.js';
 import { formatMeasure, formatMirrorStatus, formatMirrorTable, type MirrorFeatures } from './table.js';
 
 export type ReadPolicy = 'default' | 'balance';
@@ -101,6 +102,8 @@ export interface MirrorSetOptions {
   readonly onMessage?: (level: KernelLogLevel, message: string) => void;
   /** dm_table_event: raised on leg failure (handle_errors), log failure and sync complete. */
   readonly raiseEvent?: () => void;
+  /** Rate limit of the kernel's *_LIMIT messages (10 per 5 s by default; tests pass a fake clock). */
+  readonly messageLimiter?: RateLimiter;
 }
 
 export interface MirrorStats {
@@ -140,6 +143,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   readonly #copier: Copier;
   readonly #readPolicy: ReadPolicy;
   readonly #onMessage: (level: KernelLogLevel, message: string) => void;
+  readonly #messageLimiter: RateLimiter;
   readonly #raiseEvent: () => void;
   readonly #listeners = new Set<(event: MirrorEvent) => void>();
 
@@ -206,6 +210,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     this.#recoveryBusyBytesPerSecond =
       options.recoveryBusyBytesPerSecond === undefined ? recoveryBusyBytesPerSecondDefault : options.recoveryBusyBytesPerSecond;
     this.#onMessage = options.onMessage ?? (() => undefined);
+    this.#messageLimiter = options.messageLimiter ?? new RateLimiter();
     this.#raiseEvent = options.raiseEvent ?? (() => undefined);
     this.#worker = new MirrorWorker(() => this.#pass());
     this.#rh = new RegionHash<MirrorIo>({
@@ -561,7 +566,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     });
     assert(source === this.#defaultLeg, 'the default leg changed during recovery');
     if (result.readError !== null) {
-      this.#message('error', 'Unable to read primary mirror during recovery');
+      this.#messageLimited('recovery_complete', 'error', 'Unable to read primary mirror during recovery');
       this.#failLeg(source, 'sync');
     }
     let writeErrorBits = 0;
@@ -570,7 +575,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       writeErrorBits |= 1 << index;
     });
     if (writeErrorBits !== 0) {
-      this.#message('error', `Write error during recovery (error = 0x${writeErrorBits.toString(16)})`);
+      this.#messageLimited('recovery_complete', 'error', `Write error during recovery (error = 0x${writeErrorBits.toString(16)})`);
       result.writeErrors.forEach((error, index) => {
         const leg = targets[index];
         if (error !== null && leg !== undefined) this.#failLeg(leg, 'sync');
@@ -873,5 +878,12 @@ export class MirrorSet extends BlockDeviceBase implements Target {
 
   #message(level: KernelLogLevel, message: string): void {
     this.#onMessage(level, message);
+  }
+
+  /** DMERR_LIMIT / DMWARN_LIMIT: rate limited; `site` names the kernel function in the suppressed note. */
+  #messageLimited(site: string, level: KernelLogLevel, message: string): void {
+    const { allowed, suppressed } = this.#messageLimiter.take();
+    if (suppressed > 0) this.#onMessage('warn', `${site}: ${suppressed} callbacks suppressed`);
+    if (allowed) this.#onMessage(level, message);
   }
 }
