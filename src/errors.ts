@@ -4,6 +4,7 @@
  * NBD layer maps them to the wire in one place (nbd/ toNbdError). Programmer errors are TypeError,
  * RangeError or AssertionError and are never caught.
  */
+import { rethrowProgrammerError } from './fail-fast.js';
 
 export const ERRNOS = ['EIO', 'EPERM', 'ENOSPC', 'EINVAL', 'ENOTSUP', 'EOVERFLOW', 'ESHUTDOWN', 'ENOMEM', 'EBUSY'] as const;
 export type Errno = (typeof ERRNOS)[number];
@@ -31,8 +32,12 @@ export function errnoOf(err: unknown): Errno {
   return 'EIO';
 }
 
-/** Wraps any I/O failure as a BlockError, keeping the cause and an errno we understand. */
+/**
+ * Wraps any I/O failure as a BlockError, keeping the cause and an errno we understand. A programmer
+ * error (src/fail-fast.ts) is never wrapped: it is rethrown, so no catch turns a bug into an EIO.
+ */
 export function toBlockError(err: unknown, message: string): BlockError {
+  rethrowProgrammerError(err);
   if (err instanceof BlockError) return err;
   return new BlockError(errnoOf(err), message, { cause: err });
 }

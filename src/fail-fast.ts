@@ -56,3 +56,16 @@ export function detach(promise: Promise<unknown>, onError: (err: unknown) => voi
     }
   });
 }
+
+/**
+ * Promise.allSettled for operations whose failures are operating errors (one leg op per leg): waits
+ * for every promise, then rethrows the first programmer error among the rejections, so a bug in one
+ * leg's path is never counted as that leg failing. Otherwise returns the settled results.
+ */
+export async function settleOperating<T>(promises: readonly Promise<T>[]): Promise<PromiseSettledResult<T>[]> {
+  const results = await Promise.allSettled(promises);
+  for (const result of results) {
+    if (result.status === 'rejected' && isProgrammerError(result.reason)) throw result.reason;
+  }
+  return results;
+}

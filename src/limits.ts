@@ -55,6 +55,10 @@ export const directMemAlignBytesDefault = 4096;
 /** Read retries across legs for one read: at most one try per leg. */
 export const readRetriesMax = legsMax;
 
+/** Repeated kernel messages (DMERR_LIMIT): at most this many per interval (printk_ratelimit: 10 per 5 s). */
+export const kernelMessageBurst = 10;
+export const kernelMessageIntervalMs = 5000;
+
 assert(isPowerOfTwo(sectorBytes));
 assert(requestBytesMax % sectorBytes === 0);
 assert(nbdClientInFlightBytesMax >= requestBytesMax, 'one request of the largest payload always fits');
@@ -67,3 +71,4 @@ assert(recoveryParallelDefault >= 1 && recoveryParallelDefault <= recoveryParall
 assert(isPowerOfTwo(regionSizeSectorsMin) && isPowerOfTwo(regionSizeSectorsMax));
 assert(writeBatchMax <= writeQueueMax);
 assert(isPowerOfTwo(directAlignBytesMax) && isPowerOfTwo(directMemAlignBytesDefault) && directMemAlignBytesDefault <= directAlignBytesMax);
+assert(kernelMessageBurst >= 1 && kernelMessageIntervalMs > 0);

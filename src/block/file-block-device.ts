@@ -34,6 +34,7 @@ import { open, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { assert, assertCount, isPowerOfTwo } from '../assert.js';
 import { BlockError, toBlockError } from '../errors.js';
 import { directAlignBytesMax, directMemAlignBytesDefault, sectorBytes } from '../limits.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
 import type { BlockCapabilities, ReadOptions, WriteOptions } from './block-device.js';
 import { BlockDeviceBase } from './block-device-base.js';
 import { DirectIo } from './direct-io.js';
@@ -134,8 +135,8 @@ export class FileBlockDevice extends BlockDeviceBase {
       const logicalBlockBytes = options.logicalBlockBytes ?? Math.max(geometry.logicalBlockBytes, direct?.ioAlignBytes ?? 0);
       return new FileBlockDevice({ path, handle, sizeBytes, logicalBlockBytes, readOnly, name, direct, lock });
     } catch (err) {
-      await handle.close().catch(() => undefined); // The open already failed; this close error adds nothing.
-      await lock?.release().catch(() => undefined); // Likewise: the open's error is the one to report.
+      await handle.close().catch(rethrowProgrammerError); // The open already failed; this close error adds nothing.
+      await lock?.release().catch(rethrowProgrammerError); // Likewise: the open's error is the one to report.
       throw err instanceof RangeError ? err : toBlockError(err, `Cannot open ${path}: ${describe(err)}`);
     }
   }
@@ -157,8 +158,8 @@ export class FileBlockDevice extends BlockDeviceBase {
     try {
       await handle.truncate(sizeBytes);
     } catch (err) {
-      await handle.close().catch(() => undefined); // The sizing error is the one to report.
-      await unlink(path).catch(() => undefined); // Leave no half-made image behind.
+      await handle.close().catch(rethrowProgrammerError); // The sizing error is the one to report.
+      await unlink(path).catch(rethrowProgrammerError); // Leave no half-made image behind.
       throw toBlockError(err, `Cannot size ${path} to ${sizeBytes} bytes: ${describe(err)}`);
     }
     try {
@@ -374,7 +375,8 @@ async function probeGeometry(path: string, handle: FileHandle): Promise<Geometry
   let logicalBlockBytes = 512;
   try {
     logicalBlockBytes = Number((await readFile(`${sysfs}/queue/logical_block_size`, 'utf8')).trim());
-  } catch {
+  } catch (err) {
+    rethrowProgrammerError(err);
     // Partitions have no queue/ directory; 512 is then the right default.
     logicalBlockBytes = 512;
   }

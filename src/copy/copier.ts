@@ -26,6 +26,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { assert, assertCount } from '../assert.js';
 import { BlockError, toBlockError } from '../errors.js';
+import { isProgrammerError, rethrowProgrammerError } from '../fail-fast.js';
 import { copierChunkBytes, copierInFlightMax, copierTargetsMax } from '../limits.js';
 import type { BlockDevice } from '../block/block-device.js';
 
@@ -207,7 +208,7 @@ export class Copier {
       const wake = this.#throttleChanged.signal;
       const stop = signal === undefined ? wake : AbortSignal.any([wake, signal]);
       // Woken early by a rate change or abort: the loop re-plans or throws.
-      await sleep(Math.min(startMs - nowMs, throttleSleepMaxMs), undefined, { signal: stop }).catch(() => undefined);
+      await sleep(Math.min(startMs - nowMs, throttleSleepMaxMs), undefined, { signal: stop }).catch(rethrowProgrammerError);
     }
   }
 }
@@ -231,10 +232,4 @@ function checkJob(job: CopyJob): void {
     }
   }
   assertCount(lengthBytes, 'lengthBytes');
-}
-
-/** Programmer errors are never turned into I/O errors: they stop the job and reject it. */
-function isProgrammerError(err: unknown): boolean {
-  if (err instanceof BlockError) return false;
-  return err instanceof TypeError || err instanceof RangeError || (err instanceof Error && err.name === 'AssertionError');
 }

@@ -14,6 +14,7 @@
  * The log is not resumed here: the owner (the mirror) calls resume() when the table goes live.
  */
 import { TableError } from '../errors.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
 import { CoreDirtyLog } from './core-dirty-log.js';
 import type { DirtyLog, DirtyLogContext, LogSpec, LogSyncMode } from './dirty-log.js';
 import type { DiskLogWriteMode } from './disk-dirty-log.js';
@@ -127,6 +128,7 @@ export async function createDirtyLog(
   try {
     device = await ctx.openDevice(deviceName);
   } catch (err) {
+    rethrowProgrammerError(err);
     throw logError(undefined, err);
   }
   const displayName = ctx.displayName?.(deviceName) ?? deviceName;

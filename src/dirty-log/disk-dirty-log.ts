@@ -43,7 +43,8 @@
  */
 import { assert, assertCount, isPowerOfTwo } from '../assert.js';
 import type { BlockDevice } from '../block/block-device.js';
-import { BlockError, toBlockError } from '../errors.js';
+import { toBlockError } from '../errors.js';
+import { detach, rethrowProgrammerError } from '../fail-fast.js';
 import type { DirtyLogStats } from './core-dirty-log.js';
 import { RegionLogState } from './core-dirty-log.js';
 import type { DirtyLog, LogFlushOptions, LogHealth, LogSyncMode } from './dirty-log.js';
@@ -205,9 +206,7 @@ export class DiskDirtyLog implements DirtyLog {
     const marks = this.#serialise(() => this.#writeMarks());
     if (options.cleans === 'background') {
       // The clean step runs beside the marks: its leg flush never delays them (only its log writes queue).
-      if (this.#cleaning === undefined && this.#backgroundCleanDue()) {
-        void this.#kickCleans({ allCleans: false, chain: true });
-      }
+      if (this.#cleaning === undefined && this.#backgroundCleanDue()) this.#kickBackgroundCleans();
       return marks;
     }
     const wanted = this.#dueCleans({ allCleans: false });
@@ -303,7 +302,7 @@ export class DiskDirtyLog implements DirtyLog {
         readOk = false;
       }
     } catch (err) {
-      if (!(err instanceof BlockError)) throw err;
+      rethrowProgrammerError(err);
       readOk = false;
       this.#headerVersion = diskLogVersion;
     }
@@ -336,6 +335,7 @@ export class DiskDirtyLog implements DirtyLog {
     try {
       await this.#writeRange(0, this.bufferBytes);
     } catch (err) {
+      rethrowProgrammerError(err);
       this.#warn(`${this.#options.displayName}: Failed to write header on dirty region log device`);
       this.#failLogDevice();
       this.#markAllBlocks();
@@ -365,6 +365,7 @@ export class DiskDirtyLog implements DirtyLog {
       try {
         await this.#writeRange(run.offsetBytes, run.lengthBytes);
       } catch (err) {
+        rethrowProgrammerError(err);
         for (const later of runs.slice(i)) this.#markBlocks(later.offsetBytes, later.lengthBytes);
         this.#touchedDirtied = true; // The next flush retries the blocks, and reports the failure.
         this.#failLogDevice();
@@ -391,6 +392,7 @@ export class DiskDirtyLog implements DirtyLog {
     try {
       await this.#flushDevice();
     } catch (err) {
+      rethrowProgrammerError(err);
       retry();
       throw err;
     }
@@ -445,14 +447,13 @@ export class DiskDirtyLog implements DirtyLog {
   /** Resolves when no clean step runs (its failure is the caller's who awaited it, not ours). */
   async #cleansIdle(): Promise<void> {
     for (let round = 0; round < cleanSettleRoundsMax && this.#cleaning !== undefined; round++) {
-      await this.#cleaning.catch(() => undefined);
+      await this.#cleaning.catch(rethrowProgrammerError);
     }
   }
 
   /**
-   * Starts a clean step (one at a time). A chained step (a background kick, nobody awaits it) starts
-   * the next one if due cleans arrived meanwhile; a failure of a chained step is reported as a warning
-   * (health and the event already record it, and the next mark flush retries its blocks and throws).
+   * Starts a clean step (one at a time). A chained step (a background kick, see #kickBackgroundCleans)
+   * starts the next one if due cleans arrived meanwhile.
    */
   #kickCleans(options: { allCleans: boolean; chain: boolean }): Promise<void> {
     assert(this.#cleaning === undefined, 'one clean step at a time');
@@ -463,16 +464,23 @@ export class DiskDirtyLog implements DirtyLog {
       this.#cleaning = undefined;
       if (this.#closed) return;
       if (options.chain && this.#backgroundCleanDue()) {
-        void this.#kickCleans({ allCleans: false, chain: true });
+        this.#kickBackgroundCleans();
       } else if (this.#pendingCleans.size > 0) {
         this.#armTimer();
       }
     });
     this.#cleaning = step;
-    step.catch((err: unknown) => {
-      if (options.chain) this.#warn(`background clean failed: ${err instanceof Error ? err.message : String(err)}`);
-    });
     return step;
+  }
+
+  /**
+   * Starts a chained clean step that nobody awaits: its failure is a warning (health and the event
+   * already record it, and the next mark flush retries its blocks and throws); a bug stops the process.
+   */
+  #kickBackgroundCleans(): void {
+    detach(this.#kickCleans({ allCleans: false, chain: true }), (err: unknown) => {
+      this.#warn(`background clean failed: ${err instanceof Error ? err.message : String(err)}`);
+    });
   }
 
   /**
@@ -492,7 +500,8 @@ export class DiskDirtyLog implements DirtyLog {
         if (this.#state.clean.set(regionIndex)) this.#touchBit(regionIndex);
       }
     } catch (err) {
-      void err; // The mirror records the leg failure itself; the log only loses its clean bits.
+      rethrowProgrammerError(err); // A bug in a leg's flush is not a failed flush.
+      // The mirror records the leg failure itself; the log only loses its clean bits.
       // Which regions are clean is unknown now: mark them all dirty, for good (flush_failed).
       this.#flushFailed = true;
       this.#pendingCleans.clear();
@@ -515,6 +524,7 @@ export class DiskDirtyLog implements DirtyLog {
       await this.#device.flush();
       this.#flushesTotal++;
     } catch (err) {
+      rethrowProgrammerError(err);
       this.#logDevFlushFailed = true;
       this.#failLogDevice();
       throw toBlockError(err, `Cannot flush dirty log ${this.#options.displayName}`);
@@ -594,7 +604,7 @@ export class DiskDirtyLog implements DirtyLog {
       this.#timer = undefined;
       // A timer may fire a moment before its clean is due (timer and clock granularity): re-arm for
       // whatever is still pending, or that clean would wait for the next flush by the mirror.
-      this.flush().then(() => this.#armTimer(), (err: unknown) => {
+      detach(this.flush().then(() => this.#armTimer()), (err: unknown) => {
         // Already recorded in health and raised as an event; the next flush by the mirror retries.
         this.#warn(`lazy clean flush failed: ${err instanceof Error ? err.message : String(err)}`);
       });

@@ -10,9 +10,11 @@ import type { BlockDevice } from '../block/block-device.js';
 import { createDirtyLog, parseLogSpec, type CreateDirtyLogOptions } from '../dirty-log/create-dirty-log.js';
 import type { DirtyLog } from '../dirty-log/dirty-log.js';
 import { TableError } from '../errors.js';
+import { rethrowProgrammerError, settleOperating } from '../fail-fast.js';
 import { sectorBytes } from '../limits.js';
 import type { Copier } from '../copy/copier.js';
 import { MirrorSet, type KernelLogLevel, type ReadPolicy } from './mirror-set.js';
+import type { RateLimiter } from './rate-limit.js';
 import { checkLegFits, deviceLookupFailure, parseMirrorArgs } from './table.js';
 
 export interface CreateMirrorSetOptions {
@@ -31,6 +33,7 @@ export interface CreateMirrorSetOptions {
   readonly log?: CreateDirtyLogOptions;
   readonly onMessage?: (level: KernelLogLevel, message: string) => void;
   readonly raiseEvent?: () => void;
+  readonly messageLimiter?: RateLimiter;
 }
 
 export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<MirrorSet> {
@@ -60,6 +63,7 @@ export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<
       try {
         device = await options.openDevice(leg.device);
       } catch (err) {
+        rethrowProgrammerError(err);
         throw deviceLookupFailure(err);
       }
       opened.push(device);
@@ -87,10 +91,11 @@ export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<
       ...(options.copier === undefined ? {} : { copier: options.copier }),
       ...(options.onMessage === undefined ? {} : { onMessage: options.onMessage }),
       ...(options.raiseEvent === undefined ? {} : { raiseEvent: options.raiseEvent }),
+      ...(options.messageLimiter === undefined ? {} : { messageLimiter: options.messageLimiter }),
     });
     return mirror;
   } catch (err) {
-    await Promise.allSettled([log.close(), ...opened.map((device) => device.close())]);
+    await settleOperating([log.close(), ...opened.map((device) => device.close())]);
     throw err;
   }
 }

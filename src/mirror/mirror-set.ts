@@ -50,6 +50,7 @@ import { BlockDeviceBase } from '../block/block-device-base.js';
 import { Copier } from '../copy/copier.js';
 import type { DirtyLog } from '../dirty-log/dirty-log.js';
 import { BlockError } from '../errors.js';
+import { detach, failFast, rethrowProgrammerError, settleOperating } from '../fail-fast.js';
 import { legsMax, readRetriesMax, recoveryParallelDefault, sectorBytes, writeQueueMax } from '../limits.js';
 import { RegionHash, type Region } from '../region/region-hash.js';
 import { RequeueRequest, type SuspendOptions, type Target } from '../target/target.js';
@@ -57,6 +58,7 @@ import { Leg, type LegErrorKind } from './leg.js';
 import { isRegionCounted, newMirrorIo, splitByRegion, type MirrorIo, type MirrorIoInit } from './mirror-io.js';
 import { MirrorWorker } from './mirror-worker.js';
 import { OverlapGate } from './overlap-gate.js';
+import { RateLimiter } from './rate-limit.js';
 import { formatMeasure, formatMirrorStatus, formatMirrorTable, type MirrorFeatures } from './table.js';
 
 export type ReadPolicy = 'default' | 'balance';
@@ -100,6 +102,8 @@ export interface MirrorSetOptions {
   readonly onMessage?: (level: KernelLogLevel, message: string) => void;
   /** dm_table_event: raised on leg failure (handle_errors), log failure and sync complete. */
   readonly raiseEvent?: () => void;
+  /** Rate limit of the kernel's *_LIMIT messages (10 per 5 s by default; tests pass a fake clock). */
+  readonly messageLimiter?: RateLimiter;
 }
 
 export interface MirrorStats {
@@ -139,6 +143,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   readonly #copier: Copier;
   readonly #readPolicy: ReadPolicy;
   readonly #onMessage: (level: KernelLogLevel, message: string) => void;
+  readonly #messageLimiter: RateLimiter;
   readonly #raiseEvent: () => void;
   readonly #listeners = new Set<(event: MirrorEvent) => void>();
 
@@ -205,6 +210,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     this.#recoveryBusyBytesPerSecond =
       options.recoveryBusyBytesPerSecond === undefined ? recoveryBusyBytesPerSecondDefault : options.recoveryBusyBytesPerSecond;
     this.#onMessage = options.onMessage ?? (() => undefined);
+    this.#messageLimiter = options.messageLimiter ?? new RateLimiter();
     this.#raiseEvent = options.raiseEvent ?? (() => undefined);
     this.#worker = new MirrorWorker(() => this.#pass());
     this.#rh = new RegionHash<MirrorIo>({
@@ -324,9 +330,14 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     try {
       await this.log.resume();
     } catch (err) {
+      rethrowProgrammerError(err);
       this.#message('warn', 'log resume failed');
-      void err;
     }
+    // The reread log may call regions out of sync that were in sync at suspend (a log device that
+    // died, a leg flush failure that zeroed the clean bits, bits changed on disk): the set is then out
+    // of sync again, so the default leg stays put while they resync (do_recovery sets it back and
+    // raises sync complete). The kernel keeps in_sync here, and would move the default leg mid-resync.
+    if (this.log.syncCount() < this.regionCount) this.#inSync = false;
     this.#rh.startRecovery();
     this.#worker.wake();
   }
@@ -340,7 +351,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     await this.#recoveryDrained();
     try {
       await this.log.presuspend();
-    } catch {
+    } catch (err) {
+      rethrowProgrammerError(err);
       this.#message('warn', 'log presuspend failed');
     }
     this.#worker.wake();
@@ -355,7 +367,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     await this.#worker.idle();
     try {
       await this.log.postsuspend();
-    } catch {
+    } catch (err) {
+      rethrowProgrammerError(err);
       this.#message('warn', 'log postsuspend failed');
     }
     this.#suspended = true;
@@ -430,7 +443,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
 
   /** Flushes every leg; a leg that fails is failed with kind `flush` (mirror_flush, the log's callback). */
   async flushLegs(): Promise<void> {
-    const results = await Promise.allSettled(this.legs.map((leg) => leg.device.flush()));
+    const results = await settleOperating(this.legs.map((leg) => leg.device.flush()));
     let failed = false;
     results.forEach((result, index) => {
       if (result.status === 'rejected') {
@@ -507,7 +520,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     for (const resolve of this.#queueWaiters.splice(0)) resolve();
     try {
       await this.#rh.updateStates({ errorsHandled: this.features.handleErrors });
-    } catch {
+    } catch (err) {
+      rethrowProgrammerError(err);
       // The log recorded its own failure (health D or F) and raised its event.
       this.#noteLogFailure();
     }
@@ -520,7 +534,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   #doRecovery(): void {
     if (!this.#suspending) this.#rh.recoveryPrepare();
     for (let region = this.#rh.recoveryStart(); region !== null; region = this.#rh.recoveryStart()) {
-      void this.#recover(region);
+      // #recover settles every copy error itself: anything it throws is a broken invariant.
+      detach(this.#recover(region), failFast);
     }
     if (!this.#inSync && this.log.syncCount() === this.regionCount) {
       this.#inSync = true;
@@ -537,6 +552,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     const busy = performance.now() - this.#lastClientIoMs < clientBusyWindowMs;
     const rate = busy ? this.#recoveryBusyBytesPerSecond : null;
     if (this.#copier.bytesPerSecond !== rate) this.#copier.setThrottle(rate);
+    // Paired with the check after the copy: the default leg is pinned only while the set is out of sync.
+    assert(!this.#inSync, 'recovery runs only while the set is out of sync');
     const source = this.#defaultLeg;
     const startBytes = region.index * this.regionBytes;
     const lengthBytes = Math.min(this.regionBytes, this.sizeBytes - startBytes);
@@ -549,7 +566,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     });
     assert(source === this.#defaultLeg, 'the default leg changed during recovery');
     if (result.readError !== null) {
-      this.#message('error', 'Unable to read primary mirror during recovery');
+      this.#messageLimited('recovery_complete', 'error', 'Unable to read primary mirror during recovery');
       this.#failLeg(source, 'sync');
     }
     let writeErrorBits = 0;
@@ -558,7 +575,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       writeErrorBits |= 1 << index;
     });
     if (writeErrorBits !== 0) {
-      this.#message('error', `Write error during recovery (error = 0x${writeErrorBits.toString(16)})`);
+      this.#messageLimited('recovery_complete', 'error', `Write error during recovery (error = 0x${writeErrorBits.toString(16)})`);
       result.writeErrors.forEach((error, index) => {
         const leg = targets[index];
         if (error !== null && leg !== undefined) this.#failLeg(leg, 'sync');
@@ -619,21 +636,23 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     // Group commit: one log flush for the whole batch, before any data write of the batch.
     try {
       await this.#rh.flush();
-    } catch {
+    } catch (err) {
+      rethrowProgrammerError(err);
       this.#noteLogFailure();
     }
     if (this.#logFailure && this.features.handleErrors) {
       this.#failures.push(...sync);
       if (sync.length > 0) this.#worker.wake();
     } else {
-      for (const io of sync) void this.#issueWrite(io, this.legs);
+      // Both settle their request on every operating error: anything they throw is a broken invariant.
+      for (const io of sync) detach(this.#issueWrite(io, this.legs), failFast);
     }
     for (const io of nosync) {
       if (this.#legFailure && this.features.handleErrors && !this.features.keepLog) {
         this.#failures.push(io);
         this.#worker.wake();
       } else {
-        void this.#issueNosyncWrite(io);
+        detach(this.#issueNosyncWrite(io), failFast);
       }
     }
   }
@@ -675,8 +694,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     io.readLeg = leg;
     leg.stats.readsTotal += 1;
     leg.stats.readBytesTotal += io.lengthBytes;
-    leg.device.read(leg.offsetBytes + io.offsetBytes, io.lengthBytes).then(
-      (data) => this.#settle(io, data),
+    detach(
+      leg.device.read(leg.offsetBytes + io.offsetBytes, io.lengthBytes).then((data) => this.#settle(io, data)),
       (err: unknown) => this.#readFailed(io, leg, err),
     );
   }
@@ -697,7 +716,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   }
 
   async #issueWrite(io: MirrorIo, legs: readonly Leg[]): Promise<void> {
-    const results = await Promise.allSettled(legs.map((leg) => this.#legOp(io, leg)));
+    const results = await settleOperating(legs.map((leg) => this.#legOp(io, leg)));
     const failed: Leg[] = [];
     results.forEach((result, index) => {
       const leg = legs[index];
@@ -727,10 +746,12 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   async #issueNosyncWrite(io: MirrorIo): Promise<void> {
     try {
       await this.#legOp(io, this.#defaultLeg);
-      this.#settle(io, undefined);
     } catch (err) {
+      rethrowProgrammerError(err);
       this.#settle(io, err);
+      return;
     }
+    this.#settle(io, undefined);
   }
 
   #legOp(io: MirrorIo, leg: Leg): Promise<void> {
@@ -857,5 +878,12 @@ export class MirrorSet extends BlockDeviceBase implements Target {
 
   #message(level: KernelLogLevel, message: string): void {
     this.#onMessage(level, message);
+  }
+
+  /** DMERR_LIMIT / DMWARN_LIMIT: rate limited; `site` names the kernel function in the suppressed note. */
+  #messageLimited(site: string, level: KernelLogLevel, message: string): void {
+    const { allowed, suppressed } = this.#messageLimiter.take();
+    if (suppressed > 0) this.#onMessage('warn', `${site}: ${suppressed} callbacks suppressed`);
+    if (allowed) this.#onMessage(level, message);
   }
 }

@@ -7,9 +7,10 @@
  * set whose dirty log lives on another set never waits on itself (seed: one kmirrord per set).
  *
  * idle() resolves when no pass runs and none is wanted (flush_workqueue).
- * A pass that throws is a programmer error: the error is rethrown from a microtask so the process stops.
+ * A pass that throws is a programmer error: it goes to failFast (src/fail-fast.ts) and the process stops.
  */
 import { assert } from '../assert.js';
+import { detach, failFast } from '../fail-fast.js';
 
 export class MirrorWorker {
   readonly #pass: () => Promise<void>;
@@ -37,11 +38,8 @@ export class MirrorWorker {
     this.#running = true;
     // Run on a later tick so that a burst of wake-ups (many completions) becomes one pass.
     setImmediate(() => {
-      this.#loop().catch((err: unknown) => {
-        queueMicrotask(() => {
-          throw err;
-        });
-      });
+      // A pass settles every operating error itself: whatever escapes it is a broken invariant.
+      detach(this.#loop(), failFast);
     });
   }
 

@@ -40,6 +40,7 @@ import { assert, assertCount } from '../assert.js';
 import type { BlockCapabilities, ReadOptions, WriteOptions, ZeroOptions } from '../block/block-device.js';
 import { BlockDeviceBase } from '../block/block-device-base.js';
 import { BlockError, ControlError, TableError } from '../errors.js';
+import { failFast, rethrowProgrammerError, settleOperating } from '../fail-fast.js';
 import { sectorBytes } from '../limits.js';
 import { formatTableLine, parseTableText, tableLengthSectors, type TableLine } from './table-lines.js';
 import { RequeueRequest, type SuspendOptions, type Target } from './target.js';
@@ -418,6 +419,7 @@ export class MappedDevice extends BlockDeviceBase {
     options
       .run(table)
       .then(options.resolve, (error: unknown) => {
+        rethrowProgrammerError(error); // A bug in a target is not an I/O error (goes to failFast below).
         if (error instanceof RequeueRequest) {
           if (this.#noflushSuspending) {
             this.#hold(this.#parked, options.io);
@@ -437,12 +439,8 @@ export class MappedDevice extends BlockDeviceBase {
           for (const wake of waiters) wake();
         }
       })
-      .catch((error: unknown) => {
-        // Only a failed assertion above can land here: let it stop the process.
-        queueMicrotask(() => {
-          throw error;
-        });
-      });
+      // Only a programmer error (a target's, or a failed assertion above) can land here.
+      .catch(failFast);
   }
 
   #hold(list: HeldIo[], io: HeldIo): void {
@@ -478,6 +476,7 @@ export class MappedDevice extends BlockDeviceBase {
         for (const segment of table.segments) await segment.target.presuspend({ noflush });
       }
     } catch (error) {
+      rethrowProgrammerError(error);
       // The suspend did not happen: let held I/O go again (dm undoes a failed suspend the same way).
       this.#noflushSuspending = false;
       this.#unblock();
@@ -544,6 +543,7 @@ export class MappedDevice extends BlockDeviceBase {
       try {
         await destroyTable(table);
       } catch (destroyError) {
+        rethrowProgrammerError(destroyError);
         // The table error is what the caller must see; the cleanup failure is reported, not lost.
         process.emitWarning(`${this.name}: destroying a partly built table failed: ${String(destroyError)}`);
       }
@@ -621,7 +621,7 @@ function splitRange(table: Table, offsetBytes: number, lengthBytes: number): Pie
 
 /** Waits for every piece; a RequeueRequest wins over other errors (dm requeues the whole bio). */
 async function settleAll<T>(promises: readonly Promise<T>[]): Promise<T[]> {
-  const results = await Promise.allSettled(promises);
+  const results = await settleOperating(promises);
   const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
   const requeue = failures.find((reason) => reason instanceof RequeueRequest);
   if (requeue !== undefined) throw requeue;
@@ -639,6 +639,7 @@ async function destroyTable(table: Table): Promise<void> {
     try {
       await segment.target.destroy();
     } catch (error) {
+      rethrowProgrammerError(error);
       firstError ??= error;
     }
   }

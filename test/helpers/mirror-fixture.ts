@@ -10,6 +10,12 @@ import type { BlockDevice } from '../../src/block/block-device.js';
 import { createMirrorSet, type CreateMirrorSetOptions } from '../../src/mirror/create-mirror-set.js';
 import type { MirrorSet } from '../../src/mirror/mirror-set.js';
 import { sectorBytes } from '../../src/limits.js';
+import { RateLimiter } from '../../src/mirror/rate-limit.js';
+
+/** A limiter that lets every message through (the default one allows 10 per 5 s, as the kernel). */
+export function unlimitedMessages(): RateLimiter {
+  return new RateLimiter({ burst: Number.MAX_SAFE_INTEGER });
+}
 
 export interface MirrorFixture {
   readonly mirror: MirrorSet;
@@ -66,6 +72,8 @@ export async function mirrorFixture(options: MirrorFixtureOptions = {}): Promise
     lengthSectors,
     openDevice: open,
     onMessage: (_level, message) => messages.push(message),
+    // Tests count kernel messages per region: no rate limit unless a test brings its own limiter.
+    messageLimiter: unlimitedMessages(),
     ...options.extra,
   });
   if (options.resume !== false) await mirror.resume();

@@ -12,6 +12,7 @@ import type { LogSyncMode } from '../../src/dirty-log/dirty-log.js';
 import { sectorBytes } from '../../src/limits.js';
 import { MirrorSet, type ReadPolicy } from '../../src/mirror/mirror-set.js';
 import { Journal, ProbeDevice, ProbeLog } from './probe-device.js';
+import { unlimitedMessages } from './mirror-fixture.js';
 
 export interface ProbeMirror {
   readonly mirror: MirrorSet;
@@ -70,6 +71,7 @@ export async function probeMirror(options: ProbeMirrorOptions = {}): Promise<Pro
     features: { handleErrors: options.handleErrors ?? false, keepLog: options.keepLog ?? false },
     copier,
     onMessage: (_level, message) => messages.push(message),
+    messageLimiter: unlimitedMessages(),
     raiseEvent: () => {
       result.events += 1;
     },
