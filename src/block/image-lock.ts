@@ -171,7 +171,7 @@ async function takeLock(addon: NativeAddon, options: { path: string; key: string
     }
     return handle;
   } catch (err) {
-    await handle.close().catch(() => undefined); // Closing drops whatever was locked; the lock error is the one to report.
+    await handle.close().catch(rethrowProgrammerError); // Closing drops whatever was locked; the lock error is the one to report.
     rethrowProgrammerError(err);
     throw err instanceof ImageLockError ? err : toBlockError(err, `Cannot lock ${options.path}: ${err instanceof Error ? err.message : String(err)}`);
   }
