@@ -6,7 +6,8 @@
  *
  * Per connection:  open --client EOF / error / close()--> closed
  *   - requests run concurrently (a `wait` must not hold up a `status`), at most requestsInFlightMax at
- *     once; beyond that the socket is paused until one completes;
+ *     once (plus the rest of the chunk being decoded); beyond that, and while the client does not read
+ *     its answers (the write buffer wants a drain), the socket is paused;
  *   - a line longer than controlLineBytesMax gets one EINVAL response (id null) and is skipped;
  *   - when the connection closes, its pending `wait`s are aborted and their answers dropped.
  * Connections are bounded by connectionsMax; one more gets an EBUSY response and is closed (after the
@@ -121,9 +122,17 @@ export class ControlServer {
     const aborter = new AbortController();
     const decoder = new LineDecoder({ lineBytesMax: controlLineBytesMax });
     let inFlight = 0;
+    // Read only while fewer than requestsInFlightMax requests run and the client reads its answers:
+    // a client that sends without reading must not make the daemon buffer answers without bound.
+    const gate = (): void => {
+      if (socket.destroyed) return;
+      if (inFlight >= requestsInFlightMax || socket.writableNeedDrain) socket.pause();
+      else socket.resume();
+    };
     const send = (response: ControlResponse): void => {
       if (!socket.destroyed && socket.writable) socket.write(encodeLine(response));
     };
+    socket.on('drain', gate);
     socket.on('data', (chunk: Buffer) => {
       for (const item of decoder.push(chunk)) {
         if (item.kind === 'overflow') {
@@ -132,11 +141,10 @@ export class ControlServer {
         }
         if (item.text.trim() === '') continue;
         inFlight++;
-        if (inFlight >= requestsInFlightMax) socket.pause();
         const answered = this.#handle(item.text, aborter.signal).then((response) => {
           inFlight--;
-          if (inFlight < requestsInFlightMax && !socket.destroyed) socket.resume();
           if (!aborter.signal.aborted) send(response);
+          gate();
         });
         // #handle answers every operating error itself; anything else is logged and drops the connection.
         detach(answered, (err) => {
@@ -144,6 +152,7 @@ export class ControlServer {
           socket.destroy();
         });
       }
+      gate();
     });
     socket.on('close', () => {
       this.#connections.delete(socket);
