@@ -2,7 +2,7 @@
  * Listener failures of the daemon (issue 9, items 8 and 11). At start: a busy --metrics port, a control
  * socket where another daemon answers, and a control socket path that cannot be created each end the
  * daemon with one line on stderr and a non-zero exit, before it accepts anything (no ready line, no
- * socket file left behind). For `create --nbd`: a busy port fails the verb cleanly, before the device is
+ * socket file left behind); a regular file at the socket path is never deleted. For `create --nbd`: a busy port fails the verb cleanly, before the device is
  * resumed (its disk log stays untouched) and with no device left behind; a socket file left by a killed
  * process is replaced; a path that is not a socket is never deleted. Real `umirror daemon` processes and
  * the real `umirror` command.
@@ -75,7 +75,7 @@ test('umirror daemon --metrics on a busy port: one line, non-zero exit, no ready
   assert.equal(existsSync(socket), false, 'the control socket was removed');
 });
 
-test('umirror daemon --socket where another daemon answers, or that cannot be created: one line, non-zero exit', async (t) => {
+test('umirror daemon --socket where another daemon answers, that cannot be created, or that is a file: one line, non-zero exit', async (t) => {
   const first: Daemon = await startDaemon();
   t.after(() => first.dispose());
   const busy = await runDaemonToExit(['--socket', first.socketPath]);
@@ -91,6 +91,15 @@ test('umirror daemon --socket where another daemon answers, or that cannot be cr
   assert.equal(unwritable.running, false, unwritable.stderr);
   assert.notEqual(unwritable.code, 0);
   assertOneLine(unwritable.stderr, /control socket.*ENOTDIR/);
+
+  // A regular file at the socket path is never taken for a stale socket (connecting to it is refused
+  // just like connecting to a dead socket; the old check unlinked it).
+  const precious = await image(dir, 'precious.img', 4096);
+  const notSocket = await runDaemonToExit(['--socket', precious]);
+  assert.equal(notSocket.running, false, notSocket.stderr);
+  assert.notEqual(notSocket.code, 0);
+  assertOneLine(notSocket.stderr, /control socket.*ENOTSOCK/);
+  assert.equal((await readFile(precious)).length, 4096, 'the file is still there');
 });
 
 test('umirror create --nbd on a busy port fails before the device resumes and leaves no device behind', async (t) => {
