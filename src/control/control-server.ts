@@ -237,6 +237,6 @@ function safeJson(line: string): unknown {
   try {
     return JSON.parse(line);
   } catch {
-    return undefined; // parseRequest reports it.
+    return undefined; // A decode boundary (SyntaxError is the input's fault): parseRequest reports it.
   }
 }
