@@ -84,3 +84,22 @@ export class ControlError extends Error {
     this.code = code;
   }
 }
+
+/**
+ * A listener (NBD, control socket, metrics) could not be bound. Raised at start-up, before anything is
+ * accepted or resumed, so the caller prints `message` (one line) and stops. `code` is stable; the
+ * message names the address and the system's own error code.
+ */
+export const LISTEN_ERRNOS = ['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES', 'ENOTSOCK', 'EINVAL'] as const;
+export type ListenErrno = (typeof LISTEN_ERRNOS)[number];
+export class ListenError extends Error {
+  readonly code: ListenErrno;
+  /** The address as the user wrote it: `HOST:PORT` or `unix:PATH`. */
+  readonly address: string;
+  constructor(code: ListenErrno, options: { address: string; reason: string; cause?: unknown }) {
+    super(`cannot listen on ${options.address}: ${options.reason}`, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'ListenError';
+    this.code = code;
+    this.address = options.address;
+  }
+}

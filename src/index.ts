@@ -45,7 +45,7 @@ export { NbdServer } from './nbd/server.js';
 export type { NbdListener, ListenAddress } from './nbd/server.js';
 export type { NbdExport, ExportResolver, NbdMetaContext, NbdExtent } from './nbd/nbd-export.js';
 
-export { BlockError, TableError, ControlError, ERRNOS, TABLE_ERRNOS, CONTROL_ERRNOS } from './errors.js';
+export { BlockError, TableError, ControlError, ListenError, ERRNOS, TABLE_ERRNOS, CONTROL_ERRNOS, LISTEN_ERRNOS } from './errors.js';
 export type { Errno, TableErrno, ControlErrno } from './errors.js';
 
 /**

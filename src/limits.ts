@@ -25,6 +25,19 @@ export const nbdClientTrimBytesMax = 1024 * 1024 * 1024;
 export const nbdClientReplyFragmentsMax = 4096;
 /** NBD client: the largest minimum block size a server may demand (the spec's 64 KiB). */
 export const nbdClientMinimumBlockBytesMax = 64 * 1024;
+/**
+ * NBD: a client must finish the handshake (reach transmission) within this, or it is dropped and stops
+ * holding the device open. qemu-nbd's --handshake-limit default. `serve`/`daemon --handshake-limit`
+ * and the NbdServer option override it; 0 means no limit.
+ */
+export const handshakeTimeoutMsDefault = 10_000;
+/**
+ * Connections a listener holds, unanswered, between binding and starting (the device resumes in between);
+ * more are closed. Also the bound on refused control connections waiting for their EBUSY line to drain.
+ */
+export const heldConnectionsMax = 64;
+/** How long a socket whose side we ended waits for the client to hang up before it is destroyed. */
+export const closeGraceMs = 2000;
 
 /** Legs in one mirror set: the kernel's DM_KCOPYD_MAX_REGIONS + 1. */
 export const legsMax = 9;
@@ -72,3 +85,5 @@ assert(isPowerOfTwo(regionSizeSectorsMin) && isPowerOfTwo(regionSizeSectorsMax))
 assert(writeBatchMax <= writeQueueMax);
 assert(isPowerOfTwo(directAlignBytesMax) && isPowerOfTwo(directMemAlignBytesDefault) && directMemAlignBytesDefault <= directAlignBytesMax);
 assert(kernelMessageBurst >= 1 && kernelMessageIntervalMs > 0);
+assert(Number.isSafeInteger(handshakeTimeoutMsDefault) && handshakeTimeoutMsDefault > 0);
+assert(heldConnectionsMax >= 1 && closeGraceMs > 0);

@@ -3,11 +3,17 @@
  * dmsetup-style verbs on a control socket (docs/control-protocol.md). Structured logs (pino) go to
  * stderr, with the kernel's messages where the kernel would log them. Optional Prometheus endpoint.
  *
+ * Start-up: every listener (control socket, metrics) is bound before any is started, so a busy or
+ * unusable address is one log line (level fatal) and exit status 1, with nothing accepted; the ready
+ * line comes only when everything answers.
+ *
  * SIGTERM/SIGINT: stop accepting control connections, stop every NBD server (requests in flight
  * finish), then suspend (flushing every dirty log) and close every device, upper devices first.
  */
 import { parseArgs } from 'node:util';
 import { pino, destination } from 'pino';
+import { ListenError } from '../errors.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
 import { ControlServer } from '../control/control-server.js';
 import { DeviceRegistry } from '../control/device-registry.js';
 import { MetricsServer } from '../control/metrics-server.js';
@@ -16,6 +22,7 @@ import { parseNbdAddress } from './nbd-address.js';
 import { defaultSocketPath } from './socket-path.js';
 
 export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--metrics HOST:PORT] [--log-level LEVEL] [--direct-io]
+                      [--handshake-limit SECONDS]
 
 Runs the umirror daemon in the foreground. It holds named devices (umirror create/load/suspend/resume/
 remove/status/table/info/ls/wait/message talk to it) and serves each one over NBD on request
@@ -25,6 +32,8 @@ remove/status/table/info/ls/wait/message talk to it) and serves each one over NB
   --metrics HOST:PORT  serve Prometheus metrics on http://HOST:PORT/metrics
   --log-level LEVEL    pino level: trace, debug, info (default), warn, error
   --direct-io          open path devices with O_DIRECT (no page cache; any alignment, via bounce buffers)
+  --handshake-limit S  drop an NBD client that has not finished the handshake within S seconds
+                       (default 10, as qemu-nbd; 0: no limit)
 
 Logs are JSON lines (pino) on stderr. SIGTERM or Ctrl-C suspends every device (every dirty log is
 flushed clean) and exits.`;
@@ -37,6 +46,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
       metrics: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       'direct-io': { type: 'boolean', default: false },
+      'handshake-limit': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -49,15 +59,42 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new RangeError(`invalid --log-level "${level}"`);
   const metricsAddress = values.metrics === undefined ? undefined : parseNbdAddress(values.metrics);
   if (metricsAddress !== undefined && 'path' in metricsAddress) throw new RangeError('--metrics needs HOST:PORT');
+  const handshakeLimit = values['handshake-limit'];
+  const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : parseHandshakeLimit(handshakeLimit);
   const log = pino({ level, base: { pid: process.pid } }, destination({ dest: 2, sync: true }));
   const socketPath = values.socket ?? defaultSocketPath();
 
-  const registry = new DeviceRegistry({ log, parseAddress: parseNbdAddress, directIo: values['direct-io'] });
+  const registry = new DeviceRegistry({
+    log,
+    parseAddress: parseNbdAddress,
+    directIo: values['direct-io'],
+    ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
+  });
   const control = new ControlServer({ registry, log });
-  await control.listen(socketPath);
   const sampler = new ResyncRateSampler(registry);
+  const listenFailed = (what: string, err: unknown): number => {
+    rethrowProgrammerError(err);
+    if (!(err instanceof ListenError)) throw err;
+    log.fatal({ code: err.code }, `${what}: ${err.message}`);
+    return 1;
+  };
+  try {
+    await control.listen(socketPath);
+  } catch (err) {
+    return listenFailed('control socket', err);
+  }
+  let metrics: MetricsServer | undefined;
+  if (metricsAddress !== undefined) {
+    try {
+      metrics = await MetricsServer.listen({ ...metricsAddress, registry, sampler, log: (message) => log.error({}, `metrics: ${message}`) });
+    } catch (err) {
+      await control.close();
+      return listenFailed('metrics', err);
+    }
+  }
+  control.start();
+  metrics?.start();
   sampler.start();
-  const metrics = metricsAddress === undefined ? undefined : await MetricsServer.listen({ ...metricsAddress, registry, sampler });
   log.info({ socket: socketPath, metrics: metrics === undefined ? undefined : `http://${metrics.address.host}:${metrics.address.port}/metrics` }, 'umirror daemon ready');
 
   const signal = await new Promise<string>((resolve) => {
@@ -71,4 +108,12 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   await registry.shutdown();
   log.info('umirror daemon stopped; every device suspended');
   return 0;
+}
+
+/** `--handshake-limit SECONDS` (qemu-nbd's flag): a non-negative number, fractions allowed, in ms. */
+export function parseHandshakeLimit(text: string): number {
+  if (!/^\d+(\.\d+)?$/.test(text)) throw new RangeError(`invalid --handshake-limit "${text}" (seconds, 0 for no limit)`);
+  const ms = Math.round(Number(text) * 1000);
+  if (!Number.isSafeInteger(ms) || ms > 2 ** 31 - 1) throw new RangeError(`--handshake-limit ${text} is too large`);
+  return ms;
 }

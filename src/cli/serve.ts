@@ -4,21 +4,25 @@
  *
  * With no table it creates (or reuses) sparse images under the data folder: N legs and a disk log, and
  * builds `0 <len> mirror disk 2 <log> <region> N <leg> 0 ... 1 handle_errors`. It prints the NBD URI, the
- * table and live status (a progress bar while resyncing). SIGINT/SIGTERM close the NBD listener (requests
+ * table and live status (a progress bar while resyncing). The NBD listener is bound first (a busy
+ * address: one line, exit status 1, nothing created or resumed) and answers once the device is resumed;
+ * a socket file left by a killed serve is replaced. SIGINT/SIGTERM close the NBD listener (requests
  * in flight finish), suspend the device (the log is flushed clean) and remove it, so the next start
  * needs no resync.
  */
 import { parseArgs } from 'node:util';
 import { findImageLockError } from '../block/image-lock.js';
-import { TableError } from '../errors.js';
+import { ListenError, TableError } from '../errors.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
 import { sectorBytes } from '../limits.js';
 import { targetBuilder } from '../control/build-target.js';
 import { fileResolver } from '../control/device-resolver.js';
 import { parseSize, prepareImages } from '../control/images.js';
 import { mirrorExport } from '../control/mirror-export.js';
 import { MirrorSet } from '../mirror/mirror-set.js';
-import { NbdServer } from '../nbd/server.js';
+import { NbdServer, type NbdListener } from '../nbd/server.js';
 import { MappedDevice } from '../target/mapped-device.js';
+import { parseHandshakeLimit } from './daemon.js';
 import { defaultNbdPort, parseNbdAddress } from './nbd-address.js';
 import { syncSuffix, tableErrorLines } from './output.js';
 
@@ -27,7 +31,7 @@ export const serveLazyCleanMsDefault = 1000;
 
 export const serveHelp = `Usage: umirror serve [--data DIR] [--size SIZE] [--legs N] [--log disk|core]
                     [--region-size SECTORS] [--table TABLE] [--nbd HOST:PORT|unix:PATH] [--name NAME]
-                    [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--quiet]
+                    [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--handshake-limit S] [--quiet]
 
 Serve one mirrored device over NBD in the foreground.
 
@@ -47,6 +51,8 @@ With --table, serves any kernel-syntax table (mirror, linear, zero, error lines;
   --lazy-clean MS         disk log: clear a region only after it stayed idle MS milliseconds (default
                           1000; 0 clears at the next pass, as the kernel). The on-disk format is the kernel's
                           either way; a crash resyncs at most the regions written in the last MS.
+  --handshake-limit S     drop an NBD client that has not finished the handshake within S seconds
+                          (default 10, as qemu-nbd; 0: no limit)
   --quiet                 print the URI and table only, no live status
 
 Ctrl-C suspends the device cleanly (the log is left clean: no resync on the next start).`;
@@ -69,6 +75,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       // (an fdatasync of every leg), then a mark again (measured: 4k random writes 3x faster).
       'lazy-clean': { type: 'string', default: String(serveLazyCleanMsDefault) },
       quiet: { type: 'boolean', default: false },
+      'handshake-limit': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -79,21 +86,8 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   }
   const name = values.name;
   const address = parseNbdAddress(values.nbd);
-  let table = values.table;
-  if (table === undefined) {
-    const log = values.log;
-    if (log !== 'disk' && log !== 'core') throw new RangeError('--log must be disk or core');
-    const images = await prepareImages({
-      dataDir: values.data,
-      ...(values.size === undefined ? {} : { sizeBytes: parseSize(values.size) }),
-      legCount: Number(values.legs),
-      regionSectors: Number(values['region-size']),
-      log,
-      handleErrors: true,
-    });
-    for (const path of images.created) console.log(`created ${path}`);
-    table = images.table;
-  }
+  const handshakeLimit = values['handshake-limit'];
+  const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : parseHandshakeLimit(handshakeLimit);
   const recoveryParallel = values['recovery-parallel'];
   const lazyClean = values['lazy-clean'];
   if (!/^\d+$/.test(lazyClean)) throw new RangeError('--lazy-clean must be a number of milliseconds');
@@ -108,24 +102,57 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       onLogWarning: (_device, line) => console.error(`warn: device-mapper: dirty region log: ${line}`),
     }),
   });
+  // Bind first, answer last: a busy address stops serve before any image is created or the device
+  // resumed, and no client reaches the device before it is resumed (the listener holds them).
+  const server = new NbdServer({ exports: [mirrorExport({ name, device })], ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }) });
+  let listener: NbdListener;
   try {
-    await device.load(table);
+    listener = await server.listen(address, { start: false });
   } catch (err) {
-    // An image another process holds (a second serve, qemu): one line, before anything is resumed.
-    const locked = findImageLockError(err);
-    if (locked !== undefined) {
-      console.error(`umirror: ${locked.message}`);
-      return 1;
+    rethrowProgrammerError(err);
+    if (!(err instanceof ListenError)) throw err;
+    console.error(`umirror serve: ${err.message}`);
+    return 1;
+  }
+  try {
+    let table = values.table;
+    if (table === undefined) {
+      const log = values.log;
+      if (log !== 'disk' && log !== 'core') throw new RangeError('--log must be disk or core');
+      const images = await prepareImages({
+        dataDir: values.data,
+        ...(values.size === undefined ? {} : { sizeBytes: parseSize(values.size) }),
+        legCount: Number(values.legs),
+        regionSectors: Number(values['region-size']),
+        log,
+        handleErrors: true,
+      });
+      for (const path of images.created) console.log(`created ${path}`);
+      table = images.table;
     }
-    if (err instanceof TableError) {
-      for (const line of tableErrorLines(err, { device: name })) console.error(line);
-      return 1;
+    try {
+      await device.load(table);
+    } catch (err) {
+      // An image another process holds (a second serve, qemu): one line, before anything is resumed.
+      const locked = findImageLockError(err);
+      if (locked !== undefined) {
+        console.error(`umirror: ${locked.message}`);
+        await server.close({ graceful: false });
+        return 1;
+      }
+      if (err instanceof TableError) {
+        for (const line of tableErrorLines(err, { device: name })) console.error(line);
+        await server.close({ graceful: false });
+        return 1;
+      }
+      throw err;
     }
+    await device.resume();
+  } catch (err) {
+    await server.close({ graceful: false });
     throw err;
   }
-  await device.resume();
-  const server = new NbdServer({ exports: [mirrorExport({ name, device })] });
-  const listener = await server.listen(address);
+  listener.start();
   console.log(`serving ${name}: ${(device.sizeBytes / 2 ** 20).toFixed(0)} MiB (${device.sizeBytes / sectorBytes} sectors)`);
   console.log(`nbd uri: ${listener.uri}`);
   console.log(`table:  ${device.table().trimEnd()}`);

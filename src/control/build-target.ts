@@ -6,6 +6,7 @@
 import type { BlockDevice } from '../block/block-device.js';
 import type { CreateDirtyLogOptions } from '../dirty-log/create-dirty-log.js';
 import { TableError } from '../errors.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
 import { createMirrorSet } from '../mirror/create-mirror-set.js';
 import type { KernelLogLevel, ReadPolicy } from '../mirror/mirror-set.js';
 import { ErrorTarget } from '../target/error-target.js';
@@ -65,6 +66,7 @@ export function targetBuilder(options: BuildTargetOptions): (line: TableLine, co
         try {
           device = await options.resolver.open(args.device);
         } catch (err) {
+          rethrowProgrammerError(err);
           throw linearLookupFailure(err);
         }
         try {

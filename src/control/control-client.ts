@@ -8,6 +8,7 @@
 import { connect, type Socket } from 'node:net';
 import { assert } from '../assert.js';
 import { ControlError } from '../errors.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
 import { KernelControlError, LineDecoder, encodeLine, parseResponse, type ControlRequest, type ControlResponse } from './control-protocol.js';
 
 /** A request without its id: the client numbers them. */
@@ -32,6 +33,7 @@ export class ControlClient {
         try {
           response = parseResponse(item.text);
         } catch (err) {
+          rethrowProgrammerError(err);
           this.#fail(err instanceof Error ? err : new Error(String(err)));
           return;
         }

@@ -153,6 +153,7 @@ export function parseRequest(line: string): ControlRequest {
   try {
     value = JSON.parse(line);
   } catch (err) {
+    // A decode boundary: JSON.parse's SyntaxError is the input's fault, not ours (not rethrown).
     throw new ControlError('EINVAL', `Request is not valid JSON: ${err instanceof Error ? err.message : String(err)}`);
   }
   if (!isRecord(value)) throw new ControlError('EINVAL', 'Request must be a JSON object');
@@ -200,6 +201,7 @@ export function parseResponse(line: string): ControlResponse {
   try {
     value = JSON.parse(line);
   } catch {
+    // A decode boundary: JSON.parse's SyntaxError is the input's fault, not ours (not rethrown).
     throw new ControlError('EIO', `The daemon sent a line that is not JSON: ${line.slice(0, 80)}`);
   }
   if (!isRecord(value) || typeof value['ok'] !== 'boolean') throw new ControlError('EIO', 'The daemon sent a malformed response');

@@ -6,19 +6,26 @@
  *
  * Per connection:  open --client EOF / error / close()--> closed
  *   - requests run concurrently (a `wait` must not hold up a `status`), at most requestsInFlightMax at
- *     once; beyond that the socket is paused until one completes;
+ *     once (plus the rest of the chunk being decoded); beyond that, and while the client does not read
+ *     its answers (the write buffer wants a drain), the socket is paused;
  *   - a line longer than controlLineBytesMax gets one EINVAL response (id null) and is skipped;
  *   - when the connection closes, its pending `wait`s are aborted and their answers dropped.
- * Connections are bounded by connectionsMax; one more gets an EBUSY response and is closed.
+ * Connections are bounded by connectionsMax; one more gets an EBUSY response and is closed (after the
+ * line drained, or closeGraceMs at most). Every socket has an 'error' handler, the refused ones too: a
+ * client that resets or goes away unread never takes the daemon down.
  *
- * Start-up: a socket path left by a dead daemon (connect fails with ECONNREFUSED) is unlinked; a path
- * where a daemon answers is an error (EADDRINUSE), so two daemons never share a socket.
+ * Start-up: `listen()` binds (a socket path left by a dead daemon is replaced; a path where a daemon
+ * answers is ListenError EADDRINUSE, so two daemons never share a socket) and holds connections
+ * unanswered; `start()` answers them. The daemon binds every listener before it starts any.
  */
 import { chmod, mkdir, unlink } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { assert, unreachable } from '../assert.js';
 import { ControlError } from '../errors.js';
+import { detach, rethrowProgrammerError } from '../fail-fast.js';
+import { closeGraceMs, heldConnectionsMax } from '../limits.js';
+import { HeldListener, toListenError } from '../nbd/held-listener.js';
 import {
   LineDecoder,
   controlLineBytesMax,
@@ -45,7 +52,9 @@ export class ControlServer {
   readonly #registry: DeviceRegistry;
   readonly #log: RegistryLog;
   readonly #connections = new Set<Socket>();
-  #net: Server | undefined;
+  /** Refused sockets waiting for their EBUSY line to drain. */
+  readonly #refused = new Set<Socket>();
+  #held: HeldListener | undefined;
   #path: string | undefined;
 
   constructor(options: ControlServerOptions) {
@@ -57,48 +66,73 @@ export class ControlServer {
     return this.#connections.size;
   }
 
-  /** Listens on `path` (creating its folder, mode 0700). @throws when another daemon answers there. */
+  /**
+   * Binds `path` (creating its folder, mode 0700) and holds connections until `start()`.
+   * @throws ListenError when another daemon answers there or the path cannot be used.
+   */
   async listen(path: string): Promise<void> {
-    assert(this.#net === undefined, 'listen once');
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    await removeStaleSocket(path);
-    const net = createServer({ allowHalfOpen: false }, (socket) => this.#accept(socket));
-    await new Promise<void>((resolve, reject) => {
-      net.once('error', reject);
-      net.listen(path, () => {
-        net.off('error', reject);
-        resolve();
-      });
-    });
-    net.on('error', (err) => this.#log.error({ err }, 'control socket error'));
-    await chmod(path, 0o600);
-    this.#net = net;
+    assert(this.#held === undefined, 'listen once');
+    try {
+      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    } catch (err) {
+      rethrowProgrammerError(err);
+      throw toListenError(err, { path });
+    }
+    const held = await HeldListener.listen({ path }, { log: (message) => this.#log.error({}, `control socket: ${message}`) });
+    try {
+      await chmod(path, 0o600);
+    } catch (err) {
+      rethrowProgrammerError(err);
+      await held.close();
+      throw toListenError(err, { path });
+    }
+    this.#held = held;
     this.#path = path;
+  }
+
+  /** Answers the connections held since `listen()`, and every new one. */
+  start(): void {
+    const held = this.#held;
+    assert(held !== undefined, 'listen before start');
+    held.start((socket) => this.#accept(socket));
   }
 
   /** Stops accepting, closes every connection and removes the socket file. */
   async close(): Promise<void> {
-    const net = this.#net;
-    if (net === undefined) return;
-    this.#net = undefined;
-    const stopped = new Promise<void>((resolve) => net.close(() => resolve()));
-    for (const socket of this.#connections) socket.destroy();
+    const held = this.#held;
+    if (held === undefined) return;
+    this.#held = undefined;
+    const stopped = held.close();
+    for (const socket of [...this.#connections, ...this.#refused]) socket.destroy();
     await stopped;
-    if (this.#path !== undefined) await unlink(this.#path).catch(() => undefined);
+    if (this.#path !== undefined) {
+      await unlink(this.#path).catch((err: unknown) => {
+        rethrowProgrammerError(err); // Already gone (libuv removes the path it bound): nothing to do.
+      });
+    }
   }
 
   #accept(socket: Socket): void {
+    socket.on('error', (err) => this.#log.info({ err: err.message }, 'control connection error'));
     if (this.#connections.size >= connectionsMax) {
-      socket.end(encodeLine(errorResponse(null, new ControlError('EBUSY', `Too many control connections (${connectionsMax})`))));
+      this.#refuse(socket);
       return;
     }
     this.#connections.add(socket);
     const aborter = new AbortController();
     const decoder = new LineDecoder({ lineBytesMax: controlLineBytesMax });
     let inFlight = 0;
+    // Read only while fewer than requestsInFlightMax requests run and the client reads its answers:
+    // a client that sends without reading must not make the daemon buffer answers without bound.
+    const gate = (): void => {
+      if (socket.destroyed) return;
+      if (inFlight >= requestsInFlightMax || socket.writableNeedDrain) socket.pause();
+      else socket.resume();
+    };
     const send = (response: ControlResponse): void => {
       if (!socket.destroyed && socket.writable) socket.write(encodeLine(response));
     };
+    socket.on('drain', gate);
     socket.on('data', (chunk: Buffer) => {
       for (const item of decoder.push(chunk)) {
         if (item.kind === 'overflow') {
@@ -107,19 +141,42 @@ export class ControlServer {
         }
         if (item.text.trim() === '') continue;
         inFlight++;
-        if (inFlight >= requestsInFlightMax) socket.pause();
-        void this.#handle(item.text, aborter.signal).then((response) => {
+        const answered = this.#handle(item.text, aborter.signal).then((response) => {
           inFlight--;
-          if (inFlight < requestsInFlightMax && !socket.destroyed) socket.resume();
           if (!aborter.signal.aborted) send(response);
+          gate();
+        });
+        // #handle answers every operating error itself; anything else is logged and drops the connection.
+        detach(answered, (err) => {
+          this.#log.error({ err }, 'control request failed unexpectedly');
+          socket.destroy();
         });
       }
+      gate();
     });
-    socket.on('error', (err) => this.#log.info({ err: err.message }, 'control connection error'));
     socket.on('close', () => {
       this.#connections.delete(socket);
       aborter.abort(new ControlError('EIO', 'control connection closed'));
     });
+  }
+
+  /**
+   * One EBUSY line, then the socket closes: once the line drained and the client hung up, or after
+   * closeGraceMs. Refused sockets are bounded too (heldConnectionsMax); beyond that they close at once.
+   */
+  #refuse(socket: Socket): void {
+    if (this.#refused.size >= heldConnectionsMax) {
+      socket.destroy();
+      return;
+    }
+    this.#refused.add(socket);
+    const timer = setTimeout(() => socket.destroy(), closeGraceMs);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      this.#refused.delete(socket);
+    });
+    socket.on('data', () => undefined); // A request already sent is read and dropped, so close is clean.
+    socket.end(encodeLine(errorResponse(null, new ControlError('EBUSY', `Too many control connections (${connectionsMax})`))));
   }
 
   /** One request line -> its response; never throws (an AssertionError excepted). */
@@ -130,8 +187,8 @@ export class ControlServer {
       const request = parseRequest(line);
       return okResponse(id, await this.#run(request, signal));
     } catch (err) {
+      rethrowProgrammerError(err);
       if (err instanceof ControlError) return errorResponse(id, err);
-      if (isProgrammerError(err)) throw err;
       this.#log.error({ err }, 'control request failed');
       const message = err instanceof Error ? err.message : String(err);
       return errorResponse(id, new ControlError('EIO', message, { cause: err }));
@@ -180,26 +237,6 @@ function safeJson(line: string): unknown {
   try {
     return JSON.parse(line);
   } catch {
-    return undefined; // parseRequest reports it.
+    return undefined; // A decode boundary (SyntaxError is the input's fault): parseRequest reports it.
   }
-}
-
-function isProgrammerError(err: unknown): boolean {
-  return err instanceof Error && err.name === 'AssertionError';
-}
-
-/** Unlinks a socket no daemon answers on; throws EADDRINUSE when one does. */
-async function removeStaleSocket(path: string): Promise<void> {
-  const answer = await new Promise<'live' | 'stale' | 'none'>((resolve) => {
-    const probe = connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve('live');
-    });
-    probe.once('error', (err: Error & { code?: string }) => resolve(err.code === 'ENOENT' ? 'none' : 'stale'));
-  });
-  if (answer === 'live') {
-    throw Object.assign(new Error(`another umirror daemon is listening on ${path}`), { code: 'EADDRINUSE' });
-  }
-  if (answer === 'stale') await unlink(path).catch(() => undefined);
 }

@@ -20,7 +20,8 @@
 import { assert } from '../assert.js';
 import type { BlockDevice } from '../block/block-device.js';
 import { findImageLockError } from '../block/image-lock.js';
-import { ControlError, TableError, type ControlErrno } from '../errors.js';
+import { ControlError, ListenError, TableError, type ControlErrno } from '../errors.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
 import { sectorBytes } from '../limits.js';
 import { MirrorSet, type KernelLogLevel } from '../mirror/mirror-set.js';
 import { NbdServer, type ListenAddress, type NbdListener } from '../nbd/server.js';
@@ -48,6 +49,8 @@ export interface RegistryOptions {
   readonly directIo?: boolean;
   /** Devices held at most. */
   readonly devicesMax?: number;
+  /** NBD: drop a client that has not finished the handshake by then (0: no limit). Default 10 s. */
+  readonly handshakeTimeoutMs?: number;
 }
 
 export interface DeviceNbd {
@@ -66,7 +69,7 @@ export interface RegistryEntry {
 }
 
 export interface DeviceInfo extends MappedDeviceInfo {
-  /** Stacked openers plus NBD connections. */
+  /** Stacked openers plus NBD clients (connections past the handshake whose client is still there). */
   readonly openCount: number;
   readonly nbdConnections: number;
   readonly nbdUri?: string;
@@ -122,15 +125,24 @@ export class DeviceRegistry {
     const address = options.nbd === undefined ? undefined : this.#parseAddress(options.nbd);
     const entry: RegistryEntry = { name: options.name, md: this.#newDevice(options.name), holds: new Map(), nbd: undefined, ready: false };
     this.#entries.set(options.name, entry);
+    // The NBD listener is bound before the resume and answers only after it: a busy address fails the
+    // verb with the device never resumed, and no client reaches a device that is not resumed yet.
+    let nbd: DeviceNbd | undefined;
     try {
       await this.#load(entry, options.table);
+      if (address !== undefined) nbd = await this.#bind(entry, address);
       await entry.md.resume();
-      if (address !== undefined) entry.nbd = await this.#serve(entry, address);
     } catch (err) {
       this.#entries.delete(options.name);
-      await entry.md.close().catch((closeErr: unknown) => this.#log.error({ device: options.name, err: closeErr }, 'closing a failed device failed'));
+      await nbd?.server.close({ graceful: false });
+      await entry.md.close().catch((closeErr: unknown) => {
+        rethrowProgrammerError(closeErr);
+        this.#log.error({ device: options.name, err: closeErr }, 'closing a failed device failed');
+      });
       throw err;
     }
+    entry.nbd = nbd;
+    nbd?.listener.start();
     entry.ready = true;
     entry.md.onEvent((eventNr) => this.#log.info({ device: entry.name, eventNr, status: entry.md.status().trimEnd() }, 'device event'));
     this.#log.info({ device: entry.name, table: entry.md.table().trimEnd(), nbd: entry.nbd?.listener.uri }, 'device created');
@@ -161,19 +173,23 @@ export class DeviceRegistry {
     this.#log.info({ device: entry.name, table: entry.md.table().trimEnd() }, 'device resumed');
   }
 
-  /** `dmsetup remove`: refused while another device stacks on it or NBD clients are connected. */
+  /**
+   * `dmsetup remove`: refused while another device stacks on it or NBD clients are connected. Sockets
+   * that are not clients (a handshake in progress, a client gone while its write is held) are closed:
+   * the NBD server closes while the device suspends, since a held write ends only with the suspend.
+   */
   async remove(name: string): Promise<void> {
     const entry = this.#get(name);
     const stacked = entry.md.info().openCount;
-    const clients = entry.nbd?.server.connectionCount ?? 0;
+    const clients = entry.nbd?.server.clientCount ?? 0;
     if (stacked > 0 || clients > 0) {
       throw new ControlError('EBUSY', `Cannot remove ${name}: device is open (${stacked} stacked, ${clients} NBD clients)`);
     }
     entry.ready = false;
     try {
-      if (entry.nbd !== undefined) await entry.nbd.server.close({ graceful: true });
+      const serverClosed = entry.nbd?.server.close({ graceful: true });
       entry.nbd = undefined;
-      await entry.md.remove();
+      await Promise.all([entry.md.remove(), serverClosed]);
     } catch (err) {
       entry.ready = !entry.md.closed;
       if (!entry.ready) this.#entries.delete(name);
@@ -249,6 +265,7 @@ export class DeviceRegistry {
       const closed = next.md.close().then(
         () => 'closed' as const,
         (err: unknown) => {
+          rethrowProgrammerError(err);
           this.#log.error({ device: next.name, err }, 'closing the device failed');
           return 'failed' as const;
         },
@@ -269,7 +286,7 @@ export class DeviceRegistry {
 
   #info(entry: RegistryEntry): DeviceInfo {
     const info = entry.md.info();
-    const nbdConnections = entry.nbd?.server.connectionCount ?? 0;
+    const nbdConnections = entry.nbd?.server.clientCount ?? 0;
     return {
       ...info,
       openCount: info.openCount + nbdConnections,
@@ -282,23 +299,29 @@ export class DeviceRegistry {
     try {
       return this.#options.parseAddress(text);
     } catch (err) {
-      throw new ControlError('EINVAL', err instanceof Error ? err.message : String(err));
+      // The parser reports malformed user text as RangeError (the CLI's usage-error convention): this is
+      // a decode boundary, and only that error becomes EINVAL.
+      if (!(err instanceof RangeError)) throw err;
+      throw new ControlError('EINVAL', err.message, { cause: err });
     }
   }
 
-  async #serve(entry: RegistryEntry, address: ListenAddress): Promise<DeviceNbd> {
+  /** Binds the device's NBD listener, holding connections until `listener.start()`. */
+  async #bind(entry: RegistryEntry, address: ListenAddress): Promise<DeviceNbd> {
     const metered = new MeteredDevice(entry.md);
     const server = new NbdServer({
       exports: [{ ...mirrorExport({ name: entry.name, device: entry.md }), device: metered.device }],
       log: (message) => this.#log.warn({ device: entry.name }, message),
+      ...(this.#options.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: this.#options.handshakeTimeoutMs }),
     });
     try {
-      const listener = await server.listen(address);
+      const listener = await server.listen(address, { start: false });
       return { server, listener, metered };
     } catch (err) {
+      rethrowProgrammerError(err);
       await server.close();
-      const code = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : 'EIO';
-      throw new ControlError(code === 'EADDRINUSE' ? 'EBUSY' : 'EINVAL', `Cannot serve ${entry.name} over NBD: ${code}`, { cause: err });
+      if (!(err instanceof ListenError)) throw err;
+      throw new ControlError(err.code === 'EADDRINUSE' ? 'EBUSY' : 'EINVAL', `Cannot serve ${entry.name} over NBD: ${err.message}`, { cause: err });
     }
   }
 

@@ -2,11 +2,14 @@
  * The metrics endpoint: plain node:http, `GET /metrics` answers renderMetrics() in the Prometheus text
  * format; any other path is 404, any other method 405. Bound to the address given (127.0.0.1 by
  * default: the metrics name devices and paths).
+ *
+ * Start-up: `listen()` binds (a busy port is ListenError, before anything is answered) and holds
+ * connections; `start()` hands them to the HTTP server. node:http owns each socket's errors (a client
+ * that resets is its 'clientError', which closes that socket); the listener logs accept errors.
  */
-import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { assert } from '../assert.js';
+import { HeldListener } from '../nbd/held-listener.js';
 import type { DeviceRegistry } from './device-registry.js';
 import { renderMetrics, type ResyncRateSampler } from './metrics.js';
 
@@ -14,12 +17,21 @@ export const metricsContentType = 'text/plain; version=0.0.4; charset=utf-8';
 
 export class MetricsServer {
   readonly #http: Server;
+  readonly #held: HeldListener;
 
-  private constructor(http: Server) {
+  private constructor(http: Server, held: HeldListener) {
     this.#http = http;
+    this.#held = held;
   }
 
-  static async listen(options: { host: string; port: number; registry: DeviceRegistry; sampler: ResyncRateSampler }): Promise<MetricsServer> {
+  /** Binds HOST:PORT; answers nothing until `start()`. @throws ListenError. */
+  static async listen(options: {
+    host: string;
+    port: number;
+    registry: DeviceRegistry;
+    sampler: ResyncRateSampler;
+    log: (message: string) => void;
+  }): Promise<MetricsServer> {
     const http = createServer((request, response) => {
       const path = (request.url ?? '/').split('?')[0];
       if (path !== '/metrics') {
@@ -34,20 +46,23 @@ export class MetricsServer {
       response.writeHead(200, { 'content-type': metricsContentType, 'content-length': Buffer.byteLength(body) });
       response.end(request.method === 'HEAD' ? undefined : body);
     });
-    http.listen(options.port, options.host);
-    await Promise.race([once(http, 'listening'), once(http, 'error').then(([err]) => Promise.reject(err as Error))]);
-    return new MetricsServer(http);
+    const held = await HeldListener.listen({ host: options.host, port: options.port }, { log: options.log });
+    return new MetricsServer(http, held);
   }
 
   get address(): { host: string; port: number } {
-    const bound = this.#http.address();
-    assert(bound !== null && typeof bound !== 'string', 'a TCP listener');
-    const info: AddressInfo = bound;
-    return { host: info.address, port: info.port };
+    const bound = this.#held.address;
+    assert(!('path' in bound), 'a TCP listener');
+    return { host: bound.host, port: bound.port };
   }
 
-  close(): Promise<void> {
+  /** Answers the connections held since `listen()`, and every new one. */
+  start(): void {
+    this.#held.start((socket) => this.#http.emit('connection', socket));
+  }
+
+  async close(): Promise<void> {
+    await this.#held.close();
     this.#http.closeAllConnections();
-    return new Promise((resolve) => this.#http.close(() => resolve()));
   }
 }

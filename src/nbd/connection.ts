@@ -19,10 +19,15 @@
  *     and pause the socket.
  *   - draining: no new request starts; requests already parsed get ESHUTDOWN (on shutdown) or are dropped
  *     (after DISC, the client sends nothing more); the socket ends when in-flight reaches zero.
+ *   - The handshake must reach transmission within `handshakeTimeoutMs` (0: no limit), or the socket is
+ *     destroyed: a client that takes the greeting and waits must not hold the export open.
+ *   - `isClient`: in transmission and the client has not hung up. A client that went away while a request
+ *     of its is held by the device no longer counts, though the connection lives until that request ends.
  */
 import type { Socket } from 'node:net';
 import { assert } from '../assert.js';
-import { inFlightMax, requestBytesMax } from '../limits.js';
+import { detach } from '../fail-fast.js';
+import { closeGraceMs, inFlightMax, requestBytesMax } from '../limits.js';
 import { assertRequest, encodeGreeting, NbdServerParser, type NbdRequest } from './codec.js';
 import { HandshakeSession, type Negotiated } from './handshake.js';
 import type { ExportResolver } from './nbd-export.js';
@@ -37,8 +42,6 @@ export const inFlightBytesMax = 256 * 1024 * 1024;
 
 /** Reply buffers queued for one socket write before they are written without waiting for the turn's end. */
 export const outgoingBuffersMax = 1024;
-/** How long a connection whose side we ended waits for the client to hang up before it is destroyed. */
-export const closeGraceMs = 2000;
 
 export type ConnectionState = 'handshake' | 'transmission' | 'draining' | 'closed';
 
@@ -60,8 +63,9 @@ export class NbdConnection {
   /** Reply buffers queued in this event-loop turn, written together by #flushOutgoing. */
   #outgoing: Buffer[] = [];
   #flushScheduled = false;
+  #handshakeTimer: NodeJS.Timeout | undefined;
 
-  constructor(options: { socket: Socket; resolver: ExportResolver; log: (message: string) => void }) {
+  constructor(options: { socket: Socket; resolver: ExportResolver; log: (message: string) => void; handshakeTimeoutMs?: number }) {
     this.#socket = options.socket;
     this.#log = options.log;
     this.#session = new HandshakeSession(options.resolver);
@@ -69,7 +73,16 @@ export class NbdConnection {
     this.#closed = new Promise((resolve) => this.#socket.once('close', () => resolve()));
     this.#socket.on('close', () => {
       this.#state = 'closed';
+      this.#clearHandshakeTimer();
     });
+    const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 0;
+    assert(Number.isSafeInteger(handshakeTimeoutMs) && handshakeTimeoutMs >= 0);
+    if (handshakeTimeoutMs > 0) {
+      this.#handshakeTimer = setTimeout(() => {
+        this.#handshakeTimer = undefined;
+        if (this.#negotiated === undefined && this.#state !== 'closed') this.#abort(`handshake not finished within ${handshakeTimeoutMs} ms`);
+      }, handshakeTimeoutMs);
+    }
     this.#socket.on('error', (err: Error & { code?: string }) => {
       if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') this.#log(`nbd: socket error: ${err.message}`);
     });
@@ -92,6 +105,11 @@ export class NbdConnection {
 
   get inFlight(): number {
     return this.#inFlight;
+  }
+
+  /** Finished the handshake and the client is still there (see the banner). */
+  get isClient(): boolean {
+    return this.#state === 'transmission' && !this.#clientEnded;
   }
 
   /** Resolves when the socket has closed. */
@@ -143,6 +161,7 @@ export class NbdConnection {
             return;
           }
           if (step.next === 'transmission') {
+            this.#clearHandshakeTimer();
             this.#negotiated = step.negotiated;
             this.#parser.enterTransmission();
             this.#state = 'transmission';
@@ -188,7 +207,12 @@ export class NbdConnection {
     this.#inFlight += 1;
     this.#inFlightBytes += bytes;
     assert(this.#inFlight <= inFlightMax);
-    void executeRequest({ request, negotiated, log: this.#log }).then((replies) => this.#complete(request, replies));
+    // executeRequest turns every operating error into an error reply; what reaches detach's handler is a
+    // failure of our own bookkeeping, after which the connection cannot be trusted: drop it.
+    detach(
+      executeRequest({ request, negotiated, log: this.#log }).then((replies) => this.#complete(request, replies)),
+      (err) => this.#abort(`request failed unexpectedly: ${String(err)}`),
+    );
   }
 
   #complete(request: NbdRequest, replies: ReplyBuffers): void {
@@ -271,6 +295,12 @@ export class NbdConnection {
     this.#clientEnded = true;
     if (this.#state === 'handshake' || this.#state === 'transmission') this.#pump();
     else this.#finishIfIdle();
+  }
+
+  #clearHandshakeTimer(): void {
+    if (this.#handshakeTimer === undefined) return;
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = undefined;
   }
 
   #abort(reason: string): void {

@@ -12,16 +12,17 @@
  *   EOVERFLOW                       EOVERFLOW with DF set, else EINVAL
  *   EINVAL and any other code       EINVAL
  *   anything without a code         EIO (the caller logs it: `isUnexpectedError`)
- *   AssertionError                  rethrown: a broken invariant stops the process (fail fast)
+ *   programmer errors               rethrown (fail-fast.ts: AssertionError, TypeError, RangeError, ...): a
+ *                                   broken invariant stops the process instead of becoming a wire error
  *
  * `fromNbdError` (at the end) is the inverse, for the NBD client: wire value -> errno, unknown -> EIO.
  */
-import { AssertionError } from 'node:assert';
 import { BlockError, type Errno } from '../errors.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
 import { commandFlag, nbdErrno } from './protocol.js';
 
 export function toNbdError(err: unknown, cmdFlags = 0): number {
-  if (err instanceof AssertionError) throw err;
+  rethrowProgrammerError(err);
   const code = codeOf(err);
   switch (code) {
     case undefined:

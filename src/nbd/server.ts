@@ -11,14 +11,21 @@
  * States: open --close()--> closed. Listeners and connections are tracked in sets; closing a listener
  * stops accepting and shuts its connections down; closing the server closes every listener. The server
  * never closes the devices: their owner does, after the server has closed.
+ *
+ * Start-up order: `listen(address, { start: false })` binds (a busy address throws ListenError, a stale
+ * Unix socket file is replaced) and holds connections unanswered; the owner resumes its device, then
+ * calls `listener.start()`. A client must finish the handshake within `handshakeTimeoutMs` (10 s, as
+ * qemu-nbd) or it is dropped; until it finishes it does not count as a client (`clientCount`).
  */
-import { once } from 'node:events';
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { assert } from '../assert.js';
+import { detach } from '../fail-fast.js';
+import { handshakeTimeoutMsDefault } from '../limits.js';
 import { NbdConnection } from './connection.js';
+import { HeldListener, type ListenAddress } from './held-listener.js';
 import { type ExportResolver, type NbdExport, StaticExportResolver } from './nbd-export.js';
 
-export type ListenAddress = { readonly host: string; readonly port: number } | { readonly path: string };
+export type { ListenAddress } from './held-listener.js';
 
 export interface NbdListener {
   /** URI of the default export (its name when the server has exactly one export). */
@@ -26,6 +33,8 @@ export interface NbdListener {
   /** The bound address: the port is the real one when 0 was asked. */
   readonly address: ListenAddress;
   uriFor(exportName: string): string;
+  /** Starts answering the connections held since the bind (a listener bound with `start: false`). */
+  start(): void;
   /** Stops accepting and shuts this listener's connections down. */
   close(options?: { graceful?: boolean }): Promise<void>;
 }
@@ -34,11 +43,14 @@ export interface NbdServerOptions {
   readonly exports: ExportResolver | ReadonlyMap<string, NbdExport> | readonly NbdExport[];
   /** Log sink for dropped clients, rejected requests and unexpected errors. Default: silent. */
   readonly log?: (message: string) => void;
+  /** A client that has not finished the handshake by then is dropped; 0: no limit. Default 10 s. */
+  readonly handshakeTimeoutMs?: number;
 }
 
 export class NbdServer {
   readonly #resolver: ExportResolver;
   readonly #log: (message: string) => void;
+  readonly #handshakeTimeoutMs: number;
   readonly #listeners = new Set<Listener>();
   #closed = false;
 
@@ -46,24 +58,44 @@ export class NbdServer {
     const { exports } = options;
     this.#resolver = isResolver(exports) ? exports : new StaticExportResolver(exports);
     this.#log = options.log ?? (() => undefined);
+    this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault;
+    assert(Number.isSafeInteger(this.#handshakeTimeoutMs) && this.#handshakeTimeoutMs >= 0, 'handshakeTimeoutMs is a whole number of ms');
   }
 
-  /** Connections currently open across all listeners. */
+  /** Sockets currently open across all listeners, in any state (handshake, transmission, draining). */
   get connectionCount(): number {
     let count = 0;
     for (const listener of this.#listeners) count += listener.connections.size;
     return count;
   }
 
-  /** Starts listening. @throws the listen error (EADDRINUSE, EACCES) as Node reports it. */
-  async listen(address: ListenAddress): Promise<NbdListener> {
+  /**
+   * Clients holding an export open: connections that finished the handshake and whose client has not
+   * hung up. A client in the handshake, or gone while a request of its is still held, is not one.
+   */
+  get clientCount(): number {
+    let count = 0;
+    for (const listener of this.#listeners) for (const connection of listener.connections) if (connection.isClient) count++;
+    return count;
+  }
+
+  /**
+   * Binds a listener. With `start: false` its connections are held, unanswered, until `listener.start()`
+   * (bind before the device resumes, answer after). @throws ListenError; nothing is left bound then.
+   */
+  async listen(address: ListenAddress, options: { start?: boolean } = {}): Promise<NbdListener> {
     assert(!this.#closed, 'NbdServer.listen after close');
-    const net = createServer({ allowHalfOpen: true, noDelay: true });
-    net.listen('path' in address ? { path: address.path } : { host: address.host, port: address.port });
-    await Promise.race([once(net, 'listening'), once(net, 'error').then(([err]) => Promise.reject(err as Error))]);
-    const listener = new Listener({ net, resolver: this.#resolver, log: this.#log, defaultName: this.#defaultName() });
+    const held = await HeldListener.listen(address, { allowHalfOpen: true, noDelay: true, log: this.#log });
+    const listener = new Listener({
+      held,
+      resolver: this.#resolver,
+      log: this.#log,
+      defaultName: this.#defaultName(),
+      handshakeTimeoutMs: this.#handshakeTimeoutMs,
+    });
     this.#listeners.add(listener);
     listener.onClosed = () => this.#listeners.delete(listener);
+    if (options.start ?? true) listener.start();
     return listener;
   }
 
@@ -90,21 +122,33 @@ class Listener implements NbdListener {
   readonly address: ListenAddress;
   readonly uri: string;
   onClosed: () => void = () => undefined;
-  readonly #net: Server;
+  readonly #held: HeldListener;
+  readonly #connect: (socket: Socket) => void;
   #closing: Promise<void> | undefined;
 
-  constructor(options: { net: Server; resolver: ExportResolver; log: (message: string) => void; defaultName: string }) {
-    this.#net = options.net;
-    this.#net.on('connection', (socket: Socket) => {
-      const connection = new NbdConnection({ socket, resolver: options.resolver, log: options.log });
+  constructor(options: {
+    held: HeldListener;
+    resolver: ExportResolver;
+    log: (message: string) => void;
+    defaultName: string;
+    handshakeTimeoutMs: number;
+  }) {
+    this.#held = options.held;
+    this.#connect = (socket: Socket): void => {
+      const connection = new NbdConnection({ socket, resolver: options.resolver, log: options.log, handshakeTimeoutMs: options.handshakeTimeoutMs });
       this.connections.add(connection);
-      void connection.closed.then(() => this.connections.delete(connection));
-    });
-    this.#net.on('error', (err) => options.log(`nbd: listener error: ${err.message}`));
-    const bound = this.#net.address();
-    assert(bound !== null);
-    this.address = typeof bound === 'string' ? { path: bound } : { host: bound.address, port: bound.port };
+      detach(
+        connection.closed.then(() => this.connections.delete(connection)),
+        (err) => options.log(`nbd: connection bookkeeping failed: ${String(err)}`),
+      );
+    };
+    this.address = this.#held.address;
     this.uri = this.uriFor(options.defaultName);
+  }
+
+  start(): void {
+    assert(this.#closing === undefined, 'start before close');
+    this.#held.start(this.#connect);
   }
 
   uriFor(exportName: string): string {
@@ -120,7 +164,7 @@ class Listener implements NbdListener {
   close(options: { graceful?: boolean } = {}): Promise<void> {
     if (this.#closing === undefined) {
       const graceful = options.graceful ?? true;
-      const stopped = new Promise<void>((resolve) => this.#net.close(() => resolve()));
+      const stopped = this.#held.close();
       const drained = Promise.all([...this.connections].map((c) => c.shutdown({ graceful })));
       this.#closing = Promise.all([stopped, drained]).then(() => this.onClosed());
     }

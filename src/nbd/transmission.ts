@@ -17,6 +17,7 @@
 import { AssertionError } from 'node:assert';
 import { assert } from '../assert.js';
 import { BlockError } from '../errors.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
 import { requestBytesMax } from '../limits.js';
 import {
   type BlockStatusDescriptor,
@@ -86,7 +87,7 @@ export function validateRequest(request: NbdRequest, negotiated: Negotiated): Fa
 /** The reply to one request: buffers written back to back (header, then the data, never copied). */
 export type ReplyBuffers = readonly Buffer[];
 
-/** Executes a validated request; device errors become error replies. Never rejects except on assertion. */
+/** Executes a validated request; device errors become error replies. Rejects only with a programmer error. */
 export async function executeRequest(options: {
   request: NbdRequest;
   negotiated: Negotiated;
@@ -129,6 +130,7 @@ export async function executeRequest(options: {
         throw new AssertionError({ message: `executeRequest: command ${request.type} was not validated` });
     }
   } catch (err) {
+    rethrowProgrammerError(err);
     const error = toNbdError(err, request.flags);
     if (isUnexpectedError(err)) log(`nbd: ${commandName[request.type] ?? request.type} failed unexpectedly: ${String(err)}`);
     const message = err instanceof Error ? err.message : String(err);

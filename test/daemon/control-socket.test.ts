@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { LineDecoder, encodeLine, parseResponse, type ControlRequest, type ControlResponse } from '../../src/control/control-protocol.js';
-import { startDaemon, type Daemon } from '../helpers/daemon-process.js';
+import { startDaemon, until, type Daemon } from '../helpers/daemon-process.js';
+import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 
 interface Raw {
   readonly socket: Socket;
@@ -215,15 +216,17 @@ test('umirror remove: refused while an NBD client is connected or another device
   const nbdPath = join(daemon.dir, 'busy.sock');
   const created = await daemon.cli(['create', 'busy', '--table', '0 2048 zero', '--nbd', `unix:${nbdPath}`]);
   assert.equal(created.code, 0, created.stderr);
-  const client = connect(nbdPath);
-  await new Promise((resolve) => client.once('connect', resolve));
-  client.on('error', () => undefined);
+  // A client counts once it finished the handshake (one still in the handshake does not hold the device).
+  const client = await RawNbdClient.connect({ path: nbdPath });
+  await client.start();
+  await client.go();
   const info = await daemon.cli(['info', 'busy']);
   assert.match(info.stdout, /^Open count: {8}1$/m);
   const refused = await daemon.cli(['remove', 'busy']);
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /^device-mapper: remove ioctl on busy {2}failed: Device or resource busy$/m);
   client.destroy();
+  await until('the client gone', async () => /^Open count: {8}0$/m.test((await daemon.cli(['info', 'busy'])).stdout));
   const upper = await daemon.cli(['create', 'upper', '--table', '0 2048 linear busy 0']);
   assert.equal(upper.code, 0, upper.stderr);
   const stacked = await daemon.cli(['remove', 'busy']);

@@ -128,3 +128,20 @@ export async function until(what: string, check: () => Promise<boolean> | boolea
     await sleep(50);
   }
 }
+
+/**
+ * Runs `umirror daemon ARGS` expecting it to exit on its own (a start-up failure); resolves with its exit
+ * code and output. A daemon still running after `timeoutMs` is killed and reported with `running: true`.
+ */
+export async function runDaemonToExit(args: readonly string[], options: { timeoutMs?: number } = {}): Promise<CliResult & { readonly running: boolean }> {
+  const child = spawn(process.execPath, [umirrorBin, 'daemon', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  const outcome = await Promise.race([closed.then(() => 'exited' as const), sleep(options.timeoutMs ?? 10_000, 'running' as const)]);
+  if (outcome === 'running') child.kill('SIGKILL');
+  const code = await closed;
+  return { code, stdout, stderr, running: outcome === 'running' };
+}

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { CONTROL_ERRNOS, ERRNOS, TABLE_ERRNOS } from '../../src/errors.js';
+import { CONTROL_ERRNOS, ERRNOS, LISTEN_ERRNOS, TABLE_ERRNOS } from '../../src/errors.js';
 
 function codesIn(section: string): string[] {
   const text = readFileSync('docs/errors.md', 'utf8');
@@ -26,4 +26,8 @@ test('docs/errors.md documents exactly the TableError codes', () => {
 
 test('docs/errors.md documents exactly the ControlError codes', () => {
   assert.deepEqual(codesIn('ControlError').sort(), [...CONTROL_ERRNOS].sort());
+});
+
+test('docs/errors.md documents exactly the ListenError codes', () => {
+  assert.deepEqual(codesIn('ListenError').sort(), [...LISTEN_ERRNOS].sort());
 });

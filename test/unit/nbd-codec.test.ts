@@ -261,12 +261,14 @@ describe('toNbdError', () => {
     for (const [err, flags, expected] of cases) assert.equal(toNbdError(err, flags), expected, `${err.code} flags ${flags}`);
   });
 
-  test('toNbdError maps fs codes, sends EIO for errors without a code, and rethrows AssertionError', () => {
+  test('toNbdError maps fs codes, sends EIO for errors without a code, and rethrows programmer errors', () => {
     assert.equal(toNbdError(Object.assign(new Error('ro'), { code: 'EROFS' })), nbdErrno.EPERM);
     assert.equal(toNbdError(Object.assign(new Error('q'), { code: 'EDQUOT' })), nbdErrno.ENOSPC);
     assert.equal(toNbdError(new Error('plain')), nbdErrno.EIO);
     assert.equal(toNbdError('a string'), nbdErrno.EIO);
     assert.throws(() => toNbdError(new AssertionError({ message: 'broken' })), AssertionError);
+    assert.throws(() => toNbdError(new TypeError('broken')), TypeError);
+    assert.throws(() => toNbdError(new RangeError('broken')), RangeError);
   });
 });
 

@@ -1,0 +1,193 @@
+/**
+ * HeldListener: a bound TCP or Unix-socket listener that holds the connections it accepts, unanswered,
+ * until `start()`. Every listener of a process (NBD, the daemon's control socket, metrics) is bound this
+ * way first, so a busy address fails start-up before any device is resumed and before anything is
+ * answered; the caller starts the listeners only once everything is up.
+ *
+ *   const held = await HeldListener.listen({ path }, { log });   // throws ListenError; nothing answered
+ *   await device.resume();
+ *   held.start((socket) => serve(socket));                        // held connections first, then new ones
+ *   await held.close();                                           // stops accepting, drops held ones
+ *
+ * States: holding --start()--> started; either --close()--> closed. While holding, at most
+ * heldConnectionsMax connections wait (paused: nothing is read); more are closed at once.
+ *
+ * Unix sockets: a socket file nobody answers on (left by a process killed with SIGKILL) is replaced; a
+ * file where a server answers is EADDRINUSE; a path that exists and is not a socket is ENOTSOCK and is
+ * never deleted. Closing the listener removes its socket file (libuv unlinks the path it bound).
+ */
+import { lstat, unlink } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { assert } from '../assert.js';
+import { ListenError, type ListenErrno } from '../errors.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
+import { heldConnectionsMax } from '../limits.js';
+
+export type ListenAddress = { readonly host: string; readonly port: number } | { readonly path: string };
+
+/** An address as the user writes it: `HOST:PORT` (`[::1]:PORT`) or `unix:PATH`. */
+export function formatListenAddress(address: ListenAddress): string {
+  if ('path' in address) return `unix:${address.path}`;
+  return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+export interface HeldListenerOptions {
+  /** Keep a socket open for writing after the client ended its side (NBD does; see connection.ts). */
+  readonly allowHalfOpen?: boolean;
+  readonly noDelay?: boolean;
+  /** Sink for errors after the bind (a failed accept); the listener keeps listening. */
+  readonly log: (message: string) => void;
+}
+
+export class HeldListener {
+  /** The bound address: the real port when 0 was asked. */
+  readonly address: ListenAddress;
+  readonly #net: Server;
+  readonly #held = new Set<Socket>();
+  #onConnection: ((socket: Socket) => void) | undefined;
+  #closing: Promise<void> | undefined;
+
+  private constructor(net: Server, log: (message: string) => void) {
+    this.#net = net;
+    net.on('connection', (socket: Socket) => this.#accept(socket));
+    net.on('error', (err: Error) => log(`listener ${formatListenAddress(this.address)}: ${err.message}`));
+    const bound = net.address();
+    assert(bound !== null, 'a listening server has an address');
+    this.address = typeof bound === 'string' ? { path: bound } : { host: bound.address, port: bound.port };
+  }
+
+  /** Binds `address`. @throws ListenError (nothing was bound, nothing is left behind). */
+  static async listen(address: ListenAddress, options: HeldListenerOptions): Promise<HeldListener> {
+    if ('path' in address) await replaceStaleSocket(address.path);
+    const net = createServer({ allowHalfOpen: options.allowHalfOpen ?? false, noDelay: options.noDelay ?? false, pauseOnConnect: true });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        net.once('error', reject);
+        net.listen('path' in address ? { path: address.path } : { host: address.host, port: address.port }, () => {
+          net.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      rethrowProgrammerError(err);
+      throw toListenError(err, address);
+    }
+    return new HeldListener(net, options.log);
+  }
+
+  /** Connections held now (not yet started). */
+  get heldCount(): number {
+    return this.#held.size;
+  }
+
+  /** Hands every held connection, then every new one, to `onConnection` (which attaches its handlers). */
+  start(onConnection: (socket: Socket) => void): void {
+    assert(this.#onConnection === undefined, 'start once');
+    assert(this.#closing === undefined, 'start before close');
+    this.#onConnection = onConnection;
+    for (const socket of [...this.#held]) {
+      this.#held.delete(socket);
+      socket.off('error', ignoreHeldError);
+      this.#hand(socket);
+    }
+    assert(this.#held.size === 0);
+  }
+
+  /** Stops accepting and closes held connections; started ones belong to their owner. Idempotent. */
+  close(): Promise<void> {
+    if (this.#closing === undefined) {
+      const stopped = new Promise<void>((resolve) => this.#net.close(() => resolve()));
+      for (const socket of this.#held) socket.destroy();
+      this.#held.clear();
+      this.#closing = stopped;
+    }
+    return this.#closing;
+  }
+
+  #accept(socket: Socket): void {
+    const onConnection = this.#onConnection;
+    if (onConnection !== undefined) {
+      this.#hand(socket);
+      return;
+    }
+    if (this.#held.size >= heldConnectionsMax || this.#closing !== undefined) {
+      socket.on('error', ignoreHeldError);
+      socket.destroy();
+      return;
+    }
+    // Held sockets read nothing, but a write-less reset can still surface as an 'error'.
+    socket.on('error', ignoreHeldError);
+    socket.once('close', () => this.#held.delete(socket));
+    this.#held.add(socket);
+  }
+
+  #hand(socket: Socket): void {
+    const onConnection = this.#onConnection;
+    assert(onConnection !== undefined);
+    onConnection(socket);
+    assert(socket.listenerCount('error') > 0, 'the owner of a socket handles its errors');
+    // pauseOnConnect left the socket paused; the owner's handlers are attached, so start reading.
+    if (!socket.destroyed) socket.resume();
+  }
+}
+
+/** Nothing to do: a held socket that fails is closed and forgotten ('close' removes it). */
+function ignoreHeldError(): void {}
+
+/**
+ * Makes `path` free for a listener: nothing there, or a socket file nobody answers on (which is removed).
+ * @throws ListenError EADDRINUSE when a server answers there, ENOTSOCK when the path is not a socket.
+ */
+export async function replaceStaleSocket(path: string): Promise<void> {
+  const address = formatListenAddress({ path });
+  let isSocket: boolean;
+  try {
+    isSocket = (await lstat(path)).isSocket();
+  } catch (err) {
+    rethrowProgrammerError(err);
+    return; // Missing (the usual case), or not reachable: listen reports the latter with its own code.
+  }
+  if (!isSocket) throw new ListenError('ENOTSOCK', { address, reason: 'ENOTSOCK: the path exists and is not a socket' });
+  const answer = await new Promise<'live' | 'refused' | 'other'>((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve('live');
+    });
+    probe.once('error', (err: Error & { code?: string }) => resolve(err.code === 'ECONNREFUSED' ? 'refused' : 'other'));
+  });
+  if (answer === 'live') throw new ListenError('EADDRINUSE', { address, reason: 'EADDRINUSE: another server answers on this socket' });
+  if (answer === 'refused') {
+    await unlink(path).catch((err: unknown) => {
+      rethrowProgrammerError(err); // Someone else removed it first: listen decides.
+    });
+  }
+}
+
+const listenErrnos: Readonly<Record<string, ListenErrno>> = {
+  EADDRINUSE: 'EADDRINUSE',
+  EADDRNOTAVAIL: 'EADDRNOTAVAIL',
+  EACCES: 'EACCES',
+  EPERM: 'EACCES',
+  EROFS: 'EACCES',
+};
+
+const reasons: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'address already in use',
+  EADDRNOTAVAIL: 'address not available on this machine',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EROFS: 'read-only file system',
+  ENOENT: 'the folder does not exist',
+  ENOTDIR: 'a folder on the path is not a folder',
+  EEXIST: 'the socket folder exists and is not a folder',
+};
+
+/** A listen (or socket folder) failure as a ListenError whose message names the system's code. */
+export function toListenError(err: unknown, address: ListenAddress | string): ListenError {
+  if (err instanceof ListenError) return err;
+  const where = typeof address === 'string' ? address : formatListenAddress(address);
+  const code = typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
+  const reason = code === undefined ? (err instanceof Error ? err.message : String(err)) : `${code}: ${reasons[code] ?? (err instanceof Error ? err.message : code)}`;
+  return new ListenError((code === undefined ? undefined : listenErrnos[code]) ?? 'EINVAL', { address: where, reason, cause: err });
+}
