@@ -10,16 +10,21 @@
 import { assertCount } from '../assert.js';
 import { TableError } from '../errors.js';
 
+/** One area a target maps on a device (what the kernel's iterate_devices reports). */
+export interface DeviceArea {
+  /** The block device's name as the kernel prints it (%pg: "vdb"). */
+  readonly deviceName: string;
+  /** The device's size in whole sectors. */
+  readonly deviceSectors: number;
+  readonly offsetSectors: number;
+  readonly lengthSectors: number;
+}
+
 /**
  * Throws the kernel's "too small for target" error when the mapped area does not fit.
  * @throws TableError source 'core', EINVAL.
  */
-export function checkDeviceArea(options: {
-  deviceName: string;
-  deviceSectors: number;
-  offsetSectors: number;
-  lengthSectors: number;
-}): void {
+export function checkDeviceArea(options: DeviceArea): void {
   assertCount(options.deviceSectors, 'deviceSectors');
   assertCount(options.offsetSectors, 'offsetSectors');
   assertCount(options.lengthSectors, 'lengthSectors');
@@ -33,6 +38,11 @@ export function checkDeviceArea(options: {
         `dev_size=${deviceSectors}`,
     });
   }
+}
+
+/** A TableError of checkDeviceArea (dm core's size check, which runs after every target's constructor). */
+export function isDeviceAreaError(error: unknown): error is TableError {
+  return error instanceof TableError && error.source === 'core' && error.kernelError.includes(' too small for target: ');
 }
 
 /**

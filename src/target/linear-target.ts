@@ -4,11 +4,16 @@
  * offset once. Status info is empty; the table params are `<dev> <offset>` with the device's display
  * name. Suspend hooks have nothing to do. destroy() calls `release` (dm_put_device) once.
  *
+ * The area must fit the device ("<dev> too small for target", dm core's check, named as the kernel names
+ * the block device); a device with no whole sector is accepted and its I/O fails with EIO
+ * (endCheckedDevice, test/scenario/oracle/tiny-devices.out).
+ *
  * Argument errors are linear_ctr's (kernel 6.x): "Invalid argument count", "Invalid device sector",
  * "Device lookup failed" (from linearLookupFailure(), for whoever opens the device).
  */
 import { assert, assertCount } from '../assert.js';
 import type { BlockCapabilities, BlockDevice, ReadOptions, WriteOptions, ZeroOptions } from '../block/block-device.js';
+import { endCheckedDevice } from '../block/end-checked-device.js';
 import { SimpleTarget } from './simple-target.js';
 import { TableError } from '../errors.js';
 import { sectorBytes } from '../limits.js';
@@ -52,17 +57,20 @@ export class LinearTarget extends SimpleTarget {
   readonly #offsetSectors: number;
   readonly #release: (() => Promise<void>) | undefined;
 
-  /** @throws TableError "<name> too small for target: ..." when the area does not fit the device. */
+  /**
+   * @throws TableError "<name> too small for target: ..." when the area does not fit the device. A device
+   * with no whole sector is not checked (as in the kernel): every I/O to it fails with EIO instead.
+   */
   constructor(options: LinearTargetOptions) {
     super(options);
     assertCount(options.offsetSectors, 'offsetSectors');
     checkDeviceArea({
-      deviceName: options.displayName,
+      deviceName: options.device.name,
       deviceSectors: Math.floor(options.device.sizeBytes / sectorBytes),
       offsetSectors: options.offsetSectors,
       lengthSectors: options.lengthSectors,
     });
-    this.#device = options.device;
+    this.#device = endCheckedDevice(options.device, { mappedBytes: (options.offsetSectors + options.lengthSectors) * sectorBytes });
     this.#offsetSectors = options.offsetSectors;
     this.#offsetBytes = options.offsetSectors * sectorBytes;
     this.#release = options.release;
@@ -70,7 +78,7 @@ export class LinearTarget extends SimpleTarget {
     this.capabilities = options.device.capabilities;
     this.name = options.displayName;
     this.checkGeometry();
-    assert(this.#offsetBytes + this.sizeBytes <= options.device.sizeBytes, 'area fits the device');
+    assert(this.#offsetBytes + this.sizeBytes <= this.#device.sizeBytes, 'area fits the (end-checked) device');
   }
 
   statusInfo(): string {
