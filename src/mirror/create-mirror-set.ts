@@ -62,7 +62,7 @@ export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<
     const { legCount, rest } = takeLegCount(afterLog);
     const specs: MirrorLegSpec[] = [];
     for (let index = 0; index < legCount; index++) {
-      const spec = takeLegSpec(rest, index);
+      const spec = takeLegSpec(rest, { index, lengthSectors });
       try {
         opened.push(await options.openDevice(spec.device));
       } catch (err) {

@@ -35,7 +35,7 @@ import { assert, assertCount } from '../assert.js';
 import type { LogSpec } from '../dirty-log/dirty-log.js';
 import { TableError } from '../errors.js';
 import { legsMax } from '../limits.js';
-import { checkDeviceArea, scanSectors, scanUnsigned32, type DeviceArea } from '../target/device-area.js';
+import { checkDeviceArea, scanOffsetSectors, scanUnsigned32, type DeviceArea } from '../target/device-area.js';
 
 export interface MirrorLegSpec {
   readonly device: string;
@@ -79,7 +79,7 @@ export function parseMirrorArgs(args: readonly string[], options: ParseMirrorArg
   const { legCount, rest } = takeLegCount(afterLog);
   const legs: MirrorLegSpec[] = [];
   for (let index = 0; index < legCount; index++) {
-    const leg = takeLegSpec(rest, index);
+    const leg = takeLegSpec(rest, { index, lengthSectors: options.lengthSectors });
     options.lookupLeg?.(leg.device);
     legs.push(leg);
   }
@@ -114,13 +114,15 @@ export function takeLegCount(afterLog: readonly string[]): { legCount: number; r
 }
 
 /**
- * Step 7, one leg (get_mirror before its dm_get_device): the device name and its offset.
+ * Step 7, one leg (get_mirror before its dm_get_device): the device name and its offset (bounded so the
+ * leg's area stays addressable, see scanOffsetSectors).
  * @throws TableError "Invalid offset".
  */
-export function takeLegSpec(legWords: readonly string[], index: number): MirrorLegSpec {
+export function takeLegSpec(legWords: readonly string[], options: { index: number; lengthSectors: number }): MirrorLegSpec {
+  const { index } = options;
   assertCount(index, 'index');
   assert(2 * index + 1 < legWords.length, 'takeLegCount made room for every leg');
-  const offsetSectors = scanSectors(legWords[2 * index + 1]);
+  const offsetSectors = scanOffsetSectors(legWords[2 * index + 1], { lengthSectors: options.lengthSectors });
   if (offsetSectors === null) throw targetError('Invalid offset');
   return { device: legWords[2 * index] ?? '', offsetSectors };
 }

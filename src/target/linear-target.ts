@@ -17,17 +17,20 @@ import { endCheckedDevice } from '../block/end-checked-device.js';
 import { SimpleTarget } from './simple-target.js';
 import { TableError } from '../errors.js';
 import { sectorBytes } from '../limits.js';
-import { checkDeviceArea, scanSectors } from './device-area.js';
+import { checkDeviceArea, scanOffsetSectors } from './device-area.js';
 
 export interface LinearArgs {
   readonly device: string;
   readonly offsetSectors: number;
 }
 
-/** linear_ctr's argument checks. @throws TableError with the kernel's ti->error. */
-export function parseLinearArgs(args: readonly string[]): LinearArgs {
+/**
+ * linear_ctr's argument checks; `lengthSectors` (the line's length, default 0) bounds the offset to the
+ * sectors we can address (scanOffsetSectors). @throws TableError with the kernel's ti->error.
+ */
+export function parseLinearArgs(args: readonly string[], options: { lengthSectors?: number } = {}): LinearArgs {
   if (args.length !== 2) throw new TableError({ kernelError: 'Invalid argument count' });
-  const offsetSectors = scanSectors(args[1]);
+  const offsetSectors = scanOffsetSectors(args[1], { lengthSectors: options.lengthSectors ?? 0 });
   if (offsetSectors === null) throw new TableError({ kernelError: 'Invalid device sector' });
   return { device: args[0] ?? '', offsetSectors };
 }
