@@ -46,6 +46,8 @@ export function toBlockError(err: unknown, message: string): BlockError {
  * A table was rejected. `kernelError` is the kernel's ti->error string verbatim ("Invalid number of
  * mirrors"); `logLines` are the extra kernel log lines that precede it (dm-log's "invalid region size
  * 1000"), without the "device-mapper: dirty region log: " prefix. `errno` is what the ioctl returned.
+ * `targetType` is the type of the table line whose constructor failed (set by the mapped device), for
+ * the kernel's "table: 253:0: <type>: <error>" line.
  */
 export const TABLE_ERRNOS = ['EINVAL', 'ENODEV', 'ENXIO'] as const;
 export type TableErrno = (typeof TABLE_ERRNOS)[number];
@@ -54,11 +56,13 @@ export class TableError extends Error {
   readonly kernelError: string;
   readonly logLines: readonly string[];
   readonly source: 'target' | 'log' | 'core';
+  readonly targetType: string | undefined;
   constructor(options: {
     code?: TableErrno;
     kernelError: string;
     logLines?: readonly string[];
     source?: 'target' | 'log' | 'core';
+    targetType?: string;
     cause?: unknown;
   }) {
     super(options.kernelError, options.cause === undefined ? undefined : { cause: options.cause });
@@ -67,6 +71,7 @@ export class TableError extends Error {
     this.kernelError = options.kernelError;
     this.logLines = options.logLines ?? [];
     this.source = options.source ?? 'target';
+    this.targetType = options.targetType;
   }
 }
 

@@ -61,7 +61,7 @@ export function targetBuilder(options: BuildTargetOptions): (line: TableLine, co
             : { onMessage: (level: KernelLogLevel, message: string) => options.onMessage?.(context.deviceName, level, message) }),
         });
       case 'linear': {
-        const args = parseLinearArgs(line.args);
+        const args = parseLinearArgs(line.args, { lengthSectors: line.lengthSectors });
         let device: BlockDevice;
         try {
           device = await options.resolver.open(args.device);

@@ -25,7 +25,7 @@ export function parseTable(text: string): ParsedTableLine[] {
         return { ...line, mirror };
       }
       case 'linear':
-        parseLinearArgs(line.args);
+        parseLinearArgs(line.args, { lengthSectors: line.lengthSectors });
         return line;
       case 'zero':
         parseZeroArgs(line.args);

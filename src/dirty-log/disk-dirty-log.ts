@@ -342,7 +342,14 @@ export class DiskDirtyLog implements DirtyLog {
       this.#touchedDirtied = true;
       throw toBlockError(err, `Cannot write the header of dirty log ${this.#options.displayName}`);
     }
-    await this.#flushDevice();
+    try {
+      await this.#flushDevice();
+    } catch (err) {
+      // disk_resume reports a failed header flush as a failed header write (read-path.out P); the
+      // flush failure itself is recorded (log F) by #flushDevice.
+      this.#warn(`${this.#options.displayName}: Failed to write header on dirty region log device`);
+      throw err;
+    }
   }
 
   /** The mark step (in the device queue): writes the changed blocks and flushes, if a bit was dirtied. */

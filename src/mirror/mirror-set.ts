@@ -24,7 +24,8 @@
  * Reads: in-sync regions are read from a valid leg (the default leg first, as the kernel; with
  * readPolicy "balance" and handle_errors, any valid leg); out-of-sync regions only from the default leg,
  * and only while it is valid, else EIO. A failed read marks the leg R and is retried on another valid
- * in-sync leg; with no such leg the read fails with EIO. Never stale data.
+ * in-sync leg; with no such leg the read fails with EIO. Never stale data. The messages depend on the
+ * path the read took (see #readFailed).
  *
  * Recovery: regions out of sync are copied from the default leg to every other leg, up to
  * recoveryParallelMax regions at once (dm: 1). The default leg does not change while the set is out of
@@ -36,7 +37,8 @@
  *
  * Where we differ from the kernel (see README "Differences from dm-raid1"):
  *   - A failed write on the default leg moves the default to a valid leg even without handle_errors
- *     (when in sync), so no read is served from a leg known to have dropped a write.
+ *     (when in sync), so no read is served from a leg known to have dropped a write. Other errors move
+ *     it only with handle_errors, as the kernel.
  *   - A recovery whose source read failed leaves the region out of sync even without handle_errors:
  *     nothing was copied, so calling it in sync could serve unsynchronised data later.
  *   - The default leg never changes while the set is out of sync, keep_log or not: the kernel switches
@@ -500,7 +502,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     if (this.log.inSync(io.regionIndex)) {
       const leg = this.#chooseLeg();
       if (leg === undefined) this.#settle(io, new BlockError('EIO', `${this.name}: no valid leg to read from`));
-      else this.#issueRead(io, leg);
+      else this.#issueRead(io, leg, { mapped: true });
     } else {
       this.#reads.push(io);
       this.#worker.wake();
@@ -598,7 +600,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
         this.#message('error', 'Mirror read failed.');
         this.#settle(io, new BlockError('EIO', `Cannot read region ${io.regionIndex}: no valid in-sync leg`));
       } else {
-        this.#issueRead(io, leg);
+        this.#issueRead(io, leg, { mapped: false });
       }
     }
   }
@@ -689,30 +691,52 @@ export class MirrorSet extends BlockDeviceBase implements Target {
 
   // ---- Issuing I/O to legs -----------------------------------------------------------------------
 
-  #issueRead(io: MirrorIo, leg: Leg): void {
+  /**
+   * Reads from one leg. `mapped`: the read of an in-sync region issued at submission (mirror_map, its
+   * failure handled as mirror_end_io does); otherwise issued by the worker (do_reads, read_callback).
+   */
+  #issueRead(io: MirrorIo, leg: Leg, options: { mapped: boolean }): void {
     io.readAttempts += 1;
     io.readLeg = leg;
     leg.stats.readsTotal += 1;
     leg.stats.readBytesTotal += io.lengthBytes;
     detach(
       leg.device.read(leg.offsetBytes + io.offsetBytes, io.lengthBytes).then((data) => this.#settle(io, data)),
-      (err: unknown) => this.#readFailed(io, leg, err),
+      (err: unknown) => this.#readFailed(io, leg, { err, mapped: options.mapped }),
     );
   }
 
-  #readFailed(io: MirrorIo, leg: Leg, err: unknown): void {
-    this.#message('error', `Mirror read failed from ${this.#displayName(leg)}. Trying alternative device.`);
+  /**
+   * A leg failed a read. The read is retried through the worker while the default leg is valid or the
+   * region is in sync on another valid leg (default_ok || mirror_available), else it fails with EIO.
+   * The kernel's messages differ by path (test/scenario/oracle/read-path.out):
+   *   mapped (mirror_end_io): "Mirror read failed from X. Trying alternative device.", then the leg
+   *     fails; with no retry "All replicated volumes dead, failing I/O".
+   *   worker (read_callback): the leg fails, then "Read failure on mirror device X. Trying alternative
+   *     device." or "Read failure on mirror device X.  Failing I/O." followed by end_io's
+   *     "Mirror read failed." (the two spaces are the kernel's).
+   */
+  #readFailed(io: MirrorIo, leg: Leg, options: { err: unknown; mapped: boolean }): void {
+    const name = this.#displayName(leg);
+    if (options.mapped) this.#message('error', `Mirror read failed from ${name}. Trying alternative device.`);
     this.#failLeg(leg, 'read');
     const retry =
       io.readAttempts < Math.min(readRetriesMax, this.legs.length) &&
       (this.#defaultLeg.valid || (this.log.inSync(io.regionIndex) && this.#chooseLeg() !== undefined));
     if (retry) {
+      if (!options.mapped) this.#message('warn', `Read failure on mirror device ${name}. Trying alternative device.`);
       this.#reads.push(io);
       this.#worker.wake();
       return;
     }
-    this.#message('error', 'All replicated volumes dead, failing I/O');
-    this.#settle(io, new BlockError('EIO', `Cannot read region ${io.regionIndex}: every valid leg failed`, { cause: err }));
+    if (options.mapped) {
+      this.#message('error', 'All replicated volumes dead, failing I/O');
+    } else {
+      this.#message('error', `Read failure on mirror device ${name}.  Failing I/O.`);
+      this.#message('error', 'Mirror read failed.');
+    }
+    const cause = options.err;
+    this.#settle(io, new BlockError('EIO', `Cannot read region ${io.regionIndex}: every valid leg failed`, { cause }));
   }
 
   async #issueWrite(io: MirrorIo, legs: readonly Leg[]): Promise<void> {
@@ -812,7 +836,9 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       if (this.features.handleErrors) this.#message('warn', 'All sides of mirror have failed.');
       return;
     }
-    // The kernel switches only with handle_errors; we switch always (never read a leg that dropped a write).
+    // The kernel switches only with handle_errors; we switch on a write error too (never read a leg that
+    // dropped a write), but not on other errors (a read error keeps the default leg: RAR, not RAA).
+    if (!this.features.handleErrors && kind !== 'write') return;
     const from = this.#defaultLeg.index;
     this.#defaultLeg = next;
     this.#notify({ kind: 'default-leg-changed', from, to: next.index });

@@ -1,8 +1,10 @@
 /**
  * The mirror target's table arguments: parsing with the kernel's exact ti->error strings (dm-raid1.c
  * mirror_ctr, create_dirty_log, get_mirror, parse_features) and canonical re-emission (mirror_status).
- * Pure: no I/O. The mirror target calls parseMirrorArgs() from its constructor; devices are opened
- * afterwards, and checkLegFits() / deviceLookupFailure() give the errors of that step.
+ * Pure: no I/O. parseMirrorArgs() checks a whole line (with optional synchronous hooks for the log and the
+ * leg lookups); the mirror target's constructor (create-mirror-set.ts) runs the same steps one by one
+ * (takeMirrorLogArgs, takeLegCount, takeLegSpec, takeFeatures) with the real, asynchronous log creation
+ * and leg lookups in between, and checkLegFits() / deviceLookupFailure() give the errors of those.
  *
  *   <log_type> <#log_args> <log_args...> <#legs> [<dev> <offset>]{#legs} [<#features> <features...>]
  *
@@ -10,7 +12,8 @@
  *   1. fewer than 2 args                        -> "Insufficient mirror log arguments"
  *   2. #log_args not %u                         -> "Invalid mirror log argument count"
  *   3. #log_args > args left                    -> "Insufficient mirror log arguments"
- *   4. validateLog(log) (dm_dirty_log_create)   -> whatever it throws ("Error creating mirror dirty log")
+ *   4. the log is created: validateLog(log), or createDirtyLog opening the disk log's device
+ *      (dm_dirty_log_create)                    -> whatever it throws ("Error creating mirror dirty log")
  *   5. #legs missing, not %u, < 2 or > 9        -> "Invalid number of mirrors"
  *   6. fewer than 2 x #legs args left           -> "Too few mirror arguments"
  *   7. per leg: offset not %llu                 -> "Invalid offset"
@@ -20,6 +23,10 @@
  *      a feature other than handle_errors/keep_log -> "Unrecognised feature requested"
  *      keep_log without handle_errors           -> "keep_log feature requires the handle_errors feature"
  *   9. anything left over                       -> "Too many mirror arguments"
+ *  10. dm core, once every target of the table was constructed: each leg's area fits its device
+ *      (checkLegFits)                           -> "<dev> too small for target: ..."
+ * So `disk 2 /missing 1024 1 a 0` is a log error, and a missing leg beats a bad feature, which beats a
+ * leg too small (test/scenario/oracle/table-order.out).
  *
  * Re-emission (STATUSTYPE_TABLE) is canonical: features are flags, so `0` disappears, duplicates merge
  * and handle_errors always precedes keep_log.
@@ -28,7 +35,7 @@ import { assert, assertCount } from '../assert.js';
 import type { LogSpec } from '../dirty-log/dirty-log.js';
 import { TableError } from '../errors.js';
 import { legsMax } from '../limits.js';
-import { checkDeviceArea, scanSectors, scanUnsigned32 } from '../target/device-area.js';
+import { checkDeviceArea, scanOffsetSectors, scanUnsigned32, type DeviceArea } from '../target/device-area.js';
 
 export interface MirrorLegSpec {
   readonly device: string;
@@ -67,42 +74,68 @@ export interface ParseMirrorArgsOptions {
  */
 export function parseMirrorArgs(args: readonly string[], options: ParseMirrorArgsOptions): MirrorTableArgs {
   assertCount(options.lengthSectors, 'lengthSectors');
-  let rest = args;
-
-  // create_dirty_log
-  if (rest.length < 2) throw targetError('Insufficient mirror log arguments');
-  const logArgCount = scanUnsigned32(rest[1]);
-  if (logArgCount === null) throw targetError('Invalid mirror log argument count');
-  if (logArgCount > rest.length - 2) throw targetError('Insufficient mirror log arguments');
-  const log: LogSpec = { type: rest[0] ?? '', args: rest.slice(2, 2 + logArgCount) };
-  rest = rest.slice(2 + logArgCount);
+  const { log, rest: afterLog } = takeMirrorLogArgs(args);
   options.validateLog?.(log);
-
-  // mirror count
-  const legCount = scanUnsigned32(rest[0]);
-  if (legCount === null || legCount < legsMin || legCount > legsMax) throw targetError('Invalid number of mirrors');
-  rest = rest.slice(1);
-  if (rest.length < legCount * 2) throw targetError('Too few mirror arguments');
-
-  // get_mirror, per leg
+  const { legCount, rest } = takeLegCount(afterLog);
   const legs: MirrorLegSpec[] = [];
   for (let index = 0; index < legCount; index++) {
-    const device = rest[2 * index] ?? '';
-    const offsetSectors = scanSectors(rest[2 * index + 1]);
-    if (offsetSectors === null) throw targetError('Invalid offset');
-    options.lookupLeg?.(device);
-    legs.push({ device, offsetSectors });
+    const leg = takeLegSpec(rest, { index, lengthSectors: options.lengthSectors });
+    options.lookupLeg?.(leg.device);
+    legs.push(leg);
   }
-  rest = rest.slice(legCount * 2);
-
-  // parse_features
-  const { features, used } = parseFeatures(rest);
-  rest = rest.slice(used);
-  if (rest.length > 0) throw targetError('Too many mirror arguments');
-
+  const features = takeFeatures(rest.slice(legCount * 2));
   assert(legs.length === legCount, 'one spec per leg');
-  assert(!features.keepLog || features.handleErrors, 'keep_log implies handle_errors');
   return { log, legs, features };
+}
+
+/**
+ * Steps 1-3 (create_dirty_log's own checks): the log's type and arguments, and the words after them.
+ * The caller creates the log next (dm_dirty_log_create), before it looks at anything else.
+ * @throws TableError "Insufficient mirror log arguments" / "Invalid mirror log argument count".
+ */
+export function takeMirrorLogArgs(args: readonly string[]): { log: LogSpec; rest: readonly string[] } {
+  if (args.length < 2) throw targetError('Insufficient mirror log arguments');
+  const logArgCount = scanUnsigned32(args[1]);
+  if (logArgCount === null) throw targetError('Invalid mirror log argument count');
+  if (logArgCount > args.length - 2) throw targetError('Insufficient mirror log arguments');
+  return { log: { type: args[0] ?? '', args: args.slice(2, 2 + logArgCount) }, rest: args.slice(2 + logArgCount) };
+}
+
+/**
+ * Steps 5-6: the leg count, and the words from the first leg on (at least two per leg).
+ * @throws TableError "Invalid number of mirrors" / "Too few mirror arguments".
+ */
+export function takeLegCount(afterLog: readonly string[]): { legCount: number; rest: readonly string[] } {
+  const legCount = scanUnsigned32(afterLog[0]);
+  if (legCount === null || legCount < legsMin || legCount > legsMax) throw targetError('Invalid number of mirrors');
+  const rest = afterLog.slice(1);
+  if (rest.length < legCount * 2) throw targetError('Too few mirror arguments');
+  return { legCount, rest };
+}
+
+/**
+ * Step 7, one leg (get_mirror before its dm_get_device): the device name and its offset (bounded so the
+ * leg's area stays addressable, see scanOffsetSectors).
+ * @throws TableError "Invalid offset".
+ */
+export function takeLegSpec(legWords: readonly string[], options: { index: number; lengthSectors: number }): MirrorLegSpec {
+  const { index } = options;
+  assertCount(index, 'index');
+  assert(2 * index + 1 < legWords.length, 'takeLegCount made room for every leg');
+  const offsetSectors = scanOffsetSectors(legWords[2 * index + 1], { lengthSectors: options.lengthSectors });
+  if (offsetSectors === null) throw targetError('Invalid offset');
+  return { device: legWords[2 * index] ?? '', offsetSectors };
+}
+
+/**
+ * Steps 8-9 (parse_features): the words after the legs are the feature block and nothing else.
+ * @throws TableError with parse_features' messages, or "Too many mirror arguments".
+ */
+export function takeFeatures(afterLegs: readonly string[]): MirrorFeatures {
+  const { features, used } = parseFeatures(afterLegs);
+  if (afterLegs.length > used) throw targetError('Too many mirror arguments');
+  assert(!features.keepLog || features.handleErrors, 'keep_log implies handle_errors');
+  return features;
 }
 
 /**
@@ -171,12 +204,7 @@ export function formatMeasure(options: {
  * dm core's size check for one leg (device_area_is_invalid via mirror_iterate_devices).
  * @throws TableError source 'core': "<name> too small for target: start=.., len=.., dev_size=..".
  */
-export function checkLegFits(options: {
-  deviceName: string;
-  deviceSectors: number;
-  offsetSectors: number;
-  lengthSectors: number;
-}): void {
+export function checkLegFits(options: DeviceArea): void {
   checkDeviceArea(options);
 }
 

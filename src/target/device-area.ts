@@ -9,17 +9,23 @@
  */
 import { assertCount } from '../assert.js';
 import { TableError } from '../errors.js';
+import { tableEndSectorsMax } from './table-lines.js';
+
+/** One area a target maps on a device (what the kernel's iterate_devices reports). */
+export interface DeviceArea {
+  /** The block device's name as the kernel prints it (%pg: "vdb"). */
+  readonly deviceName: string;
+  /** The device's size in whole sectors. */
+  readonly deviceSectors: number;
+  readonly offsetSectors: number;
+  readonly lengthSectors: number;
+}
 
 /**
  * Throws the kernel's "too small for target" error when the mapped area does not fit.
  * @throws TableError source 'core', EINVAL.
  */
-export function checkDeviceArea(options: {
-  deviceName: string;
-  deviceSectors: number;
-  offsetSectors: number;
-  lengthSectors: number;
-}): void {
+export function checkDeviceArea(options: DeviceArea): void {
   assertCount(options.deviceSectors, 'deviceSectors');
   assertCount(options.offsetSectors, 'offsetSectors');
   assertCount(options.lengthSectors, 'lengthSectors');
@@ -33,6 +39,11 @@ export function checkDeviceArea(options: {
         `dev_size=${deviceSectors}`,
     });
   }
+}
+
+/** A TableError of checkDeviceArea (dm core's size check, which runs after every target's constructor). */
+export function isDeviceAreaError(error: unknown): error is TableError {
+  return error instanceof TableError && error.source === 'core' && error.kernelError.includes(' too small for target: ');
 }
 
 /**
@@ -53,4 +64,17 @@ export function scanSectors(text: string | undefined): number | null {
   if (text === undefined || !/^[0-9]+$/.test(text)) return null;
   const value = Number(text);
   return Number.isSafeInteger(value) ? value : null;
+}
+
+/**
+ * scanSectors for the offset of an area of `lengthSectors` on a device: also null when the area would end
+ * past the sectors whose byte offsets are safe integers (tableEndSectorsMax). The kernel takes any u64
+ * and lets the size check refuse it, except on a device with no whole sector, which is not checked; we
+ * cannot address such an area, so it is refused with the offset's own error.
+ */
+export function scanOffsetSectors(text: string | undefined, options: { lengthSectors: number }): number | null {
+  assertCount(options.lengthSectors, 'lengthSectors');
+  const value = scanSectors(text);
+  if (value === null || value + options.lengthSectors > tableEndSectorsMax) return null;
+  return value;
 }

@@ -5,7 +5,10 @@
  *
  * Tables: at most one live and one inactive table (`dmsetup load` builds the inactive one; `resume`
  * swaps it in). Every target of a table is constructed at load time; if one fails, the ones built are
- * destroyed and the TableError is thrown, and the previous inactive table stays.
+ * destroyed and the TableError is thrown, and the previous inactive table stays. A "too small for
+ * target" error (dm core's area check) is thrown only after every other line was constructed, as the
+ * kernel checks areas once the whole table is built. Unlike the kernel, which checks a reload's areas
+ * when it resumes, a reload is checked at load too (test/scenario/oracle/table-order.out).
  *
  * States:
  *     ACTIVE --suspend()--> (suspending) --> SUSPENDED --resume()--> ACTIVE
@@ -42,6 +45,7 @@ import { BlockDeviceBase } from '../block/block-device-base.js';
 import { BlockError, ControlError, TableError } from '../errors.js';
 import { failFast, rethrowProgrammerError, settleOperating } from '../fail-fast.js';
 import { sectorBytes } from '../limits.js';
+import { isDeviceAreaError } from './device-area.js';
 import { formatTableLine, parseTableText, tableLengthSectors, type TableLine } from './table-lines.js';
 import { RequeueRequest, type SuspendOptions, type Target } from './target.js';
 
@@ -527,9 +531,19 @@ export class MappedDevice extends BlockDeviceBase {
         if (table.live && this.#live === table) this.raiseEvent();
       },
     };
+    // dm core checks every target's device areas only after all constructors ran, so a later line's
+    // argument error wins over an earlier line's "too small for target": keep the first such error.
+    let areaError: TableError | undefined;
     try {
       for (const line of lines) {
-        const target = await this.#buildTarget(line, context);
+        let target: Target;
+        try {
+          target = await this.#buildTarget(line, context);
+        } catch (error) {
+          if (!isDeviceAreaError(error)) throw withTargetType(error, line.type);
+          areaError ??= error;
+          continue;
+        }
         segments.push({
           line,
           target,
@@ -539,6 +553,7 @@ export class MappedDevice extends BlockDeviceBase {
         assert(target.lengthSectors === line.lengthSectors, `${line.type} target length matches its line`);
         assert(target.sizeBytes === line.lengthSectors * sectorBytes, `${line.type} target size matches its line`);
       }
+      if (areaError !== undefined) throw areaError;
     } catch (error) {
       try {
         await destroyTable(table);
@@ -644,4 +659,17 @@ async function destroyTable(table: Table): Promise<void> {
     }
   }
   if (firstError !== undefined) throw firstError;
+}
+
+/** A constructor's TableError, labelled with the type of the line that failed (as the kernel's log line). */
+function withTargetType(error: unknown, targetType: string): unknown {
+  if (!(error instanceof TableError) || error.targetType !== undefined || error.source === 'core') return error;
+  return new TableError({
+    code: error.code,
+    kernelError: error.kernelError,
+    logLines: error.logLines,
+    source: error.source,
+    targetType,
+    cause: error.cause,
+  });
 }

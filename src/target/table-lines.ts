@@ -103,7 +103,7 @@ export function kernelTableLogLines(error: TableError, options: { deviceNumber: 
   if (error.source === 'core' && error.kernelError !== 'Gap in table') {
     out.push(prefix + error.kernelError);
   } else {
-    out.push(`${prefix}${options.targetType}: ${error.kernelError} (${errno})`);
+    out.push(`${prefix}${error.targetType ?? options.targetType}: ${error.kernelError} (${errno})`);
   }
   out.push('device-mapper: ioctl: error adding target to table');
   return out;

@@ -4,7 +4,8 @@
  * dmsetup's output, `event_nr(m)=N`, dd's output and `[exit N]`. Kernel messages go to `kmsg` with the
  * kernel's prefixes ("device-mapper: raid1: ...").
  *
- * Disks vda, vdb, vdc... are memory devices shown as 254:0, 254:16, 254:32...; dm devices get 253:N,
+ * Disks vda, vdb, vdc... are memory devices shown as 254:0, 254:16, 254:32... (loop0, loop1... as 7:N);
+ * dm devices get 253:N,
  * the lowest free N, in creation order, as the kernel numbers them. Table text names devices as the
  * scenarios do (/dev/vda, /dev/mapper/g). After every command the emulator settles: it waits until
  * every device's status and event number stopped changing (the VM's "sleep"/klog pauses).
@@ -68,19 +69,28 @@ export class DmsetupEmulator {
    */
   readonly faults = new Map<string, FaultyBlockDevice>();
   readonly dm = new Map<string, DmEntry>();
+  /** Files a scenario wrote (`dmsetup create NAME FILE` reads its table from one). */
+  readonly files = new Map<string, string>();
 
-  constructor(options: { disks: readonly number[] }) {
-    options.disks.forEach((sizeBytes, i) => {
-      const name = `vd${String.fromCharCode(97 + i)}`;
+  /**
+   * `disks`: sizes of vda, vdb, ... (any byte count, 0 and 100 too); `loops`: sizes of the files behind
+   * loop0, loop1, ... (7:0, 7:1, ...), which behave as disks of that size.
+   */
+  constructor(options: { disks: readonly number[]; loops?: readonly number[] }) {
+    const add = (name: string, sizeBytes: number): void => {
       const disk = new MemoryBlockDevice({ sizeBytes, name });
       this.disks.set(name, disk);
       this.faults.set(name, new FaultyBlockDevice(disk, { name, closeInner: false }));
-    });
+    };
+    options.disks.forEach((sizeBytes, i) => add(`vd${String.fromCharCode(97 + i)}`, sizeBytes));
+    (options.loops ?? []).forEach((sizeBytes, i) => add(`loop${i}`, sizeBytes));
   }
 
   displayName(path: string): string {
     const disk = /^\/dev\/(vd[a-z])$/.exec(path);
     if (disk?.[1] !== undefined && this.disks.has(disk[1])) return `254:${(disk[1].charCodeAt(2) - 97) * 16}`;
+    const loop = /^\/dev\/loop([0-9]+)$/.exec(path);
+    if (loop?.[1] !== undefined && this.disks.has(`loop${loop[1]}`)) return `7:${loop[1]}`;
     const mapper = /^\/dev\/mapper\/(.+)$/.exec(path);
     const entry = mapper?.[1] === undefined ? undefined : this.dm.get(mapper[1]);
     if (entry !== undefined) return `253:${entry.minor}`;
@@ -88,7 +98,7 @@ export class DmsetupEmulator {
   }
 
   open(path: string): Promise<BlockDevice> {
-    const disk = /^\/dev\/(vd[a-z])$/.exec(path);
+    const disk = /^\/dev\/(vd[a-z]|loop[0-9]+)$/.exec(path);
     const device = disk?.[1] === undefined ? undefined : this.faults.get(disk[1]);
     if (device !== undefined) return Promise.resolve(shared(device));
     const mapper = /^\/dev\/mapper\/(.+)$/.exec(path);
@@ -259,7 +269,8 @@ export class DmsetupEmulator {
     const rest = words.slice(2).filter((w) => w !== '--inactive' && w !== '--noflush');
     const name = rest[0] ?? '';
     const tableIndex = rest.indexOf('--table');
-    const table = tableIndex >= 0 ? rest[tableIndex + 1] : undefined;
+    const file = verb === 'create' && tableIndex < 0 && rest[1] !== undefined ? this.files.get(rest[1]) : undefined;
+    const table = tableIndex >= 0 ? rest[tableIndex + 1] : file;
     switch (verb) {
       case 'create': {
         if (this.dm.has(name)) return { output: [`device-mapper: create ioctl on ${name}  failed: Device or resource busy`, 'Command failed.'], exit: 1 };
@@ -271,6 +282,7 @@ export class DmsetupEmulator {
             onMessage: (_device, level, message) => {
               if (level !== 'info') this.kmsg.push(`device-mapper: raid1: ${message}`);
             },
+            onLogWarning: (_device, line) => this.kmsg.push(`device-mapper: dirty region log: ${line}`),
           }),
         });
         this.dm.set(name, { md, minor });
@@ -378,6 +390,10 @@ export class DmsetupEmulator {
       const target = output.startsWith('/dev/mapper/') ? output : input;
       const code = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : '';
       if (code !== 'EIO') throw err;
+      // A direct write fails in write() itself (busybox dd's "error writing"); a buffered one at fsync.
+      if (target === output && opts.get('oflag') === 'direct') {
+        return { output: [`dd: error writing '${output}': Input/output error`, `${count}+0 records in`, '0+0 records out'], exit: 1 };
+      }
       return { output: [`dd: ${target}: Input/output error`], exit: 1 };
     }
   }
@@ -457,4 +473,12 @@ export function raid1Lines(lines: readonly string[]): string[] {
     if (m?.[1] !== undefined && !out.includes(m[1])) out.push(m[1]);
   }
   return out;
+}
+
+/**
+ * The text of one of this repository's own oracle recordings, test/scenario/oracle/NAME.out (recorded
+ * with test/scenario/oracle/record.sh; unlike oracleReference they are always there).
+ */
+export function localOracleReference(name: string): string {
+  return readFileSync(new URL(`../../../test/scenario/oracle/${name}.out`, import.meta.url), 'utf8');
 }
