@@ -10,15 +10,25 @@
  */
 import { parseArgs } from 'node:util';
 import { TableError } from '../errors.js';
-import { sectorBytes } from '../limits.js';
+import { lazyCleanMsMax, recoveryParallelDefault, recoveryParallelMax, sectorBytes } from '../limits.js';
 import { targetBuilder } from '../control/build-target.js';
 import { fileResolver } from '../control/device-resolver.js';
-import { parseSize, prepareImages } from '../control/images.js';
+import { type ImageSet, prepareImages, removeImages } from '../control/images.js';
 import { mirrorExport } from '../control/mirror-export.js';
 import { MirrorSet } from '../mirror/mirror-set.js';
 import { NbdServer } from '../nbd/server.js';
 import { MappedDevice } from '../target/mapped-device.js';
 import { defaultNbdPort, parseNbdAddress } from './nbd-address.js';
+import {
+  deviceNameOption,
+  folderOption,
+  lazyCleanOption,
+  legCountOption,
+  logTypeOption,
+  recoveryParallelOption,
+  regionSizeOption,
+  sizeOption,
+} from './option-values.js';
 import { syncSuffix, tableErrorLines } from './output.js';
 
 /** `serve`'s --lazy-clean default in milliseconds (the library's default stays 0, the kernel's way). */
@@ -40,11 +50,11 @@ With --table, serves any kernel-syntax table (mirror, linear, zero, error lines;
   --name NAME             device and export name (default: umirror)
   --legs N                legs to create, 2..9 (default 2)
   --log disk|core         dirty log for created images (default disk)
-  --region-size SECTORS   region size in 512-byte sectors, a power of two (default 1024)
-  --recovery-parallel N   regions resynced at once (default 4; the kernel uses 1)
+  --region-size SECTORS   region size in 512-byte sectors, a power of two from 2 (default 1024)
+  --recovery-parallel N   regions resynced at once, 1..${recoveryParallelMax} (default ${recoveryParallelDefault}; the kernel uses 1)
   --read-balance          spread reads of in-sync regions over legs (needs handle_errors)
-  --lazy-clean MS         disk log: clear a region only after it stayed idle MS milliseconds (default
-                          1000; 0 clears at the next pass, as the kernel). The on-disk format is the kernel's
+  --lazy-clean MS         disk log: clear a region only after it stayed idle MS milliseconds, at most
+                          ${lazyCleanMsMax} (default 1000; 0 clears at the next pass, as the kernel). The on-disk format is the kernel's
                           either way; a crash resyncs at most the regions written in the last MS.
   --quiet                 print the URI and table only, no live status
 
@@ -76,33 +86,30 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     console.log(serveHelp);
     return 0;
   }
-  const name = values.name;
+  // Every value is checked before anything is created, opened or bound.
+  const name = deviceNameOption(values.name);
   const address = parseNbdAddress(values.nbd);
+  const dataDir = folderOption('--data', values.data);
+  const sizeBytes = values.size === undefined ? undefined : sizeOption(values.size);
+  const legCount = legCountOption(values.legs);
+  const log = logTypeOption(values.log);
+  const regionSectors = regionSizeOption(values['region-size']);
+  const recoveryParallel = values['recovery-parallel'] === undefined ? undefined : recoveryParallelOption(values['recovery-parallel']);
+  const lazyCleanMs = lazyCleanOption(values['lazy-clean']);
   let table = values.table;
+  let images: ImageSet | undefined;
   if (table === undefined) {
-    const log = values.log;
-    if (log !== 'disk' && log !== 'core') throw new RangeError('--log must be disk or core');
-    const images = await prepareImages({
-      dataDir: values.data,
-      ...(values.size === undefined ? {} : { sizeBytes: parseSize(values.size) }),
-      legCount: Number(values.legs),
-      regionSectors: Number(values['region-size']),
-      log,
-      handleErrors: true,
-    });
+    images = await prepareImages({ dataDir, ...(sizeBytes === undefined ? {} : { sizeBytes }), legCount, regionSectors, log, handleErrors: true });
     for (const path of images.created) console.log(`created ${path}`);
     table = images.table;
   }
-  const recoveryParallel = values['recovery-parallel'];
-  const lazyClean = values['lazy-clean'];
-  if (!/^\d+$/.test(lazyClean)) throw new RangeError('--lazy-clean must be a number of milliseconds');
   const device = new MappedDevice({
     name,
     buildTarget: targetBuilder({
       resolver: fileResolver(),
-      ...(recoveryParallel === undefined ? {} : { recoveryParallelMax: Number(recoveryParallel) }),
+      ...(recoveryParallel === undefined ? {} : { recoveryParallelMax: recoveryParallel }),
       ...(values['read-balance'] ? { readPolicy: 'balance' as const } : {}),
-      log: { lazyCleanMs: Number(lazyClean) },
+      log: { lazyCleanMs },
       onMessage: (_device, level, message) => console.error(`${level}: device-mapper: raid1: ${message}`),
       onLogWarning: (_device, line) => console.error(`warn: device-mapper: dirty region log: ${line}`),
     }),
@@ -110,6 +117,8 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   try {
     await device.load(table);
   } catch (err) {
+    // Nothing was served: images this start created go again, so a bad table leaves nothing behind.
+    if (images !== undefined) await removeImages(images);
     if (err instanceof TableError) {
       for (const line of tableErrorLines(err, { device: name })) console.error(line);
       return 1;
