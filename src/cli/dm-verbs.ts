@@ -230,19 +230,49 @@ async function printViews(options: { client: ControlClient; verb: 'status' | 'ta
   return 0;
 }
 
-/** `status --watch`: prints the status line (with a resync bar) whenever it changes, until interrupted. */
+/**
+ * `status --watch [NAME]`: prints the status lines (with a resync bar) whenever they change, until
+ * interrupted. Without NAME it watches every device, each line prefixed by "NAME: " as `status` prints
+ * them, and reports devices that come and go; a device removed between the listing and its status is
+ * reported as gone, not as an error.
+ */
 async function watchStatus(options: { client: ControlClient; name: string }): Promise<number> {
-  let last = '';
+  const all = options.name === '';
+  const last = new Map<string, string>();
+  let announcedNone = false;
   for (;;) {
-    const view = asView(await options.client.request({ verb: 'status', name: options.name, inactive: false }));
-    const line = `${view.text.trimEnd()}${syncSuffix(view.mirrors)}`;
-    if (line !== last) console.log(line);
-    last = line;
+    const names = all ? (await listDevices(options.client)).map((d) => d.name) : [options.name];
+    const seen = new Set<string>();
+    for (const name of names) {
+      let view: TableView;
+      try {
+        view = asView(await options.client.request({ verb: 'status', name, inactive: false }));
+      } catch (err) {
+        if (all && err instanceof ControlError && err.code === 'ENOENT') continue;
+        throw err;
+      }
+      seen.add(name);
+      const lines = view.text.trimEnd().split('\n');
+      const text = lines.map((line, index) => `${all ? `${name}: ` : ''}${line}${index === lines.length - 1 ? syncSuffix(view.mirrors) : ''}`).join('\n');
+      if (last.get(name) !== text) console.log(text);
+      last.set(name, text);
+    }
+    for (const name of [...last.keys()]) {
+      if (seen.has(name)) continue;
+      console.log(`${name}: removed`);
+      last.delete(name);
+    }
+    if (all && last.size === 0 && !announcedNone) console.log('No devices found');
+    announcedNone = all && last.size === 0;
     await sleep(watchIntervalMs);
   }
 }
 
-/** `wait --progress`: a resync progress bar until every mirror segment is in sync. */
+/**
+ * `wait --progress`: a resync progress bar until every mirror segment is in sync. A mirror with a failed
+ * leg does not resync its out-of-sync regions until a new table is loaded (they wait, as the kernel's
+ * do), so the wait would never end: it says so and exits 1 instead.
+ */
 async function waitProgress(options: { client: ControlClient; name: string; json: boolean }): Promise<number> {
   let last = '';
   for (;;) {
@@ -252,6 +282,12 @@ async function waitProgress(options: { client: ControlClient; name: string; json
     if (line !== last) (options.json ? console.log : console.error)(line);
     last = line;
     if (synced === total) return 0;
+    const failed = view.mirrors.filter((m) => !/^A+$/.test(m.health) && m.syncRegions < m.regionCount);
+    if (failed.length > 0) {
+      const health = failed.map((m) => m.health).join(', ');
+      console.error(`${options.name}: a leg failed (${health}): ${total - synced} regions stay out of sync until a new table is loaded`);
+      return 1;
+    }
     await sleep(watchIntervalMs);
   }
 }
