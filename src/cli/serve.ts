@@ -5,8 +5,8 @@
  * With no table it creates (or reuses) sparse images under the data folder: N legs and a disk log, and
  * builds `0 <len> mirror disk 2 <log> <region> N <leg> 0 ... 1 handle_errors`. It prints the NBD URI, the
  * table and live status (a progress bar while resyncing). SIGINT/SIGTERM close the NBD listener (requests
- * in flight finish), suspend the device (the log is flushed clean) and remove it, so the next start
- * needs no resync.
+ * in flight finish), suspend the device (the log is flushed) and remove it, and say what the next start
+ * must resync (stop-summary.ts): nothing after a clean stop.
  */
 import { parseArgs } from 'node:util';
 import { TableError } from '../errors.js';
@@ -30,6 +30,7 @@ import {
   sizeOption,
 } from './option-values.js';
 import { syncSuffix, tableErrorLines } from './output.js';
+import { heldWritesBySegment, mirrorStopStates, stopSummary } from './stop-summary.js';
 
 /** `serve`'s --lazy-clean default in milliseconds (the library's default stays 0, the kernel's way). */
 export const serveLazyCleanMsDefault = 1000;
@@ -58,7 +59,8 @@ With --table, serves any kernel-syntax table (mirror, linear, zero, error lines;
                           either way; a crash resyncs at most the regions written in the last MS.
   --quiet                 print the URI and table only, no live status
 
-Ctrl-C suspends the device cleanly (the log is left clean: no resync on the next start).`;
+Ctrl-C suspends the device (the disk log is flushed) and says what the next start must resync: nothing
+after a clean stop ("the log is clean"), else the regions a failed leg or a held write left dirty.`;
 
 export async function serveCommand(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
@@ -159,9 +161,11 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   // the suspend releases it (with EIO), and I/O that reached the device once it was suspended completes
   // only when remove fails it (ESHUTDOWN). Waiting for the drain first would wait forever.
   const drained = listener.close({ graceful: true }).then(() => server.close({ graceful: true }));
+  const held = heldWritesBySegment(device.segments());
   await device.suspend();
+  const summary = stopSummary(mirrorStopStates(device.segments(), held));
   await device.remove();
   await drained;
-  console.log('device suspended cleanly; the log is clean');
+  console.log(summary);
   return 0;
 }
