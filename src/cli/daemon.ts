@@ -54,7 +54,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   if (!logLevels.includes(level)) throw new ControlError('EINVAL', `--log-level must be one of ${logLevels.join(', ')}, got ${JSON.stringify(level)}`);
   const metricsAddress = values.metrics === undefined ? undefined : parseNbdAddress(values.metrics, '--metrics');
   if (metricsAddress !== undefined && 'path' in metricsAddress) throw new ControlError('EINVAL', '--metrics needs HOST:PORT, not a Unix socket');
-  const socketPath = socketPathOption('--socket', values.socket ?? defaultSocketPath());
+  const socketPath = socketPathOption(values.socket === undefined ? 'the default control socket' : '--socket', values.socket ?? defaultSocketPath());
   const log = pino({ level, base: { pid: process.pid } }, destination({ dest: 2, sync: true }));
 
   const registry = new DeviceRegistry({ log, parseAddress: parseNbdAddress, directIo: values['direct-io'] });

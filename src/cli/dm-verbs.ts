@@ -125,9 +125,10 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
     throw new ControlError('EINVAL', min === 1 && positionals.length === 0 ? 'Please specify device.' : `wrong number of arguments (see 'umirror ${verb} --help')`);
   }
   // Every value is checked here, before the daemon is asked anything.
-  const socket = socketPathOption('--socket', values.socket ?? defaultSocketPath());
+  const socket = socketPathOption(values.socket === undefined ? 'the default control socket' : '--socket', values.socket ?? defaultSocketPath());
   if (!help && positionals[0] !== undefined) deviceNameOption(positionals[0]);
   if (values.nbd !== undefined) parseNbdAddress(values.nbd);
+  if (verb === 'wait' && values.progress === true && positionals.length > 1) throw new ControlError('EINVAL', 'wait --progress takes no EVENT_NR');
   const eventNr = verb === 'wait' && !help && values.progress !== true ? eventNrArgument(positionals[1] ?? '0') : 0;
   let sector = 0;
   if (verb === 'message' && !help) {

@@ -80,6 +80,7 @@ const dmVerbRows: readonly Row[] = [
   { args: verb('wait', 'm', 'abc'), status: 1, message: /EVENT_NR must be an integer from 0 to 4294967295, got "abc"/ },
   { args: verb('wait', 'm', '4294967296'), status: 1, message: /EVENT_NR must be an integer from 0 to 4294967295/ },
   { args: verb('wait', 'm', '-1'), status: 1, message: /Unknown option '-1'/ },
+  { args: verb('wait', '--progress', 'm', '3'), status: 1, message: /wait --progress takes no EVENT_NR/ },
   { args: verb('message', 'm', 'abc', 'hello'), status: 1, message: /^Invalid sector\.$/ },
   { args: verb('message', 'm', '1x', 'hello'), status: 1, message: /^Invalid sector\.$/ },
   { args: verb('message', 'm', '', 'hello'), status: 1, message: /^Invalid sector\.$/ },
