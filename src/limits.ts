@@ -31,6 +31,8 @@ export const nbdClientMinimumBlockBytesMax = 64 * 1024;
  * and the NbdServer option override it; 0 means no limit.
  */
 export const handshakeTimeoutMsDefault = 10_000;
+/** The largest --handshake-limit: one hour (a Node timer holds at most 2^31 - 1 ms). */
+export const handshakeLimitMsMax = 3_600_000;
 /**
  * Connections a listener holds, unanswered, between binding and starting (the device resumes in between);
  * more are closed. Also the bound on refused control connections waiting for their EBUSY line to drain.
@@ -55,6 +57,30 @@ export const recoveryParallelMax = 64;
 /** Region size bounds in sectors: dm-log requires >= 2 and a power of two. */
 export const regionSizeSectorsMin = 2;
 export const regionSizeSectorsMax = 2 ** 31;
+
+/**
+ * Regions one dirty log may hold. The kernel refuses more than 2^32 - 1 ("region count exceeds limit of
+ * 4294967295", its region_count is an unsigned int) and then tries to vmalloc three bitsets of that many
+ * bits; we refuse earlier, at a count whose bitsets we can hold: 3 x 64 MiB (clean, sync, recovering), a
+ * 256 TiB mirror at the default 512 KiB regions. Past this bound a table gets the kernel's allocation
+ * failure ("couldn't allocate clean bitset" for a core log, "couldn't allocate disk log buffer" for a
+ * disk log), as a kernel short of memory answers.
+ */
+export const regionCountMax = 2 ** 29;
+/** The kernel's bound on a log's region count (dm-log's UINT_MAX check). */
+export const kernelRegionCountMax = 2 ** 32 - 1;
+
+/**
+ * The longest a disk log may keep a region dirty after its last write (`--lazy-clean`): one hour. A
+ * crash resyncs at most the regions written in that window, and Node's timers hold at most 2^31 - 1 ms.
+ */
+export const lazyCleanMsMax = 60 * 60 * 1000;
+
+/**
+ * Bytes of a Unix socket path (sun_path holds 108 bytes with the NUL). Node truncates a longer path
+ * silently and binds another name, so longer paths are refused.
+ */
+export const unixSocketPathBytesMax = 107;
 
 /** Writes queued per mirror set between two worker passes before writers wait. */
 export const writeQueueMax = 4096;
@@ -87,3 +113,7 @@ assert(isPowerOfTwo(directAlignBytesMax) && isPowerOfTwo(directMemAlignBytesDefa
 assert(kernelMessageBurst >= 1 && kernelMessageIntervalMs > 0);
 assert(Number.isSafeInteger(handshakeTimeoutMsDefault) && handshakeTimeoutMsDefault > 0);
 assert(heldConnectionsMax >= 1 && closeGraceMs > 0);
+assert(regionCountMax <= kernelRegionCountMax, 'we never hold more regions than the kernel allows');
+assert(regionCountMax % 32 === 0, 'whole 32-bit bitset words');
+assert(lazyCleanMsMax > 0 && lazyCleanMsMax < 2 ** 31 - 1, "a lazy clean timer fits in Node's timer range");
+assert(handshakeTimeoutMsDefault <= handshakeLimitMsMax && handshakeLimitMsMax < 2 ** 31 - 1);

@@ -3,13 +3,20 @@
  * that uses them (existing images are kept).
  */
 import { parseArgs } from 'node:util';
-import { parseSize, prepareImages } from '../control/images.js';
+import { prepareImages } from '../control/images.js';
+import { ControlError } from '../errors.js';
+import { folderOption, legCountOption, logTypeOption, regionSizeOption, sizeOption } from './option-values.js';
 
 export const createImagesHelp = `Usage: umirror create-images --data DIR [--size SIZE] [--legs N] [--log disk|core]
                             [--region-size SECTORS] [--no-handle-errors]
 
 Creates DIR/leg0.img ... (sparse, SIZE each, default 1G) and DIR/log.img for a disk log, then prints
-the mirror table for them. Existing images are kept as they are.`;
+the mirror table for them. Existing images are kept as they are.
+
+  --legs N                legs, 2..9 (default 2)
+  --log disk|core         dirty log (default disk)
+  --region-size SECTORS   region size in 512-byte sectors, a power of two from 2 (default 1024)
+  --no-handle-errors      leave handle_errors out of the table`;
 
 export async function createImagesCommand(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
@@ -23,19 +30,20 @@ export async function createImagesCommand(argv: readonly string[]): Promise<numb
       'no-handle-errors': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
+    strict: true,
   });
   if (values.help) {
     console.log(createImagesHelp);
     return 0;
   }
-  if (values.data === undefined) throw new RangeError('create-images needs --data DIR');
-  if (values.log !== 'disk' && values.log !== 'core') throw new RangeError('--log must be disk or core');
+  // Every value is checked before anything is created.
+  if (values.data === undefined) throw new ControlError('EINVAL', 'create-images needs --data DIR');
   const images = await prepareImages({
-    dataDir: values.data,
-    sizeBytes: parseSize(values.size),
-    legCount: Number(values.legs),
-    regionSectors: Number(values['region-size']),
-    log: values.log,
+    dataDir: folderOption('--data', values.data),
+    sizeBytes: sizeOption(values.size),
+    legCount: legCountOption(values.legs),
+    regionSectors: regionSizeOption(values['region-size']),
+    log: logTypeOption(values.log),
     handleErrors: !values['no-handle-errors'],
   });
   for (const path of images.created) console.error(`created ${path}`);

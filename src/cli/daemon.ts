@@ -18,7 +18,9 @@ import { ControlServer } from '../control/control-server.js';
 import { DeviceRegistry } from '../control/device-registry.js';
 import { MetricsServer } from '../control/metrics-server.js';
 import { ResyncRateSampler } from '../control/metrics.js';
+import { ControlError } from '../errors.js';
 import { parseNbdAddress } from './nbd-address.js';
+import { handshakeLimitOption, socketPathOption } from './option-values.js';
 import { defaultSocketPath } from './socket-path.js';
 
 export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--metrics HOST:PORT] [--log-level LEVEL] [--direct-io]
@@ -38,6 +40,8 @@ remove/status/table/info/ls/wait/message talk to it) and serves each one over NB
 Logs are JSON lines (pino) on stderr. SIGTERM or Ctrl-C suspends every device (every dirty log is
 flushed clean) and exits.`;
 
+const logLevels: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
 export async function daemonCommand(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
     args: [...argv],
@@ -55,14 +59,15 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     console.log(daemonHelp);
     return 0;
   }
+  // Every value is checked before anything is bound or created.
   const level = values['log-level'];
-  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new RangeError(`invalid --log-level "${level}"`);
-  const metricsAddress = values.metrics === undefined ? undefined : parseNbdAddress(values.metrics);
-  if (metricsAddress !== undefined && 'path' in metricsAddress) throw new RangeError('--metrics needs HOST:PORT');
+  if (!logLevels.includes(level)) throw new ControlError('EINVAL', `--log-level must be one of ${logLevels.join(', ')}, got ${JSON.stringify(level)}`);
+  const metricsAddress = values.metrics === undefined ? undefined : parseNbdAddress(values.metrics, '--metrics');
+  if (metricsAddress !== undefined && 'path' in metricsAddress) throw new ControlError('EINVAL', '--metrics needs HOST:PORT, not a Unix socket');
+  const socketPath = socketPathOption(values.socket === undefined ? 'the default control socket' : '--socket', values.socket ?? defaultSocketPath());
   const handshakeLimit = values['handshake-limit'];
-  const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : parseHandshakeLimit(handshakeLimit);
+  const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
   const log = pino({ level, base: { pid: process.pid } }, destination({ dest: 2, sync: true }));
-  const socketPath = values.socket ?? defaultSocketPath();
 
   const registry = new DeviceRegistry({
     log,
@@ -108,12 +113,4 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   await registry.shutdown();
   log.info('umirror daemon stopped; every device suspended');
   return 0;
-}
-
-/** `--handshake-limit SECONDS` (qemu-nbd's flag): a non-negative number, fractions allowed, in ms. */
-export function parseHandshakeLimit(text: string): number {
-  if (!/^\d+(\.\d+)?$/.test(text)) throw new RangeError(`invalid --handshake-limit "${text}" (seconds, 0 for no limit)`);
-  const ms = Math.round(Number(text) * 1000);
-  if (!Number.isSafeInteger(ms) || ms > 2 ** 31 - 1) throw new RangeError(`--handshake-limit ${text} is too large`);
-  return ms;
 }

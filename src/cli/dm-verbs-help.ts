@@ -45,7 +45,8 @@ Prints "<start> <len> <target> <status>" per segment, as dmsetup status. Without
 each line prefixed by "NAME: ".
   --inactive      the inactive table's targets
   --json          the same facts as JSON (segments, and per mirror its regions in sync)
-  --watch         print the status again whenever it changes, with a resync progress bar (Ctrl-C ends)
+  --watch         print the status again whenever it changes, with a resync progress bar (Ctrl-C ends);
+                  without NAME, every device
 ${socketLine}`,
   table: `Usage: umirror table [--inactive] [--json] [NAME] [--socket PATH]
 
@@ -69,7 +70,8 @@ Blocks until NAME's event counter exceeds EVENT_NR (default 0), as dmsetup wait.
 failure (first of each kind, with handle_errors), a log failure, a completed resync.
   -v, --verbose   then print info
   --json          then print {"eventNr":N}
-  --progress      instead, show a resync progress bar (stderr) until every mirror segment is in sync
+  --progress      instead, show a resync progress bar (stderr) until every mirror segment is in sync;
+                  exits 1 when a failed leg keeps regions out of sync (they wait for a new table)
 ${socketLine}`,
   message: `Usage: umirror message NAME SECTOR MESSAGE... [--socket PATH]
 

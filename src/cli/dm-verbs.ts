@@ -12,6 +12,8 @@ import { ControlError } from '../errors.js';
 import { failureLines, infoLines } from './dm-output.js';
 import { progressBar, syncSuffix, syncTotals } from './output.js';
 import { defaultSocketPath } from './socket-path.js';
+import { parseNbdAddress } from './nbd-address.js';
+import { deviceNameOption, eventNrArgument, sectorArgument, socketPathOption } from './option-values.js';
 import { dmVerbHelp, type DmVerb } from './dm-verbs-help.js';
 
 interface Parsed {
@@ -19,6 +21,10 @@ interface Parsed {
   readonly json: boolean;
   readonly positionals: readonly string[];
   readonly values: Readonly<Record<string, string | boolean | undefined>>;
+  /** wait's EVENT_NR (default 0). */
+  readonly eventNr: number;
+  /** message's SECTOR. */
+  readonly sector: number;
 }
 
 /** Options each verb accepts besides --socket, --help (and --json on reads). */
@@ -60,8 +66,11 @@ export async function dmVerbCommand(verb: DmVerb, argv: readonly string[]): Prom
   try {
     parsed = parse(verb, argv);
   } catch (err) {
-    if (!(err instanceof TypeError || err instanceof RangeError)) throw err;
-    console.error(`umirror ${verb}: ${err.message}\n\n${dmVerbHelp[verb]}`);
+    const line = commandLineError(verb, err);
+    if (line === undefined) throw err;
+    // dmsetup: one line on what is wrong, then "Command failed.", exit 1; nothing was sent.
+    console.error(line);
+    console.error('Command failed.');
     return 1;
   }
   if (parsed.values['help'] === true) {
@@ -107,14 +116,43 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
   const { values, positionals } = parseArgs({ args: [...argv], options: all, allowPositionals: true, strict: true });
   for (const [key, value] of Object.entries(values)) {
     if (value !== undefined && key !== 'socket' && key !== 'help' && !allowed.includes(key)) {
-      throw new RangeError(`option --${key} is not valid for ${verb}`);
+      throw new ControlError('EINVAL', `option --${key} is not valid for ${verb} (see 'umirror ${verb} --help')`);
     }
   }
   const [min, max] = positionalCounts[verb];
-  if (values.help !== true && (positionals.length < min || positionals.length > max)) {
-    throw new RangeError(min === 1 && positionals.length === 0 ? 'Please specify device.' : `wrong number of arguments`);
+  const help = values.help === true;
+  if (!help && (positionals.length < min || positionals.length > max)) {
+    throw new ControlError('EINVAL', min === 1 && positionals.length === 0 ? 'Please specify device.' : `wrong number of arguments (see 'umirror ${verb} --help')`);
   }
-  return { socket: values.socket ?? defaultSocketPath(), json: values.json === true, positionals, values };
+  // Every value is checked here, before the daemon is asked anything.
+  const socket = socketPathOption(values.socket === undefined ? 'the default control socket' : '--socket', values.socket ?? defaultSocketPath());
+  if (!help && positionals[0] !== undefined) deviceNameOption(positionals[0]);
+  if (values.nbd !== undefined) parseNbdAddress(values.nbd);
+  if (verb === 'wait' && values.progress === true && positionals.length > 1) throw new ControlError('EINVAL', 'wait --progress takes no EVENT_NR');
+  const eventNr = verb === 'wait' && !help && values.progress !== true ? eventNrArgument(positionals[1] ?? '0') : 0;
+  let sector = 0;
+  if (verb === 'message' && !help) {
+    const scanned = sectorArgument(positionals[1] ?? '');
+    if (scanned === null) throw new InvalidSector();
+    sector = scanned;
+  }
+  return { socket, json: values.json === true, positionals, values, eventNr, sector };
+}
+
+/** dmsetup's answer to a SECTOR that is not a 64-bit number: "Invalid sector." (then "Command failed."). */
+class InvalidSector extends ControlError {
+  constructor() {
+    super('EINVAL', 'Invalid sector.');
+  }
+}
+
+/** The line a command line the verb refuses gets, or undefined for an error that is not about it. */
+function commandLineError(verb: DmVerb, err: unknown): string | undefined {
+  if (err instanceof InvalidSector) return err.message;
+  if (err instanceof ControlError) return `umirror ${verb}: ${err.message}`;
+  const code = err instanceof TypeError ? (err as { code?: unknown }).code : undefined;
+  if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_')) return `umirror ${verb}: ${err instanceof Error ? err.message : ''}`;
+  return undefined;
 }
 
 async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlClient; name: string }): Promise<number> {
@@ -162,15 +200,13 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
     }
     case 'wait': {
       if (flag('progress')) return waitProgress({ client, name, json: parsed.json });
-      const eventNr = parseCount(parsed.positionals[1] ?? '0', 'event_nr');
-      const result = await call({ verb, name, eventNr });
+      const result = await call({ verb, name, eventNr: parsed.eventNr });
       if (parsed.json) console.log(JSON.stringify(result));
       else if (flag('verbose')) console.log(infoLines(asInfo(await call({ verb: 'info', name }))).join('\n'));
       return 0;
     }
     case 'message': {
-      const sector = parseCount(parsed.positionals[1] ?? '', 'sector');
-      const result = await call({ verb, name, sector, message: parsed.positionals.slice(2).join(' ') });
+      const result = await call({ verb, name, sector: parsed.sector, message: parsed.positionals.slice(2).join(' ') });
       const output = isRecord(result) && typeof result['output'] === 'string' ? result['output'] : '';
       if (output !== '') console.log(output);
       return 0;
@@ -195,19 +231,49 @@ async function printViews(options: { client: ControlClient; verb: 'status' | 'ta
   return 0;
 }
 
-/** `status --watch`: prints the status line (with a resync bar) whenever it changes, until interrupted. */
+/**
+ * `status --watch [NAME]`: prints the status lines (with a resync bar) whenever they change, until
+ * interrupted. Without NAME it watches every device, each line prefixed by "NAME: " as `status` prints
+ * them, and reports devices that come and go; a device removed between the listing and its status is
+ * reported as gone, not as an error.
+ */
 async function watchStatus(options: { client: ControlClient; name: string }): Promise<number> {
-  let last = '';
+  const all = options.name === '';
+  const last = new Map<string, string>();
+  let announcedNone = false;
   for (;;) {
-    const view = asView(await options.client.request({ verb: 'status', name: options.name, inactive: false }));
-    const line = `${view.text.trimEnd()}${syncSuffix(view.mirrors)}`;
-    if (line !== last) console.log(line);
-    last = line;
+    const names = all ? (await listDevices(options.client)).map((d) => d.name) : [options.name];
+    const seen = new Set<string>();
+    for (const name of names) {
+      let view: TableView;
+      try {
+        view = asView(await options.client.request({ verb: 'status', name, inactive: false }));
+      } catch (err) {
+        if (all && err instanceof ControlError && err.code === 'ENOENT') continue;
+        throw err;
+      }
+      seen.add(name);
+      const lines = view.text.trimEnd().split('\n');
+      const text = lines.map((line, index) => `${all ? `${name}: ` : ''}${line}${index === lines.length - 1 ? syncSuffix(view.mirrors) : ''}`).join('\n');
+      if (last.get(name) !== text) console.log(text);
+      last.set(name, text);
+    }
+    for (const name of [...last.keys()]) {
+      if (seen.has(name)) continue;
+      console.log(`${name}: removed`);
+      last.delete(name);
+    }
+    if (all && last.size === 0 && !announcedNone) console.log('No devices found');
+    announcedNone = all && last.size === 0;
     await sleep(watchIntervalMs);
   }
 }
 
-/** `wait --progress`: a resync progress bar until every mirror segment is in sync. */
+/**
+ * `wait --progress`: a resync progress bar until every mirror segment is in sync. A mirror with a failed
+ * leg does not resync its out-of-sync regions until a new table is loaded (they wait, as the kernel's
+ * do), so the wait would never end: it says so and exits 1 instead.
+ */
 async function waitProgress(options: { client: ControlClient; name: string; json: boolean }): Promise<number> {
   let last = '';
   for (;;) {
@@ -217,6 +283,12 @@ async function waitProgress(options: { client: ControlClient; name: string; json
     if (line !== last) (options.json ? console.log : console.error)(line);
     last = line;
     if (synced === total) return 0;
+    const failed = view.mirrors.filter((m) => !/^A+$/.test(m.health) && m.syncRegions < m.regionCount);
+    if (failed.length > 0) {
+      const health = failed.map((m) => m.health).join(', ');
+      console.error(`${options.name}: a leg failed (${health}): ${total - synced} regions stay out of sync until a new table is loaded`);
+      return 1;
+    }
     await sleep(watchIntervalMs);
   }
 }
@@ -235,11 +307,6 @@ async function tableText(parsed: Parsed): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
   return Buffer.concat(chunks).toString('utf8');
-}
-
-function parseCount(text: string, what: string): number {
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text))) throw new ControlError('EINVAL', `Invalid ${what} "${text}"`);
-  return Number(text);
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

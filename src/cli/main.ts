@@ -3,6 +3,8 @@
  * The `umirror` command: dispatches a verb. `serve` runs one device in the foreground (the main job);
  * `create-images` makes image files; the dmsetup-style verbs talk to a daemon (see control/).
  */
+import { readFileSync } from 'node:fs';
+import { ControlError } from '../errors.js';
 import { serveCommand, serveHelp } from './serve.js';
 import { createImagesCommand, createImagesHelp } from './create-images.js';
 import { daemonCommand, daemonHelp } from './daemon.js';
@@ -31,6 +33,7 @@ dmsetup-style verbs (talk to the daemon; --socket PATH in any position):
   wait [--progress] NAME [EVENT_NR]        block until the event counter exceeds EVENT_NR
   message NAME SECTOR MESSAGE              dmsetup message
   help [COMMAND] show help
+  --version      print umirror's version
 
 Run 'umirror COMMAND --help' for a command's options.`;
 
@@ -41,11 +44,23 @@ const commands: Record<string, { run: (argv: readonly string[]) => Promise<numbe
   ...Object.fromEntries(DM_VERBS.map((verb) => [verb, { run: (argv: readonly string[]) => dmVerbCommand(verb, argv), help: dmVerbHelp[verb] }])),
 };
 
+/** The version in package.json (dist/cli/main.js -> ../../package.json), as `umirror --version` prints it. */
+function packageVersion(): string {
+  const parsed: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+  const version = typeof parsed === 'object' && parsed !== null && 'version' in parsed ? parsed.version : undefined;
+  if (typeof version !== 'string') throw new ControlError('EIO', 'package.json has no version');
+  return version;
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   const [verb, ...rest] = hoistSocketOption(argv);
   if (verb === undefined || verb === '--help' || verb === '-h') {
     console.log(usage);
     return verb === undefined ? 2 : 0;
+  }
+  if (verb === '--version' || verb === '-V' || verb === 'version') {
+    console.log(`umirror ${packageVersion()}`);
+    return 0;
   }
   if (verb === 'help') {
     const topic = rest[0];
@@ -55,10 +70,35 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const command = commands[verb];
   if (command === undefined) {
-    console.error(`umirror: unknown command "${verb}"\n\n${usage}`);
+    console.error(`umirror: unknown command "${verb}" (see 'umirror --help')`);
     return 2;
   }
-  return command.run(rest);
+  try {
+    return await command.run(rest);
+  } catch (err) {
+    const line = usageErrorLine(err);
+    if (line === undefined) throw err;
+    console.error(`umirror ${verb}: ${line.message}`);
+    return line.exitStatus;
+  }
+}
+
+/**
+ * The one line a bad command line gets, and its exit status: 2 when the parser refused it (an unknown
+ * option, a missing value, an extra argument: `umirror VERB --help` tells the syntax), 1 when a value is
+ * out of range (ControlError EINVAL) or the system refused (a Node system error: EACCES, ENOSPC,
+ * EADDRINUSE...). Anything else is a programmer error: its stack is printed and the exit status is 1.
+ */
+function usageErrorLine(err: unknown): { message: string; exitStatus: 1 | 2 } | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const code = (err as { code?: unknown }).code;
+  if (err instanceof TypeError && typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_')) {
+    return { message: `${err.message} (see --help)`, exitStatus: 2 };
+  }
+  if (err instanceof ControlError) return { message: err.message, exitStatus: 1 };
+  const syscall = (err as { syscall?: unknown }).syscall;
+  if (typeof code === 'string' && typeof syscall === 'string') return { message: err.message, exitStatus: 1 };
+  return undefined;
 }
 
 main(process.argv.slice(2)).then(
@@ -66,14 +106,6 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof TypeError || err instanceof RangeError) {
-      const code = (err as { code?: unknown }).code;
-      if (err instanceof RangeError || code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
-        console.error(`umirror: ${err.message}`);
-        process.exitCode = 2;
-        return;
-      }
-    }
     console.error(err);
     process.exitCode = 1;
   },

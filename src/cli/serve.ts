@@ -6,32 +6,43 @@
  * builds `0 <len> mirror disk 2 <log> <region> N <leg> 0 ... 1 handle_errors`. It prints the NBD URI, the
  * table and live status (a progress bar while resyncing). The NBD listener is bound first (a busy
  * address: one line, exit status 1, nothing created or resumed) and answers once the device is resumed;
- * a socket file left by a killed serve is replaced. SIGINT/SIGTERM close the NBD listener (requests
- * in flight finish), suspend the device (the log is flushed clean) and remove it, so the next start
- * needs no resync.
+ * a socket file left by a killed serve is replaced. SIGINT/SIGTERM close the NBD listener (requests in
+ * flight finish), suspend the device (the log is flushed) and remove it, and say what the next start
+ * must resync (stop-summary.ts): nothing after a clean stop.
  */
 import { parseArgs } from 'node:util';
 import { findImageLockError } from '../block/image-lock.js';
 import { ListenError, TableError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
-import { sectorBytes } from '../limits.js';
+import { lazyCleanMsMax, recoveryParallelDefault, recoveryParallelMax, sectorBytes } from '../limits.js';
 import { targetBuilder } from '../control/build-target.js';
 import { fileResolver } from '../control/device-resolver.js';
-import { parseSize, prepareImages } from '../control/images.js';
+import { type ImageSet, prepareImages, removeImages } from '../control/images.js';
 import { mirrorExport } from '../control/mirror-export.js';
 import { MirrorSet } from '../mirror/mirror-set.js';
 import { NbdServer, type NbdListener } from '../nbd/server.js';
 import { MappedDevice } from '../target/mapped-device.js';
-import { parseHandshakeLimit } from './daemon.js';
 import { defaultNbdPort, parseNbdAddress } from './nbd-address.js';
+import {
+  deviceNameOption,
+  folderOption,
+  handshakeLimitOption,
+  lazyCleanOption,
+  legCountOption,
+  logTypeOption,
+  recoveryParallelOption,
+  regionSizeOption,
+  sizeOption,
+} from './option-values.js';
 import { syncSuffix, tableErrorLines } from './output.js';
+import { heldWritesBySegment, mirrorStopStates, stopSummary } from './stop-summary.js';
 
 /** `serve`'s --lazy-clean default in milliseconds (the library's default stays 0, the kernel's way). */
 export const serveLazyCleanMsDefault = 1000;
 
 export const serveHelp = `Usage: umirror serve [--data DIR] [--size SIZE] [--legs N] [--log disk|core]
                     [--region-size SECTORS] [--table TABLE] [--nbd HOST:PORT|unix:PATH] [--name NAME]
-                    [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--handshake-limit S] [--quiet]
+                    [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--quiet]
 
 Serve one mirrored device over NBD in the foreground.
 
@@ -45,17 +56,18 @@ With --table, serves any kernel-syntax table (mirror, linear, zero, error lines;
   --name NAME             device and export name (default: umirror)
   --legs N                legs to create, 2..9 (default 2)
   --log disk|core         dirty log for created images (default disk)
-  --region-size SECTORS   region size in 512-byte sectors, a power of two (default 1024)
-  --recovery-parallel N   regions resynced at once (default 4; the kernel uses 1)
+  --region-size SECTORS   region size in 512-byte sectors, a power of two from 2 (default 1024)
+  --recovery-parallel N   regions resynced at once, 1..${recoveryParallelMax} (default ${recoveryParallelDefault}; the kernel uses 1)
   --read-balance          spread reads of in-sync regions over legs (needs handle_errors)
-  --lazy-clean MS         disk log: clear a region only after it stayed idle MS milliseconds (default
-                          1000; 0 clears at the next pass, as the kernel). The on-disk format is the kernel's
+  --lazy-clean MS         disk log: clear a region only after it stayed idle MS milliseconds, at most
+                          ${lazyCleanMsMax} (default 1000; 0 clears at the next pass, as the kernel). The on-disk format is the kernel's
                           either way; a crash resyncs at most the regions written in the last MS.
   --handshake-limit S     drop an NBD client that has not finished the handshake within S seconds
                           (default 10, as qemu-nbd; 0: no limit)
   --quiet                 print the URI and table only, no live status
 
-Ctrl-C suspends the device cleanly (the log is left clean: no resync on the next start).`;
+Ctrl-C suspends the device (the disk log is flushed) and says what the next start must resync: nothing
+after a clean stop ("the log is clean"), else the regions a failed leg or a held write left dirty.`;
 
 export async function serveCommand(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
@@ -74,8 +86,8 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       // Lazy clean by default: without it every write burst to a region costs a mark, then a clean
       // (an fdatasync of every leg), then a mark again (measured: 4k random writes 3x faster).
       'lazy-clean': { type: 'string', default: String(serveLazyCleanMsDefault) },
-      quiet: { type: 'boolean', default: false },
       'handshake-limit': { type: 'string' },
+      quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -84,20 +96,25 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     console.log(serveHelp);
     return 0;
   }
-  const name = values.name;
+  // Every value is checked before anything is created, opened or bound.
+  const name = deviceNameOption(values.name);
   const address = parseNbdAddress(values.nbd);
+  const dataDir = folderOption('--data', values.data);
+  const sizeBytes = values.size === undefined ? undefined : sizeOption(values.size);
+  const legCount = legCountOption(values.legs);
+  const log = logTypeOption(values.log);
+  const regionSectors = regionSizeOption(values['region-size']);
+  const recoveryParallel = values['recovery-parallel'] === undefined ? undefined : recoveryParallelOption(values['recovery-parallel']);
+  const lazyCleanMs = lazyCleanOption(values['lazy-clean']);
   const handshakeLimit = values['handshake-limit'];
-  const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : parseHandshakeLimit(handshakeLimit);
-  const recoveryParallel = values['recovery-parallel'];
-  const lazyClean = values['lazy-clean'];
-  if (!/^\d+$/.test(lazyClean)) throw new RangeError('--lazy-clean must be a number of milliseconds');
+  const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
   const device = new MappedDevice({
     name,
     buildTarget: targetBuilder({
       resolver: fileResolver({ lockHolder: name }),
-      ...(recoveryParallel === undefined ? {} : { recoveryParallelMax: Number(recoveryParallel) }),
+      ...(recoveryParallel === undefined ? {} : { recoveryParallelMax: recoveryParallel }),
       ...(values['read-balance'] ? { readPolicy: 'balance' as const } : {}),
-      log: { lazyCleanMs: Number(lazyClean) },
+      log: { lazyCleanMs },
       onMessage: (_device, level, message) => console.error(`${level}: device-mapper: raid1: ${message}`),
       onLogWarning: (_device, line) => console.error(`warn: device-mapper: dirty region log: ${line}`),
     }),
@@ -114,35 +131,29 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     console.error(`umirror serve: ${err.message}`);
     return 1;
   }
+  let images: ImageSet | undefined;
   try {
     let table = values.table;
     if (table === undefined) {
-      const log = values.log;
-      if (log !== 'disk' && log !== 'core') throw new RangeError('--log must be disk or core');
-      const images = await prepareImages({
-        dataDir: values.data,
-        ...(values.size === undefined ? {} : { sizeBytes: parseSize(values.size) }),
-        legCount: Number(values.legs),
-        regionSectors: Number(values['region-size']),
-        log,
-        handleErrors: true,
-      });
+      images = await prepareImages({ dataDir, ...(sizeBytes === undefined ? {} : { sizeBytes }), legCount, regionSectors, log, handleErrors: true });
       for (const path of images.created) console.log(`created ${path}`);
       table = images.table;
     }
     try {
       await device.load(table);
     } catch (err) {
+      rethrowProgrammerError(err);
+      // Nothing was served: images this start created go again, so a refused start leaves nothing behind.
+      if (images !== undefined) await removeImages(images);
+      await server.close({ graceful: false });
       // An image another process holds (a second serve, qemu): one line, before anything is resumed.
       const locked = findImageLockError(err);
       if (locked !== undefined) {
         console.error(`umirror: ${locked.message}`);
-        await server.close({ graceful: false });
         return 1;
       }
       if (err instanceof TableError) {
         for (const line of tableErrorLines(err, { device: name })) console.error(line);
-        await server.close({ graceful: false });
         return 1;
       }
       throw err;
@@ -184,9 +195,11 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   // the suspend releases it (with EIO), and I/O that reached the device once it was suspended completes
   // only when remove fails it (ESHUTDOWN). Waiting for the drain first would wait forever.
   const drained = listener.close({ graceful: true }).then(() => server.close({ graceful: true }));
+  const held = heldWritesBySegment(device.segments());
   await device.suspend();
+  const summary = stopSummary(mirrorStopStates(device.segments(), held));
   await device.remove();
   await drained;
-  console.log('device suspended cleanly; the log is clean');
+  console.log(summary);
   return 0;
 }

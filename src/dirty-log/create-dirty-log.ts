@@ -8,7 +8,10 @@
  *   3. 1..2 arguments after the device (`wrong number of arguments to dirty region log`)
  *   4. the sync argument (`unrecognised sync argument to dirty region log: X`)
  *   5. the region size: sscanf("%u%c") == 1, >= 2, <= target length, a power of two
- *   6. disk: header + bits fit on the device (`log device X too small: need N bytes`)
+ *   6. the region count fits the kernel's unsigned int (`region count exceeds limit of 4294967295`)
+ *   7. disk: header + bits fit on the device (`log device X too small: need N bytes`)
+ *   8. the bitsets fit our memory bound, limits.ts regionCountMax: beyond it we answer as the kernel does
+ *      when vmalloc fails (`couldn't allocate clean bitset`, disk: `couldn't allocate disk log buffer`)
  * Every rejection is TableError { kernelError: 'Error creating mirror dirty log', logLines, source: 'log' }.
  *
  * The log is not resumed here: the owner (the mirror) calls resume() when the table goes live.
@@ -20,6 +23,7 @@ import type { DirtyLog, DirtyLogContext, LogSpec, LogSyncMode } from './dirty-lo
 import type { DiskLogWriteMode } from './disk-dirty-log.js';
 import { DiskDirtyLog } from './disk-dirty-log.js';
 import { diskLogBufferBytes } from './disk-log-format.js';
+import { kernelRegionCountMax, regionCountMax } from '../limits.js';
 
 export const dirtyLogErrorMessage = 'Error creating mirror dirty log';
 
@@ -100,6 +104,9 @@ export function parseLogSpec(spec: LogSpec, options: { targetLengthSectors: numb
   ) {
     throw logError(`invalid region size ${regionText}`);
   }
+  const regionCount = regionCountOf({ targetLengthSectors: options.targetLengthSectors, regionSizeSectors });
+  if (regionCount > kernelRegionCountMax) throw logError(`region count exceeds limit of ${kernelRegionCountMax}`);
+  if (type === 'core' && regionCount > regionCountMax) throw logError("couldn't allocate clean bitset");
   return device === undefined ? { type, regionSizeSectors, syncMode } : { type, device, regionSizeSectors, syncMode };
 }
 
@@ -140,6 +147,7 @@ export async function createDirtyLog(
     });
     const needBytes = diskLogBufferBytes({ regionCount, logicalBlockBytes: device.logicalBlockBytes });
     if (needBytes > device.sizeBytes) throw logError(`log device ${displayName} too small: need ${needBytes} bytes`);
+    if (regionCount > regionCountMax) throw logError("couldn't allocate disk log buffer");
     return new DiskDirtyLog({
       device,
       displayName,

@@ -45,6 +45,7 @@ import { assert, assertCount, isPowerOfTwo } from '../assert.js';
 import type { BlockDevice } from '../block/block-device.js';
 import { toBlockError } from '../errors.js';
 import { detach, rethrowProgrammerError } from '../fail-fast.js';
+import { lazyCleanMsMax } from '../limits.js';
 import type { DirtyLogStats } from './core-dirty-log.js';
 import { RegionLogState } from './core-dirty-log.js';
 import type { DirtyLog, LogFlushOptions, LogHealth, LogSyncMode } from './dirty-log.js';
@@ -131,6 +132,7 @@ export class DiskDirtyLog implements DirtyLog {
     assert(isPowerOfTwo(options.regionSizeSectors) && options.regionSizeSectors >= 2, 'region size must be a power of two >= 2');
     const lazyCleanMs = options.lazyCleanMs ?? 0;
     assert(Number.isFinite(lazyCleanMs) && lazyCleanMs >= 0, 'lazyCleanMs must be >= 0');
+    assert(lazyCleanMs <= lazyCleanMsMax, 'lazyCleanMs <= lazyCleanMsMax (a Node timer holds at most 2^31 - 1 ms)');
     this.#options = options;
     this.#device = options.device;
     this.regionSizeSectors = options.regionSizeSectors;

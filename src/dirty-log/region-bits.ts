@@ -15,6 +15,7 @@
  */
 import { endianness } from 'node:os';
 import { assert, assertCount } from '../assert.js';
+import { regionCountMax } from '../limits.js';
 
 // The byte view equals the disk format only on a little-endian host (x86-64, arm64).
 assert(endianness() === 'LE', 'RegionBits needs a little-endian host');
@@ -45,6 +46,7 @@ export class RegionBits {
 
   constructor(options: RegionBitsOptions) {
     assertCount(options.bitCount, 'bitCount');
+    assert(options.bitCount <= regionCountMax, 'bitCount <= regionCountMax (createDirtyLog refuses larger logs)');
     this.bitCount = options.bitCount;
     this.wordCount = Math.ceil(options.bitCount / wordBits);
     if (options.storage === undefined) {

@@ -99,10 +99,16 @@ export async function startServe(args: readonly string[], options: { timeoutMs?:
   }
 }
 
-/** Asserts a stop was clean: no kill needed, exit code 0 on SIGINT, the clean-suspend line printed. */
-export function assertCleanExit(exit: ServeExit): void {
+/** The stop line of a clean stop: every region clean and in sync, no leg failed, no write held. */
+export const logCleanLine = /^device suspended cleanly; the log is clean$/m;
+
+/**
+ * Asserts a stop went well: no kill needed, exit code 0 on SIGINT, and the stop line (what the next start
+ * must resync) is `summary`: by default the clean one.
+ */
+export function assertCleanExit(exit: ServeExit, summary: RegExp = logCleanLine): void {
   const output = `${exit.stdout}\n${exit.stderr}`;
   assert.equal(exit.killed, false, `umirror serve had to be killed after SIGINT\n${output}`);
   assert.equal(exit.code, 0, `umirror serve exited ${exit.code ?? exit.signal} after SIGINT\n${output}`);
-  assert.match(exit.stdout, /^device suspended cleanly; the log is clean$/m);
+  assert.match(exit.stdout, summary);
 }

@@ -6,6 +6,7 @@ import { createDirtyLog, parseLogSpec } from '../../src/dirty-log/create-dirty-l
 import type { DirtyLogContext, LogSpec } from '../../src/dirty-log/dirty-log.js';
 import { DiskDirtyLog } from '../../src/dirty-log/disk-dirty-log.js';
 import { BlockError, TableError } from '../../src/errors.js';
+import { regionCountMax } from '../../src/limits.js';
 import { TestFailingDevice } from '../helpers/dlog-devices.js';
 
 const len = 32768;
@@ -141,6 +142,44 @@ describe('createDirtyLog', () => {
   test('createDirtyLog rejects an unknown type before anything else', async () => {
     await assert.rejects(createDirtyLog(spec('userspace 1 1024'), context({})), (err) =>
       rejectsWith(err, ['Module for logging type "userspace" not found.']),
+    );
+  });
+});
+
+// Region counts (test/scenario/oracle/cli-numbers.out): past 2^32 - 1 the kernel's own line; past our
+// memory bound (limits.ts regionCountMax) the kernel's allocation failure, after the size check.
+describe('createDirtyLog region count bounds', () => {
+  const huge = (targetLengthSectors: number, devices: Record<string, MemoryBlockDevice> = {}): DirtyLogContext => ({
+    ...context(devices),
+    targetLengthSectors,
+  });
+
+  test('parseLogSpec refuses more regions than the kernel counts (2^43 - 1 regions)', () => {
+    assert.throws(() => parseLogSpec(spec('core 1 2'), { targetLengthSectors: 2 ** 44 - 2 }), (err) =>
+      rejectsWith(err, ['region count exceeds limit of 4294967295']),
+    );
+    assert.throws(() => parseLogSpec(spec('disk 2 /dev/vdc 2'), { targetLengthSectors: 2 ** 33 }), (err) =>
+      rejectsWith(err, ['region count exceeds limit of 4294967295']),
+    );
+  });
+
+  test('createDirtyLog answers a core log past regionCountMax as a failed bitset allocation', async () => {
+    assert.equal(regionCountMax, 2 ** 29);
+    await assert.rejects(createDirtyLog(spec('core 1 2'), huge(2 * (regionCountMax + 1))), (err) =>
+      rejectsWith(err, ["couldn't allocate clean bitset"]),
+    );
+    const log = await createDirtyLog(spec('core 1 2'), huge(2 * regionCountMax));
+    assert.equal(log.regionCount, regionCountMax);
+  });
+
+  test('createDirtyLog checks a disk log device\'s size before its allocation', async () => {
+    const small = new MemoryBlockDevice({ sizeBytes: 1024 * 1024 });
+    await assert.rejects(createDirtyLog(spec('disk 2 /dev/vdc 2'), huge(2 ** 32, { '/dev/vdc': small })), (err) =>
+      rejectsWith(err, ['log device 254:32 too small: need 268436480 bytes']),
+    );
+    const big = new MemoryBlockDevice({ sizeBytes: 2 ** 30 });
+    await assert.rejects(createDirtyLog(spec('disk 2 /dev/vdc 2'), huge(2 ** 32, { '/dev/vdc': big })), (err) =>
+      rejectsWith(err, ["couldn't allocate disk log buffer"]),
     );
   });
 });

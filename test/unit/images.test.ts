@@ -8,6 +8,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultImageBytes, parseSize, prepareImages } from '../../src/control/images.js';
+import { ControlError } from '../../src/errors.js';
 
 async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'umirror-images-'));
@@ -50,7 +51,7 @@ describe('prepareImages', () => {
   test('parseSize takes binary suffixes and refuses sizes that are not whole sectors', () => {
     assert.equal(parseSize('1G'), 2 ** 30);
     assert.equal(parseSize('64KiB'), 65536);
-    assert.throws(() => parseSize('100'), RangeError);
-    assert.throws(() => parseSize('lots'), RangeError);
+    assert.throws(() => parseSize('100'), ControlError);
+    assert.throws(() => parseSize('lots'), ControlError);
   });
 });
