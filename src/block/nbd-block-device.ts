@@ -6,6 +6,7 @@
  *
  *   NbdBlockDevice.open('nbd://host:10809/leg0', { requestTimeoutMs: 30_000 })
  *   NbdBlockDevice.open('nbd+unix:///leg0?socket=/run/leg0.sock')
+ *   NbdBlockDevice.open('nbds://alice@host/leg0?tls-psk-file=/etc/umirror/keys.psk')
  *
  * What the server advertised, and what we do with it:
  *
@@ -109,9 +110,10 @@ export class NbdBlockDevice extends BlockDeviceBase {
   }
 
   /**
-   * Connects to an NBD URI and negotiates. @throws BlockError: EINVAL (bad URI, unknown export), ENOTSUP
-   * (nbds:// for now, a server we cannot talk to, a size off its minimum block size), EIO (unreachable,
-   * handshake violation or timeout), EPERM (refused by policy).
+   * Connects to an NBD URI and negotiates (over TLS for nbds://, see nbd/client-tls.ts). @throws
+   * BlockError: EINVAL (bad URI, unknown export, a bad TLS file), ENOTSUP (a server we cannot talk to: it
+   * requires TLS or refuses it; tls-type=anon; a size off its minimum block size), EIO (unreachable,
+   * handshake violation, TLS handshake failure, timeout), EPERM (refused by policy, a key file others can read).
    */
   static async open(uri: string, options: NbdBlockDeviceOptions = {}): Promise<NbdBlockDevice> {
     const target = parseNbdUri(uri);
