@@ -32,10 +32,10 @@
  * connection, a protocol violation or a request timeout fails the connection: every call in flight and
  * every later call fails with EIO (state 'failed' in `connectionState`). After close(), ESHUTDOWN.
  *
- * Reconnect and re-attach (the next step of issue 11): this class keeps no state that belongs to a
- * socket. A reconnecting wrapper watches `connection.ended`, opens a new connection to the same target,
- * checks that the size and block sizes match, and swaps it in; the geometry here stays fixed for the
- * life of the object, as BlockDevice requires, which is why a changed size must refuse the re-attach.
+ * Reconnect and re-attach: one object is one connection. ReconnectingNbdBlockDevice
+ * (reconnecting-block-device.ts) watches `connection.ended`, builds a new NbdBlockDevice on a new
+ * connection to the same target, and swaps it in when the size still matches; the geometry stays fixed
+ * for the life of that wrapper, as BlockDevice requires, which is why a changed size refuses the re-attach.
  */
 import { assert } from '../assert.js';
 import { BlockError } from '../errors.js';

@@ -22,8 +22,8 @@
  * same). Server errors in replies are not failures of the connection: they reject that one request with
  * the mapped errno (fromNbdError).
  *
- * Reconnect (a later step) is a wrapper that watches `ended`, connects a new NbdClientConnection with the
- * same target, checks that `negotiated.sizeBytes` is unchanged and hands it to the device; nothing in
+ * Reconnect is block/reconnecting-block-device.ts: it watches `ended`, connects a new
+ * NbdClientConnection with the same target and checks that the export's size is unchanged; nothing in
  * here survives a socket, so no state needs resetting.
  *
  * TLS (nbds://, nbds+unix://): `connect` loads the credentials first (client-tls.ts), then the

@@ -24,11 +24,12 @@
  * PSK file and client-key.pem are the secrets that authenticate this host.
  *
  * Interop with nbdkit (GnuTLS 3.7, measured with nbdkit 1.32 against Node 20 / OpenSSL 3.0): PSK
- * negotiates TLS 1.3 (TLS_CHACHA20_POLY1305_SHA256 or TLS_AES_*, with an (EC)DHE key exchange) without
- * any cipher option, because OpenSSL's TLS 1.3 suites are not filtered by `ciphers`; for TLS 1.2 the
- * PSK suites must be named, so `pskCiphersTls12` lists the forward-secret ones GnuTLS's NORMAL priority
- * also has. A wrong key or an unknown identity makes GnuTLS drop the connection without an alert, so
- * Node sees ECONNRESET during the handshake: we report EIO and say that the key may be wrong.
+ * negotiates TLS 1.3 (TLS_CHACHA20_POLY1305_SHA256, ECDHE-PSK key exchange) without any cipher option,
+ * because `ciphers` does not filter OpenSSL's TLS 1.3 suites. TLS 1.2 PSK suites must be named: of the
+ * forward-secret ones only ECDHE-PSK-CHACHA20-POLY1305 is accepted by nbdkit (it refuses DHE-PSK and
+ * the ECDHE-PSK CBC suites); plain PSK suites work too but lack forward secrecy, so we do not offer
+ * them. A wrong key or an unknown identity makes GnuTLS drop the connection without an alert, so Node
+ * sees ECONNRESET during the handshake: we report EIO and say that the key may be wrong.
  */
 import { readFile, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
@@ -64,7 +65,7 @@ export type NbdTlsCredentials =
 
 /**
  * TLS 1.2 PSK suites, all with an ephemeral key exchange (forward secrecy); TLS 1.3 needs no list.
- * Each is also in GnuTLS's default priority string that nbdkit uses for PSK ("NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK").
+ * nbdkit takes the first; the others are for servers that offer them (qemu-nbd's GnuTLS settings vary).
  */
 export const pskCiphersTls12 = [
   'ECDHE-PSK-CHACHA20-POLY1305',
