@@ -253,7 +253,8 @@ export class ReconnectingNbdBlockDevice extends BlockDeviceBase {
     this.#detachCount += 1;
     this.#lastError = cause;
     this.#failedAttempts = 0;
-    // The connection has failed every request and holds no socket; close() only marks the object closed.
+    // The connection has failed every request and holds no socket; close() only marks the object
+    // closed and cannot fail with an operating error (a programmer error still stops the process).
     detach(device.close(), () => undefined);
     this.#emit({ type: 'detached', name: this.name, reason: cause });
     if (!this.closed) this.#schedule();
@@ -295,19 +296,21 @@ export class ReconnectingNbdBlockDevice extends BlockDeviceBase {
           this.#attemptFailed(err instanceof BlockError ? err : new BlockError('EIO', `Cannot connect to ${this.uri}: ${String(err)}`, { cause: err }));
         },
       ),
-      () => undefined,
+      () => undefined, // Both handlers above handle every operating error; only programmer errors get out.
     );
   }
 
   #connected(device: NbdBlockDevice): void {
     assert(this.#state === 'connecting' || this.closed, 'an attempt ends in the connecting state');
     if (this.closed) {
+      // Closed while the attempt ran: a graceful close of the new connection; a failure of it has
+      // nobody left to tell.
       detach(device.close(), () => undefined);
       return;
     }
     const problem = this.#geometryProblem(device);
     if (problem !== undefined) {
-      detach(device.close(), () => undefined);
+      detach(device.close(), () => undefined); // As above: the refusal below is what gets reported.
       const reason = new BlockError('EIO', `Cannot re-attach ${this.name}: ${problem}; the leg stays detached`);
       this.#state = 'detached';
       this.#refused = true;

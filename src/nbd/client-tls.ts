@@ -34,9 +34,8 @@
 import { readFile, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
-import { isIP } from 'node:net';
 import { assert } from '../assert.js';
 import { BlockError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
