@@ -4,15 +4,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
-if ! command -v nbdkit >/dev/null || ! command -v qemu-img >/dev/null || ! command -v nbdfuse >/dev/null \
-   || ! command -v fio >/dev/null || ! command -v nbdinfo >/dev/null || ! command -v mkfs.ext4 >/dev/null \
-   || ! command -v qemu-system-x86_64 >/dev/null || ! test -x /bin/busybox || ! command -v dmsetup >/dev/null \
-   || ! command -v make >/dev/null || ! command -v g++ >/dev/null || ! command -v python3 >/dev/null; then
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-    qemu-utils nbdkit libnbd-bin nbdfuse fuse3 fio e2fsprogs xxd python3 make g++ >/dev/null
-  # The kernel oracle VM (../shared/oracle, test/oracle): qemu and a static busybox for its initramfs.
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    qemu-system-x86 busybox-static dmsetup >/dev/null
+# Test tools (qemu, libnbd, nbdkit, fio, FUSE, e2fsprogs, openssl for TLS keys), the native addon's
+# toolchain (python3, make, g++ for node-gyp), and the kernel oracle VM (../shared/oracle, test/oracle).
+PACKAGES=(qemu-utils nbdkit libnbd-bin nbdfuse fuse3 fio e2fsprogs xxd openssl python3 make g++)
+ORACLE_PACKAGES=(qemu-system-x86 busybox-static dmsetup)
+missing() { for package in "$@"; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done; }
+mapfile -t need < <(missing "${PACKAGES[@]}")
+mapfile -t need_oracle < <(missing "${ORACLE_PACKAGES[@]}")
+if [ "${#need[@]}" -gt 0 ] || [ "${#need_oracle[@]}" -gt 0 ]; then $SUDO apt-get update -qq; fi
+if [ "${#need[@]}" -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ "${#need_oracle[@]}" -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_oracle[@]}" >/dev/null
 fi
 npm ci --no-audit --no-fund

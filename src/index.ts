@@ -11,6 +11,13 @@ export { FaultyBlockDevice } from './block/faulty-block-device.js';
 export type { FaultConfig } from './block/faulty-block-device.js';
 export { NbdBlockDevice } from './block/nbd-block-device.js';
 export type { NbdBlockDeviceOptions } from './block/nbd-block-device.js';
+export { ReconnectingNbdBlockDevice } from './block/reconnecting-block-device.js';
+export type {
+  NbdConnectionEvent,
+  NbdConnectionState,
+  ReconnectingNbdBlockDeviceOptions,
+  ScheduleTimer,
+} from './block/reconnecting-block-device.js';
 
 export type { DirtyLog, DirtyLogContext, LogHealth, LogSpec, LogSyncMode } from './dirty-log/dirty-log.js';
 export { CoreDirtyLog } from './dirty-log/core-dirty-log.js';

@@ -41,6 +41,19 @@ export const heldConnectionsMax = 64;
 /** How long a socket whose side we ended waits for the client to hang up before it is destroyed. */
 export const closeGraceMs = 2000;
 
+/** NBD client: the request timeout a remote leg gets unless told otherwise (the future --leg-timeout). */
+export const nbdClientRequestTimeoutMsDefault = 30_000;
+/** NBD client reconnect: the first delay after a lost connection; it doubles on each failed attempt. */
+export const nbdClientReconnectDelayMsMin = 500;
+/** NBD client reconnect: the longest delay between two attempts (the doubling stops here). */
+export const nbdClientReconnectDelayMsMax = 30_000;
+/** NBD client TLS: the largest PSK file, CA bundle, certificate or key we read. */
+export const nbdClientTlsFileBytesMax = 1024 * 1024;
+/** NBD client TLS: the longest PSK identity (OpenSSL 1.1's PSK_MAX_IDENTITY_LEN). */
+export const nbdClientPskIdentityBytesMax = 128;
+/** NBD client TLS: the longest pre-shared key (OpenSSL 1.1's PSK_MAX_PSK_LEN); psktool makes 32 bytes. */
+export const nbdClientPskKeyBytesMax = 256;
+
 /** Legs in one mirror set: the kernel's DM_KCOPYD_MAX_REGIONS + 1. */
 export const legsMax = 9;
 /** Targets of one copier job: kcopyd's DM_KCOPYD_MAX_REGIONS. */
@@ -104,6 +117,8 @@ assert(nbdClientInFlightBytesMax >= requestBytesMax, 'one request of the largest
 assert(nbdClientWaitingMax >= nbdClientInFlightMax);
 assert(isPowerOfTwo(nbdClientTrimBytesMax) && nbdClientTrimBytesMax >= requestBytesMax);
 assert(isPowerOfTwo(nbdClientMinimumBlockBytesMax) && requestBytesMax % nbdClientMinimumBlockBytesMax === 0);
+assert(nbdClientReconnectDelayMsMin > 0 && nbdClientReconnectDelayMsMin <= nbdClientReconnectDelayMsMax);
+assert(nbdClientRequestTimeoutMsDefault > 0 && nbdClientPskIdentityBytesMax > 0 && nbdClientPskKeyBytesMax > 0);
 assert(copierTargetsMax === legsMax - 1, 'a recovery copies the default leg to every other leg');
 assert(copierChunkBytes % sectorBytes === 0 && isPowerOfTwo(copierChunkBytes));
 assert(recoveryParallelDefault >= 1 && recoveryParallelDefault <= recoveryParallelMax);

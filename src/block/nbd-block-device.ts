@@ -6,6 +6,7 @@
  *
  *   NbdBlockDevice.open('nbd://host:10809/leg0', { requestTimeoutMs: 30_000 })
  *   NbdBlockDevice.open('nbd+unix:///leg0?socket=/run/leg0.sock')
+ *   NbdBlockDevice.open('nbds://alice@host/leg0?tls-psk-file=/etc/umirror/keys.psk')
  *
  * What the server advertised, and what we do with it:
  *
@@ -31,10 +32,10 @@
  * connection, a protocol violation or a request timeout fails the connection: every call in flight and
  * every later call fails with EIO (state 'failed' in `connectionState`). After close(), ESHUTDOWN.
  *
- * Reconnect and re-attach (the next step of issue 11): this class keeps no state that belongs to a
- * socket. A reconnecting wrapper watches `connection.ended`, opens a new connection to the same target,
- * checks that the size and block sizes match, and swaps it in; the geometry here stays fixed for the
- * life of the object, as BlockDevice requires, which is why a changed size must refuse the re-attach.
+ * Reconnect and re-attach: one object is one connection. ReconnectingNbdBlockDevice
+ * (reconnecting-block-device.ts) watches `connection.ended`, builds a new NbdBlockDevice on a new
+ * connection to the same target, and swaps it in when the size still matches; the geometry stays fixed
+ * for the life of that wrapper, as BlockDevice requires, which is why a changed size refuses the re-attach.
  */
 import { assert } from '../assert.js';
 import { BlockError } from '../errors.js';
@@ -109,9 +110,10 @@ export class NbdBlockDevice extends BlockDeviceBase {
   }
 
   /**
-   * Connects to an NBD URI and negotiates. @throws BlockError: EINVAL (bad URI, unknown export), ENOTSUP
-   * (nbds:// for now, a server we cannot talk to, a size off its minimum block size), EIO (unreachable,
-   * handshake violation or timeout), EPERM (refused by policy).
+   * Connects to an NBD URI and negotiates (over TLS for nbds://, see nbd/client-tls.ts). @throws
+   * BlockError: EINVAL (bad URI, unknown export, a bad TLS file), ENOTSUP (a server we cannot talk to: it
+   * requires TLS or refuses it; tls-type=anon; a size off its minimum block size), EIO (unreachable,
+   * handshake violation, TLS handshake failure, timeout), EPERM (refused by policy, a key file others can read).
    */
   static async open(uri: string, options: NbdBlockDeviceOptions = {}): Promise<NbdBlockDevice> {
     const target = parseNbdUri(uri);

@@ -22,13 +22,16 @@
  * same). Server errors in replies are not failures of the connection: they reject that one request with
  * the mapped errno (fromNbdError).
  *
- * Reconnect (a later step) is a wrapper that watches `ended`, connects a new NbdClientConnection with the
- * same target, checks that `negotiated.sizeBytes` is unchanged and hands it to the device; nothing in
+ * Reconnect is block/reconnecting-block-device.ts: it watches `ended`, connects a new
+ * NbdClientConnection with the same target and checks that the export's size is unchanged; nothing in
  * here survives a socket, so no state needs resetting.
  *
- * TLS: the handshake has the STARTTLS step; `connect` refuses a TLS target with ENOTSUP until the
- * socket upgrade (node:tls over the connected socket, PSK or x509 from target.tls) is written where the
- * 'startTls' step is handled below.
+ * TLS (nbds://, nbds+unix://): `connect` loads the credentials first (client-tls.ts), then the
+ * handshake sends STARTTLS before any other option. On its ACK the socket is handed to node:tls
+ * (`tls.connect({socket})`), and once the TLS handshake is done and the peer is checked, the option
+ * haggling continues over the TLS socket, which from then on is the connection's socket. A server that
+ * refuses STARTTLS fails the connect (ENOTSUP, or EPERM for a policy refusal): there is never a fallback
+ * to plaintext. A plaintext connect to a server that requires TLS fails with its TLS_REQD as ENOTSUP.
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { assert, assertCount } from '../assert.js';
@@ -41,6 +44,7 @@ import {
 } from '../limits.js';
 import { type PendingRequest, ReadReplyAssembler, encodeRequest, NbdReplyParser, type ReplyFrame } from './client-codec.js';
 import { type ClientNegotiated, NbdClientHandshake } from './client-handshake.js';
+import { checkNbdTlsPeer, loadNbdTlsCredentials, type NbdTlsCredentials, startNbdTls, tlsHandshakeError } from './client-tls.js';
 import type { NbdTarget } from './client-uri.js';
 import type { Cookie } from './codec.js';
 import { fromNbdError } from './errors.js';
@@ -147,8 +151,9 @@ export class NbdClientConnection {
   }
 
   /**
-   * Connects and negotiates. @throws BlockError: EIO (unreachable, refused, handshake violation,
-   * timeout), ENOTSUP (TLS asked for, or a server we cannot talk to), EINVAL (no such export), EPERM.
+   * Connects and negotiates. @throws BlockError: EIO (unreachable, refused, handshake violation, TLS
+   * handshake failure, timeout), ENOTSUP (a server we cannot talk to: TLS required by it or refused by
+   * it), EINVAL (no such export, a bad TLS file), EPERM (refused by policy, a key file others can read).
    */
   static async connect(options: NbdClientConnectionOptions): Promise<NbdClientConnection> {
     const { target } = options;
@@ -160,12 +165,11 @@ export class NbdClientConnection {
     assert(connectTimeoutMs > 0, 'connectTimeoutMs is positive');
     assert(inFlightMax >= 1 && inFlightMax <= nbdClientWaitingMax, `inFlightMax ${inFlightMax} out of range`);
     assert(inFlightBytesMax >= 1, 'inFlightBytesMax is positive');
-    if (target.tls !== undefined) {
-      throw new BlockError('ENOTSUP', `Cannot connect to ${target.uri}: NBD over TLS (nbds://) is not supported yet`);
-    }
-    const socket = target.endpoint.kind === 'unix' ? netConnect({ path: target.endpoint.path }) : netConnect({ host: target.endpoint.host, port: target.endpoint.port });
-    if (target.endpoint.kind === 'tcp') socket.setNoDelay(true);
-    const negotiated = await handshake({ target, socket, timeoutMs: connectTimeoutMs });
+    // Files first: a bad key file fails without a connection (and is read again on every reconnect).
+    const credentials = target.tls === undefined ? undefined : await loadNbdTlsCredentials(target);
+    const raw = target.endpoint.kind === 'unix' ? netConnect({ path: target.endpoint.path }) : netConnect({ host: target.endpoint.host, port: target.endpoint.port });
+    if (target.endpoint.kind === 'tcp') raw.setNoDelay(true);
+    const { negotiated, socket } = await handshake({ target, socket: raw, credentials, timeoutMs: connectTimeoutMs });
     return new NbdClientConnection({ target, socket, negotiated, requestTimeoutMs, inFlightMax, inFlightBytesMax });
   }
 
@@ -432,40 +436,53 @@ export class NbdClientConnection {
   }
 }
 
-/** Runs the handshake on a connecting socket. @throws BlockError; the socket is destroyed on failure. */
-function handshake(options: { target: NbdTarget; socket: Socket; timeoutMs: number }): Promise<ClientNegotiated> {
-  const { target, socket } = options;
-  const session = new NbdClientHandshake({ exportName: target.exportName, tls: target.tls !== undefined });
-  return new Promise<ClientNegotiated>((resolve, reject) => {
+/**
+ * Runs the handshake on a connecting socket, upgrading it to TLS when `credentials` are given. Resolves
+ * with the socket to use from now on (the TLS socket after an upgrade), paused. @throws BlockError; every
+ * socket is destroyed on failure.
+ */
+function handshake(options: {
+  target: NbdTarget;
+  socket: Socket;
+  credentials: NbdTlsCredentials | undefined;
+  timeoutMs: number;
+}): Promise<{ negotiated: ClientNegotiated; socket: Socket }> {
+  const { target, credentials } = options;
+  const raw = options.socket;
+  const session = new NbdClientHandshake({ exportName: target.exportName, tls: credentials !== undefined });
+  // The socket the handshake reads and writes: `raw` until STARTTLS is acknowledged, then the TLS socket.
+  let current: Socket = raw;
+  return new Promise((resolve, reject) => {
     let settled = false;
     const finish = (result: { negotiated: ClientNegotiated } | { error: BlockError }): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('error', onError);
-      socket.off('close', onClose);
+      current.off('data', onData);
+      current.off('error', onError);
+      current.off('close', onClose);
       if ('error' in result) {
         // The failure is reported through the rejection; a late socket error has nothing left to fail.
-        socket.on('error', () => undefined);
-        socket.destroy();
+        current.on('error', () => undefined);
+        raw.on('error', () => undefined);
+        current.destroy();
+        raw.destroy();
         reject(result.error);
       } else {
         // Hold incoming bytes until the connection object listens (the handshake left none buffered).
-        socket.pause();
-        resolve(result.negotiated);
+        current.pause();
+        resolve({ negotiated: result.negotiated, socket: current });
       }
     };
-    const onData = (chunk: Buffer): void => {
-      session.push(chunk);
+    const pump = (): void => {
       for (let step = session.next(); step !== undefined && !settled; step = session.next()) {
         switch (step.kind) {
           case 'send':
-            socket.write(step.data);
+            current.write(step.data);
             break;
           case 'startTls':
-            finish({ error: new BlockError('ENOTSUP', `Cannot connect to ${target.uri}: NBD over TLS is not supported yet`) });
-            break;
+            upgrade();
+            return; // Nothing more until the TLS handshake is done.
           case 'failed':
             finish({ error: new BlockError(step.error.code, `Cannot connect to ${target.uri}: ${step.error.message}`, { cause: step.error }) });
             break;
@@ -475,17 +492,51 @@ function handshake(options: { target: NbdTarget; socket: Socket; timeoutMs: numb
         }
       }
     };
+    const upgrade = (): void => {
+      assert(credentials !== undefined && current === raw, 'STARTTLS is sent only for a TLS target, once');
+      raw.off('data', onData);
+      raw.off('error', onError);
+      raw.off('close', onClose);
+      // Errors of the raw socket surface on the TLS socket that wraps it.
+      raw.on('error', () => undefined);
+      const secure = startNbdTls({ socket: raw, credentials });
+      current = secure;
+      secure.on('error', onError);
+      secure.on('close', onClose);
+      secure.once('secureConnect', () => {
+        if (settled) return;
+        const problem = checkNbdTlsPeer(secure, credentials);
+        if (problem !== undefined) {
+          finish({ error: new BlockError('EIO', `Cannot connect to ${target.uri}: TLS handshake failed: ${problem}`) });
+          return;
+        }
+        secure.on('data', onData);
+        session.tlsEstablished();
+        pump();
+      });
+    };
+    const onData = (chunk: Buffer): void => {
+      session.push(chunk);
+      pump();
+    };
     const onError = (err: Error): void => {
-      finish({ error: new BlockError('EIO', `Cannot connect to ${target.uri}: ${err.message}`, { cause: err }) });
+      if (current !== raw && session.state === 'tlsPending' && credentials !== undefined) {
+        finish({ error: tlsHandshakeError({ err, credentials, uri: target.uri }) });
+        return;
+      }
+      // Under TLS 1.3 a server that refuses our certificate says so only after our side finished.
+      const after = current !== raw ? ' after the TLS handshake (the server may have refused our certificate or key)' : '';
+      finish({ error: new BlockError('EIO', `Cannot connect to ${target.uri}: ${err.message}${after}`, { cause: err }) });
     };
     const onClose = (): void => {
-      finish({ error: new BlockError('EIO', `Cannot connect to ${target.uri}: the server closed the connection during the handshake (in state ${session.state})`) });
+      const during = session.state === 'tlsPending' ? 'the TLS handshake' : `the handshake (in state ${session.state})`;
+      finish({ error: new BlockError('EIO', `Cannot connect to ${target.uri}: the server closed the connection during ${during}`) });
     };
     const timer = setTimeout(() => {
       finish({ error: new BlockError('EIO', `Cannot connect to ${target.uri}: no handshake within ${options.timeoutMs} ms`) });
     }, options.timeoutMs);
-    socket.on('data', onData);
-    socket.on('error', onError);
-    socket.on('close', onClose);
+    raw.on('data', onData);
+    raw.on('error', onError);
+    raw.on('close', onClose);
   });
 }

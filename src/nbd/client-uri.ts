@@ -4,14 +4,14 @@
  *
  *   nbd://host[:port][/export]                TCP; port 10809 when absent; IPv6 as [::1]
  *   nbd+unix:///export?socket=PATH            Unix socket; no authority allowed
- *   nbds://..., nbds+unix:///...?socket=PATH  the same over TLS (NBD_OPT_STARTTLS): parsed here, refused
- *                                             by the connection with ENOTSUP until TLS is built
+ *   nbds://..., nbds+unix:///...?socket=PATH  the same over TLS (NBD_OPT_STARTTLS, then client-tls.ts)
  *
  * The export name is the path without its leading '/', percent-decoded ("nbd://h//disk" names "/disk",
  * "nbd://h" and "nbd://h/" the default export ""). Query values are percent-decoded as RFC 3986 says
  * ('+' stays '+', unlike form encoding, so a socket path may contain it). Known query parameters:
  * `socket` (Unix schemes only), and on TLS schemes `tls-type` (anon|x509|psk), `tls-hostname`,
- * `tls-verify-peer` (0|1), `tls-psk-file`, `tls-certificates` (libnbd's names). Anything else — an unknown
+ * `tls-verify-peer` (0|1), `tls-psk-file`, `tls-certificates`, `tls-username` (libnbd's names; the
+ * username may also be the URI's userinfo, "nbds://alice@host/", as libnbd reads it). Anything else — an unknown
  * or repeated parameter, a TLS parameter on a plain scheme, a fragment, a missing host or socket — is
  * diagnosed with EINVAL, as the URI spec asks, rather than ignored.
  */
@@ -31,7 +31,7 @@ export interface NbdTlsSettings {
   readonly verifyPeer: boolean;
   readonly pskFile: string | undefined;
   readonly certificatesDir: string | undefined;
-  /** The URI's userinfo: the PSK identity or x509 user name. */
+  /** The PSK identity: the URI's userinfo or tls-username (undefined: the local login name). */
   readonly username: string | undefined;
 }
 
@@ -52,7 +52,7 @@ const schemes = {
 } as const;
 
 const tlsTypes: readonly NbdTlsType[] = ['anon', 'x509', 'psk'];
-const tlsParameters = ['tls-type', 'tls-hostname', 'tls-verify-peer', 'tls-psk-file', 'tls-certificates'] as const;
+const tlsParameters = ['tls-type', 'tls-hostname', 'tls-verify-peer', 'tls-psk-file', 'tls-certificates', 'tls-username'] as const;
 
 /** True when `text` looks like an NBD URI (any nbd scheme), so callers can tell it from a path. */
 export function isNbdUri(text: string): boolean {
@@ -64,9 +64,13 @@ export function parseNbdUri(text: string): NbdTarget {
   const fail = (why: string): never => {
     throw new BlockError('EINVAL', `Invalid NBD URI "${text}": ${why}`);
   };
+  // WHATWG URL refuses a user without a host, yet libnbd documents "nbds+unix://alice@/?socket=S":
+  // take such a user off before parsing. Only a Unix scheme may have an empty host.
+  const hostlessUser = /^(nbds?\+unix:\/\/)([^/?#@]+)@(?=[/?]|$)/i.exec(text);
+  const unixUser = hostlessUser?.[2];
   let url: URL;
   try {
-    url = new URL(text);
+    url = new URL(hostlessUser === null ? text : `${hostlessUser[1] ?? ''}${text.slice(hostlessUser[0].length)}`);
   } catch (err) {
     throw new BlockError('EINVAL', `Invalid NBD URI "${text}": not a URI`, { cause: err });
   }
@@ -108,19 +112,26 @@ export function parseNbdUri(text: string): NbdTarget {
     if (typeText !== undefined && type === undefined) fail(`tls-type "${typeText}" is not anon, x509 or psk`);
     const verify = take('tls-verify-peer');
     if (verify !== undefined && verify !== '0' && verify !== '1') fail(`tls-verify-peer "${verify}" is not 0 or 1`);
+    const userinfo = unixUser !== undefined ? decode(unixUser, fail) : url.username === '' ? undefined : decode(url.username, fail);
+    const usernameParameter = take('tls-username');
+    if (userinfo !== undefined && usernameParameter !== undefined && userinfo !== usernameParameter) {
+      fail(`the user "${userinfo}" and tls-username "${usernameParameter}" disagree`);
+    }
+    const username = userinfo ?? usernameParameter;
+    if (username === '') fail('tls-username is empty');
     tls = {
       type,
       hostname: take('tls-hostname'),
       verifyPeer: verify !== '0',
       pskFile: take('tls-psk-file'),
       certificatesDir: take('tls-certificates'),
-      username: url.username === '' ? undefined : decode(url.username, fail),
+      username,
     };
   } else {
     for (const key of tlsParameters) if (params.has(key)) fail(`${key} needs a TLS scheme (nbds://, nbds+unix://)`);
-    if (url.username !== '' || url.password !== '') fail('user information is only used by TLS schemes');
+    if (url.username !== '' || url.password !== '' || unixUser !== undefined) fail('user information is only used by TLS schemes');
   }
-  if (url.password !== '') fail('a password does not belong in a URI (use tls-psk-file)');
+  if (url.password !== '' || unixUser?.includes(':') === true) fail('a password does not belong in a URI (use tls-psk-file)');
   const unknown = [...params.keys()];
   if (unknown.length > 0) fail(`unknown query parameter "${unknown.join('", "')}"`);
   return { uri: text, endpoint, exportName, tls };

@@ -6,8 +6,14 @@
  * `uri` is nbd+unix:///?socket=DIR/nbd.sock (nbdkit's default export). `kill(signal)` signals the process
  * (SIGKILL to lose the server mid-flight); `close()` stops it if still running and removes the dir;
  * it is idempotent and safe after kill. Callers check for the tool first (requireTools / hasTool).
+ *
+ * `dir`: listen in a directory the caller owns (and removes) instead, so that a restarted nbdkit serves
+ * the same socket path (a stale socket and pid file of a killed one are removed first). `tcpPort`: listen
+ * on 127.0.0.1:PORT instead of a Unix socket (`freeTcpPort()` finds an ephemeral one); `uri` is then
+ * nbd://127.0.0.1:PORT/.
  */
 import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Logged, pollUntil, spawnLogged, waitExit } from './failing-leg.js';
@@ -16,6 +22,8 @@ export interface NbdkitServer {
   readonly dir: string;
   readonly socketPath: string;
   readonly uri: string;
+  /** The TCP port when started with `tcpPort`. */
+  readonly tcpPort: number | undefined;
   readonly child: Logged;
   kill(signal: NodeJS.Signals): void;
   close(): Promise<void>;
@@ -25,12 +33,18 @@ export async function startNbdkit(options: {
   plugin: readonly string[];
   filters?: readonly string[];
   flags?: readonly string[];
+  dir?: string;
+  tcpPort?: number;
 }): Promise<NbdkitServer> {
-  const dir = await mkdtemp(join(tmpdir(), 'umirror-nbdkit-'));
+  const ownDir = options.dir === undefined;
+  const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'umirror-nbdkit-')));
   const socketPath = join(dir, 'nbd.sock');
   // nbdkit writes its pid file once it accepts connections (the socket file appears a little earlier).
   const pidPath = join(dir, 'nbdkit.pid');
-  const args = ['-U', socketPath, '-P', pidPath, '-f', '--exit-with-parent', ...(options.flags ?? [])];
+  await rm(pidPath, { force: true });
+  await rm(socketPath, { force: true });
+  const listen = options.tcpPort === undefined ? ['-U', socketPath] : ['-i', '127.0.0.1', '-p', String(options.tcpPort)];
+  const args = [...listen, '-P', pidPath, '-f', '--exit-with-parent', ...(options.flags ?? [])];
   for (const filter of options.filters ?? []) args.push(`--filter=${filter}`);
   args.push(...options.plugin);
   const child = spawnLogged('nbdkit', args);
@@ -43,7 +57,7 @@ export async function startNbdkit(options: {
         await waitExit(child, 2000);
       }
     }
-    await rm(dir, { recursive: true, force: true });
+    if (ownDir) await rm(dir, { recursive: true, force: true });
   };
   try {
     await pollUntil(`nbdkit pid file ${pidPath}`, child, async () => {
@@ -60,7 +74,8 @@ export async function startNbdkit(options: {
   return {
     dir,
     socketPath,
-    uri: `nbd+unix:///?socket=${socketPath}`,
+    uri: options.tcpPort === undefined ? `nbd+unix:///?socket=${socketPath}` : `nbd://127.0.0.1:${options.tcpPort}/`,
+    tcpPort: options.tcpPort,
     child,
     kill: (signal) => child.kill(signal),
     close: () => {
@@ -68,4 +83,17 @@ export async function startNbdkit(options: {
       return closing;
     },
   };
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it; another process may race). */
+export async function freeTcpPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === 'string') throw new Error('no TCP address');
+  return address.port;
 }

@@ -134,7 +134,8 @@ describe('NbdBlockDevice against umirror NbdServer', () => {
     const { uri } = await serve(new MemoryBlockDevice({ sizeBytes: 64 * KiB }));
     await rejectsWithCode(NbdBlockDevice.open(uri.replace('/leg?', '/nope?')), 'EINVAL');
     await rejectsWithCode(NbdBlockDevice.open(`nbd+unix:///leg?socket=${join(tmpdir(), 'umirror-no-such-dir', 'sock')}`), 'EIO');
-    await rejectsWithCode(NbdBlockDevice.open('nbds://127.0.0.1:1/leg'), 'ENOTSUP');
+    await rejectsWithCode(NbdBlockDevice.open('nbds://127.0.0.1:1/leg?tls-type=anon'), 'ENOTSUP');
+    await rejectsWithCode(NbdBlockDevice.open('nbds://127.0.0.1:1/leg'), 'EIO');
     await rejectsWithCode(NbdBlockDevice.open('nbd+unix:///leg'), 'EINVAL');
   });
 

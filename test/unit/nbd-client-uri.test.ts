@@ -79,3 +79,14 @@ test('isNbdUri tells NBD URIs from paths', () => {
   assert.equal(isNbdUri('leg0.img'), false);
   assert.equal(isNbdUri('nbdname'), false);
 });
+
+test('parseNbdUri takes the PSK identity from the user, also without a host (libnbd\'s nbds+unix://alice@/), or from tls-username', () => {
+  assert.equal(parseNbdUri('nbds+unix://alice@/vol?socket=/run/s').tls?.username, 'alice');
+  assert.equal(parseNbdUri('nbds+unix://alice@/vol?socket=/run/s').exportName, 'vol');
+  assert.equal(parseNbdUri('nbds+unix:///?socket=s&tls-username=bob').tls?.username, 'bob');
+  assert.equal(parseNbdUri('nbds://al%40ice@h/?tls-username=al@ice').tls?.username, 'al@ice');
+  assert.equal(parseNbdUri('nbds://h/').tls?.username, undefined);
+  for (const uri of ['nbds://alice@h/?tls-username=bob', 'nbds://h/?tls-username=', 'nbd+unix://alice@/?socket=s', 'nbds+unix://a:pw@/?socket=s', 'nbd://h/?tls-username=bob']) {
+    assert.throws(() => parseNbdUri(uri), (err: unknown) => err instanceof BlockError && err.code === 'EINVAL', uri);
+  }
+});
