@@ -9,7 +9,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDaemon, until, type Daemon } from '../helpers/daemon-process.js';
@@ -23,6 +23,7 @@ interface Images {
 }
 
 async function images(dir: string): Promise<Images> {
+  await mkdir(dir, { recursive: true });
   const a = join(dir, 'a.img');
   const empty = join(dir, 'empty.img');
   const tiny = join(dir, 'tiny.img');
@@ -61,11 +62,15 @@ test('umirror daemon: a mirror leg with no whole sector is accepted and fails, a
   // Kernel: without handle_errors the resync errors are ignored (32/32 AA); with it the leg shows S and
   // nothing is in sync (0/32 AS); as the primary with handle_errors, SA. Expected: the same lines, and
   // the daemon still answers afterwards.
-  const { d, img } = await daemonRig(t);
+  // Each device gets its own images: a daemon locks every image one device writes (image-lock.ts).
+  const { d } = await daemonRig(t);
+  const [plain, handled, primary] = await Promise.all(['plain', 'handled', 'primary'].map((name) => images(join(d.dir, name))));
+  assert.ok(plain !== undefined && handled !== undefined && primary !== undefined);
+  const img = plain;
   const cases = [
-    { name: 'plain', table: `0 32768 mirror core 1 1024 2 ${img.a} 0 ${img.empty} 0`, status: `32/32 1 AA` },
-    { name: 'handled', table: `0 32768 mirror core 1 1024 2 ${img.a} 0 ${img.tiny} 0 1 handle_errors`, status: `0/32 1 AS` },
-    { name: 'primary', table: `0 32768 mirror core 1 1024 2 ${img.empty} 0 ${img.a} 0 1 handle_errors`, status: `0/32 1 SA` },
+    { name: 'plain', table: `0 32768 mirror core 1 1024 2 ${plain.a} 0 ${plain.empty} 0`, status: `32/32 1 AA` },
+    { name: 'handled', table: `0 32768 mirror core 1 1024 2 ${handled.a} 0 ${handled.tiny} 0 1 handle_errors`, status: `0/32 1 AS` },
+    { name: 'primary', table: `0 32768 mirror core 1 1024 2 ${primary.empty} 0 ${primary.a} 0 1 handle_errors`, status: `0/32 1 SA` },
   ];
   for (const c of cases) {
     await ok(d, ['create', c.name, '--table', c.table]);
