@@ -13,7 +13,7 @@
  * Never part of npm test.
  */
 import { MemoryBlockDevice } from '../src/block/memory-block-device.js';
-import type { DirtyLogStats } from '../src/dirty-log/core-dirty-log.js';
+import type { DirtyLogStats } from '../src/dirty-log/dirty-log.js';
 import { DiskDirtyLog, type DiskLogWriteMode } from '../src/dirty-log/disk-dirty-log.js';
 import { createMirrorSet } from '../src/mirror/create-mirror-set.js';
 import { mulberry32 as prng } from '../src/block/faulty-block-device.js';

@@ -19,7 +19,7 @@ export type {
   ScheduleTimer,
 } from './block/reconnecting-block-device.js';
 
-export type { DirtyLog, DirtyLogContext, LogHealth, LogSpec, LogSyncMode } from './dirty-log/dirty-log.js';
+export type { DirtyLog, DirtyLogContext, DirtyLogStats, LogHealth, LogSpec, LogSyncMode } from './dirty-log/dirty-log.js';
 export { CoreDirtyLog } from './dirty-log/core-dirty-log.js';
 export { DiskDirtyLog } from './dirty-log/disk-dirty-log.js';
 export { createDirtyLog, parseLogSpec } from './dirty-log/create-dirty-log.js';

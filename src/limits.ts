@@ -67,9 +67,25 @@ export const copierInFlightMax = 4;
 export const recoveryParallelDefault = 4;
 export const recoveryParallelMax = 64;
 
-/** Region size bounds in sectors: dm-log requires >= 2 and a power of two. */
+/**
+ * Region size bounds in sectors: dm-log requires >= 2 and a power of two, and reads the size as an
+ * unsigned int, so 2^31 is the largest power of two a table can carry.
+ */
 export const regionSizeSectorsMin = 2;
 export const regionSizeSectorsMax = 2 ** 31;
+
+/**
+ * The one region-size rule (dm-log's _check_region_size, without its `<= target length` part, which
+ * needs the table): a power of two from regionSizeSectorsMin to regionSizeSectorsMax.
+ */
+export function isRegionSizeSectors(regionSizeSectors: number): boolean {
+  return (
+    Number.isSafeInteger(regionSizeSectors) &&
+    regionSizeSectors >= regionSizeSectorsMin &&
+    regionSizeSectors <= regionSizeSectorsMax &&
+    isPowerOfTwo(regionSizeSectors)
+  );
+}
 
 /**
  * Regions one dirty log may hold. The kernel refuses more than 2^32 - 1 ("region count exceeds limit of
@@ -88,6 +104,21 @@ export const kernelRegionCountMax = 2 ** 32 - 1;
  * crash resyncs at most the regions written in that window, and Node's timers hold at most 2^31 - 1 ms.
  */
 export const lazyCleanMsMax = 60 * 60 * 1000;
+/**
+ * Rounds a waiting disk-log flush spends on clean steps: the running one, then its own, with slack for
+ * steps that start meanwhile. Past it a wanted clean stays pending (dirty on disk, the safe side).
+ */
+export const diskLogCleanRoundsMax = 8;
+
+/** dm core (src/target): lines of one table; dm's DM_MAX_TARGETS is larger, but a bound is a bound. */
+export const tableLinesMax = 1024;
+/** dm core: the largest end sector a table may reach, so that byte offsets stay safe integers. */
+export const tableEndSectorsMax = Math.floor(Number.MAX_SAFE_INTEGER / sectorBytes);
+/**
+ * dm core: I/O a suspended MappedDevice holds (queued plus parked) by default; beyond it new I/O fails
+ * with ENOMEM. Well above one NBD connection's in-flight window (checked below).
+ */
+export const heldIoMaxDefault = 4096;
 
 /**
  * Bytes of a Unix socket path (sun_path holds 108 bytes with the NUL). Node truncates a longer path
@@ -132,3 +163,9 @@ assert(regionCountMax <= kernelRegionCountMax, 'we never hold more regions than 
 assert(regionCountMax % 32 === 0, 'whole 32-bit bitset words');
 assert(lazyCleanMsMax > 0 && lazyCleanMsMax < 2 ** 31 - 1, "a lazy clean timer fits in Node's timer range");
 assert(handshakeTimeoutMsDefault <= handshakeLimitMsMax && handshakeLimitMsMax < 2 ** 31 - 1);
+assert(regionSizeSectorsMin === 2, 'dm-log refuses regions below 2 sectors');
+assert(regionSizeSectorsMax <= 2 ** 32 - 1, 'the kernel reads the region size as an unsigned int');
+assert(isRegionSizeSectors(regionSizeSectorsMin) && isRegionSizeSectors(regionSizeSectorsMax));
+assert(diskLogCleanRoundsMax >= 2, 'a waiting flush may wait for the running clean step, then run its own');
+assert(tableLinesMax >= 1 && tableEndSectorsMax * sectorBytes <= Number.MAX_SAFE_INTEGER);
+assert(heldIoMaxDefault >= 4 * inFlightMax, 'a suspend holds the full in-flight window of several NBD connections');

@@ -13,9 +13,6 @@
  *   umirror_nbd_request_duration_seconds (histogram){op}
  * Counters restart from zero when a table is replaced (Prometheus handles counter resets).
  */
-import { CoreDirtyLog, type DirtyLogStats } from '../dirty-log/core-dirty-log.js';
-import { DiskDirtyLog } from '../dirty-log/disk-dirty-log.js';
-import type { DirtyLog } from '../dirty-log/dirty-log.js';
 import { MirrorSet } from '../mirror/mirror-set.js';
 import type { DeviceRegistry } from './device-registry.js';
 import { REQUEST_OPS, latencyBucketsSeconds } from './metered-device.js';
@@ -55,11 +52,6 @@ function formatLabels(labels: Labels): string {
 function formatValue(value: number): string {
   if (value === Infinity) return '+Inf';
   return Number.isFinite(value) ? String(value) : 'NaN';
-}
-
-/** The counters of the log implementations umirror ships; undefined for any other log. */
-export function dirtyLogStats(log: DirtyLog): DirtyLogStats | undefined {
-  return log instanceof CoreDirtyLog || log instanceof DiskDirtyLog ? log.stats : undefined;
 }
 
 /** Resync bytes per second per mirror set, from its recovery byte counter sampled every `intervalMs`. */
@@ -153,12 +145,10 @@ function addMirror(out: Exposition, options: { labels: Labels; mirror: MirrorSet
   counter('umirror_mirror_recovered_regions_total', 'Regions recovered (resynced).', mirror.stats.recoveredRegionsTotal);
   counter('umirror_mirror_recovery_bytes_total', 'Bytes copied by recovery.', mirror.stats.recoveryBytesTotal);
   counter('umirror_log_flush_failures_total', 'Dirty log flushes that failed.', mirror.stats.logFlushFailuresTotal);
-  const log = dirtyLogStats(mirror.log);
-  if (log !== undefined) {
-    counter('umirror_log_flushes_total', 'Dirty log flushes.', log.logFlushesTotal);
-    counter('umirror_log_writes_total', 'Writes to the dirty log device.', log.logWritesTotal);
-    counter('umirror_log_bytes_written_total', 'Bytes written to the dirty log device.', log.logBytesWritten);
-  }
+  const log = mirror.log.stats;
+  counter('umirror_log_flushes_total', 'Dirty log flushes.', log.logFlushesTotal);
+  counter('umirror_log_writes_total', 'Writes to the dirty log device.', log.logWritesTotal);
+  counter('umirror_log_bytes_written_total', 'Bytes written to the dirty log device.', log.logBytesWritten);
   for (const leg of mirror.legs) {
     const legLabels = { ...labels, leg: leg.tableName };
     const legCounter = (name: string, help: string, value: number): void => out.add({ name, help, type: 'counter', labels: legLabels, value });

@@ -7,7 +7,8 @@
  *   2. disk: 2..3 arguments; then the log device is opened (a failure has no dirty-log line)
  *   3. 1..2 arguments after the device (`wrong number of arguments to dirty region log`)
  *   4. the sync argument (`unrecognised sync argument to dirty region log: X`)
- *   5. the region size: sscanf("%u%c") == 1, >= 2, <= target length, a power of two
+ *   5. the region size: sscanf("%u%c") == 1, limits.ts isRegionSizeSectors (a power of two >= 2),
+ *      <= target length
  *   6. the region count fits the kernel's unsigned int (`region count exceeds limit of 4294967295`)
  *   7. disk: header + bits fit on the device (`log device X too small: need N bytes`)
  *   8. the bitsets fit our memory bound, limits.ts regionCountMax: beyond it we answer as the kernel does
@@ -20,10 +21,10 @@ import { TableError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
 import { CoreDirtyLog } from './core-dirty-log.js';
 import type { DirtyLog, DirtyLogContext, LogSpec, LogSyncMode } from './dirty-log.js';
-import type { DiskLogWriteMode } from './disk-dirty-log.js';
 import { DiskDirtyLog } from './disk-dirty-log.js';
 import { diskLogBufferBytes } from './disk-log-format.js';
-import { kernelRegionCountMax, regionCountMax } from '../limits.js';
+import type { DiskLogWriteMode } from './disk-log-writer.js';
+import { isRegionSizeSectors, kernelRegionCountMax, regionCountMax } from '../limits.js';
 
 export const dirtyLogErrorMessage = 'Error creating mirror dirty log';
 
@@ -96,12 +97,8 @@ export function parseLogSpec(spec: LogSpec, options: { targetLengthSectors: numb
   }
   const regionText = args[0] ?? '';
   const regionSizeSectors = parseRegionSize(regionText);
-  if (
-    regionSizeSectors === null ||
-    regionSizeSectors < 2 ||
-    regionSizeSectors > options.targetLengthSectors ||
-    (regionSizeSectors & (regionSizeSectors - 1)) !== 0
-  ) {
+  // _check_region_size: the one rule of limits.ts (power of two, >= 2), and no larger than the target.
+  if (regionSizeSectors === null || !isRegionSizeSectors(regionSizeSectors) || regionSizeSectors > options.targetLengthSectors) {
     throw logError(`invalid region size ${regionText}`);
   }
   const regionCount = regionCountOf({ targetLengthSectors: options.targetLengthSectors, regionSizeSectors });

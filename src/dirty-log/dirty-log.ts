@@ -19,8 +19,13 @@
  *
  * Synchronous methods never wait and never fail (memory only). Methods returning promises may wait and
  * throw BlockError; a failing log also records it in `health` and raises an event through the context.
+ *
+ * Also here: RegionLogState, the three bit sets and the resync search that both logs share (dm's
+ * _disk_type reuses the core_* functions), and DirtyLogStats, the log I/O counters metrics read.
  */
+import { assert, assertCount } from '../assert.js';
 import type { BlockDevice } from '../block/block-device.js';
+import { RegionBits } from './region-bits.js';
 
 /** The log's own health letter in the status line: Alive, Dead (I/O failed), Flush failed. */
 export type LogHealth = 'A' | 'D' | 'F';
@@ -33,6 +38,13 @@ export interface LogFlushOptions {
   readonly cleans?: 'wait' | 'background';
 }
 
+/** Log device I/O counters (all zero for the core log, which does no I/O). */
+export interface DirtyLogStats {
+  readonly logBytesWritten: number;
+  readonly logWritesTotal: number;
+  readonly logFlushesTotal: number;
+}
+
 export interface DirtyLog {
   /** The log type as in the table ("core", "disk"). */
   readonly type: string;
@@ -40,6 +52,8 @@ export interface DirtyLog {
   readonly regionCount: number;
   readonly syncMode: LogSyncMode;
   readonly health: LogHealth;
+  /** Counters of the log's device I/O since it was built (the metrics endpoint reads them). */
+  readonly stats: DirtyLogStats;
 
   /** True when the region has no write that may have left the legs different. Never waits. */
   isClean(regionIndex: number): boolean;
@@ -95,4 +109,73 @@ export interface DirtyLogContext {
 export interface LogSpec {
   readonly type: string;
   readonly args: readonly string[];
+}
+
+/**
+ * The bit sets and resync search shared by the core and disk logs (dm's _disk_type reuses the core_*
+ * functions). `clean` may be supplied as a view into a disk buffer.
+ *
+ * Initial state (create_log_context):
+ *   clean      all set (no write in flight)
+ *   sync       all set and syncCount = regionCount with `nosync`; all clear and syncCount = 0 otherwise
+ *   recovering all clear
+ * The resync search (sync_search) walks forward over clear sync bits, skipping recovering ones, and only
+ * restarts at resume(): a region that drops out of sync behind the search waits for the next resume,
+ * as in the kernel (reference fail-write C).
+ */
+export class RegionLogState {
+  readonly regionCount: number;
+  readonly clean: RegionBits;
+  readonly sync: RegionBits;
+  readonly recovering: RegionBits;
+  syncCount: number;
+  syncSearch = 0;
+
+  constructor(options: { regionCount: number; syncMode: LogSyncMode; cleanStorage?: Uint8Array }) {
+    assertCount(options.regionCount, 'regionCount');
+    this.regionCount = options.regionCount;
+    this.clean =
+      options.cleanStorage === undefined
+        ? new RegionBits({ bitCount: options.regionCount })
+        : new RegionBits({ bitCount: options.regionCount, storage: options.cleanStorage });
+    this.clean.setAll();
+    this.sync = new RegionBits({ bitCount: options.regionCount });
+    this.recovering = new RegionBits({ bitCount: options.regionCount });
+    if (options.syncMode === 'nosync') {
+      this.sync.setAll();
+      this.syncCount = options.regionCount;
+    } else {
+      this.syncCount = 0;
+    }
+  }
+
+  /** core_get_resync_work. */
+  getResyncWork(): number | null {
+    if (this.syncSearch >= this.regionCount) return null;
+    for (;;) {
+      const regionIndex = this.sync.findNextZero(this.syncSearch);
+      this.syncSearch = regionIndex + 1;
+      if (regionIndex >= this.regionCount) return null;
+      if (!this.recovering.test(regionIndex)) {
+        this.recovering.set(regionIndex);
+        assert(!this.sync.test(regionIndex));
+        return regionIndex;
+      }
+    }
+  }
+
+  /**
+   * core_set_region_sync. The kernel counts every set even when the bit was already set; we count only
+   * real changes, which is the same for every call the mirror makes (recovery ends only for regions
+   * out of sync) and keeps syncCount <= regionCount.
+   */
+  setRegionSync(regionIndex: number, inSync: boolean): void {
+    this.recovering.clear(regionIndex);
+    if (inSync) {
+      if (this.sync.set(regionIndex)) this.syncCount++;
+    } else if (this.sync.clear(regionIndex)) {
+      this.syncCount--;
+    }
+    assert(this.syncCount >= 0 && this.syncCount <= this.regionCount, `syncCount ${this.syncCount} out of range`);
+  }
 }

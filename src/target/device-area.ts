@@ -9,7 +9,7 @@
  */
 import { assertCount } from '../assert.js';
 import { TableError } from '../errors.js';
-import { tableEndSectorsMax } from './table-lines.js';
+import { tableEndSectorsMax } from '../limits.js';
 
 /** One area a target maps on a device (what the kernel's iterate_devices reports). */
 export interface DeviceArea {

@@ -3,13 +3,14 @@
  * BlockError EIO (DM_MAPIO_KILL). The kernel 6.1 constructor ignores its arguments, and the target has
  * no status function, so status info and table params are empty: dmsetup prints `0 32768 error `.
  */
-import type { BlockCapabilities, ReadOptions, WriteOptions } from '../block/block-device.js';
+import type { BlockCapabilities } from '../block/block-device.js';
+import { sectorBytes } from '../limits.js';
 import { SimpleTarget } from './simple-target.js';
 import { BlockError } from '../errors.js';
 
 export class ErrorTarget extends SimpleTarget {
   readonly type = 'error' as const;
-  readonly logicalBlockBytes = 512;
+  readonly logicalBlockBytes = sectorBytes;
   readonly capabilities: BlockCapabilities = { flush: true, fua: true, trim: true, writeZeroes: false };
   readonly name = 'error';
 
@@ -26,13 +27,11 @@ export class ErrorTarget extends SimpleTarget {
     return '';
   }
 
-  protected doRead(offsetBytes: number, lengthBytes: number, options: ReadOptions): Promise<Buffer> {
-    void options;
+  protected doRead(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     return Promise.reject(this.#fail('read', offsetBytes, lengthBytes));
   }
 
-  protected doWrite(offsetBytes: number, data: Uint8Array, options: WriteOptions): Promise<void> {
-    void options;
+  protected doWrite(offsetBytes: number, data: Uint8Array): Promise<void> {
     return Promise.reject(this.#fail('write', offsetBytes, data.length));
   }
 

@@ -23,8 +23,7 @@ export abstract class SimpleTarget extends BlockDeviceBase implements Target {
   abstract statusInfo(): string;
   abstract statusTable(): string;
 
-  presuspend(options?: SuspendOptions): Promise<void> {
-    void options;
+  presuspend(_options?: SuspendOptions): Promise<void> {
     return Promise.resolve();
   }
 

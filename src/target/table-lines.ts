@@ -24,7 +24,7 @@
  */
 import { assert, assertCount } from '../assert.js';
 import { TableError } from '../errors.js';
-import { sectorBytes } from '../limits.js';
+import { tableEndSectorsMax, tableLinesMax } from '../limits.js';
 
 export interface TableLine {
   readonly startSectors: number;
@@ -35,12 +35,6 @@ export interface TableLine {
 
 /** Target types dm core knows by default (our registry: the targets umirror implements). */
 export const knownTargetTypes: readonly string[] = ['mirror', 'linear', 'zero', 'error'];
-
-/** The largest end sector a table may reach: byte offsets must stay safe integers. */
-export const tableEndSectorsMax = Math.floor(Number.MAX_SAFE_INTEGER / sectorBytes);
-
-/** Lines per table; dm's DM_MAX_TARGETS is larger, but a bound is a bound. */
-export const tableLinesMax = 1024;
 
 /**
  * Splits table text into lines and checks them as dm core does.

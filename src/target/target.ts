@@ -13,6 +13,14 @@ import type { BlockDevice } from '../block/block-device.js';
 
 export type TargetType = 'mirror' | 'linear' | 'zero' | 'error';
 
+/** What a target gets from the mapped device it belongs to (through buildTarget). */
+export interface TargetContext {
+  /** The mapped device's name. */
+  readonly deviceName: string;
+  /** dm_table_event: counts only while the target's table is live. */
+  readonly raiseEvent: () => void;
+}
+
 export interface SuspendOptions {
   /** dmsetup suspend --noflush: held I/O is requeued instead of failed. */
   readonly noflush?: boolean;

@@ -2,7 +2,8 @@
  * ZeroTarget: dm-zero. Reads return zeroes; writes, trims and flushes succeed and are discarded. Takes
  * no arguments (zero_ctr: "No arguments required"); status info and table params are empty.
  */
-import type { BlockCapabilities, ReadOptions, WriteOptions } from '../block/block-device.js';
+import type { BlockCapabilities } from '../block/block-device.js';
+import { sectorBytes } from '../limits.js';
 import { SimpleTarget } from './simple-target.js';
 import { TableError } from '../errors.js';
 
@@ -13,7 +14,7 @@ export function parseZeroArgs(args: readonly string[]): void {
 
 export class ZeroTarget extends SimpleTarget {
   readonly type = 'zero' as const;
-  readonly logicalBlockBytes = 512;
+  readonly logicalBlockBytes = sectorBytes;
   readonly capabilities: BlockCapabilities = { flush: false, fua: true, trim: true, writeZeroes: true };
   readonly name = 'zero';
 
@@ -30,16 +31,11 @@ export class ZeroTarget extends SimpleTarget {
     return '';
   }
 
-  protected doRead(offsetBytes: number, lengthBytes: number, options: ReadOptions): Promise<Buffer> {
-    void offsetBytes;
-    void options;
+  protected doRead(_offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     return Promise.resolve(Buffer.alloc(lengthBytes));
   }
 
-  protected doWrite(offsetBytes: number, data: Uint8Array, options: WriteOptions): Promise<void> {
-    void offsetBytes;
-    void data;
-    void options;
+  protected doWrite(): Promise<void> {
     return Promise.resolve();
   }
 

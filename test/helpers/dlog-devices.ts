@@ -1,56 +1,10 @@
 /**
- * Test devices for the dirty-log tests: a small file-backed device (a real file, pread/pwrite and
- * fdatasync) and a wrapper that counts I/O and fails reads, writes or flushes on demand. Kept local to
- * the dirty-log tests so they do not depend on block/ implementations developed elsewhere.
+ * A test device for the dirty-log tests: a wrapper that records writes, counts flushes and fails reads,
+ * writes or flushes on demand. (The log on a real file uses FileBlockDevice itself.)
  */
-import { open, type FileHandle } from 'node:fs/promises';
 import type { BlockCapabilities, BlockDevice, ReadOptions, WriteOptions } from '../../src/block/block-device.js';
 import { BlockDeviceBase } from '../../src/block/block-device-base.js';
 import { BlockError } from '../../src/errors.js';
-
-export class TestFileDevice extends BlockDeviceBase {
-  readonly sizeBytes: number;
-  readonly logicalBlockBytes: number;
-  readonly name: string;
-  readonly capabilities: BlockCapabilities = { flush: true, fua: false, trim: false, writeZeroes: false };
-  readonly #handle: FileHandle;
-
-  private constructor(options: { handle: FileHandle; sizeBytes: number; logicalBlockBytes: number; name: string }) {
-    super();
-    this.#handle = options.handle;
-    this.sizeBytes = options.sizeBytes;
-    this.logicalBlockBytes = options.logicalBlockBytes;
-    this.name = options.name;
-    this.checkGeometry();
-  }
-
-  static async open(options: { path: string; logicalBlockBytes?: number }): Promise<TestFileDevice> {
-    const handle = await open(options.path, 'r+');
-    const { size } = await handle.stat();
-    return new TestFileDevice({ handle, sizeBytes: size, logicalBlockBytes: options.logicalBlockBytes ?? 512, name: options.path });
-  }
-
-  protected async doRead(offsetBytes: number, lengthBytes: number, options: ReadOptions): Promise<Buffer> {
-    void options;
-    const out = Buffer.alloc(lengthBytes);
-    const { bytesRead } = await this.#handle.read(out, 0, lengthBytes, offsetBytes);
-    if (bytesRead !== lengthBytes) throw new BlockError('EIO', `short read from ${this.name}`);
-    return out;
-  }
-
-  protected async doWrite(offsetBytes: number, data: Uint8Array, options: WriteOptions): Promise<void> {
-    await this.#handle.write(data, 0, data.length, offsetBytes);
-    if (options.fua === true) await this.#handle.datasync();
-  }
-
-  protected async doFlush(): Promise<void> {
-    await this.#handle.datasync();
-  }
-
-  protected async doClose(): Promise<void> {
-    await this.#handle.close();
-  }
-}
 
 export interface RecordedWrite {
   readonly offsetBytes: number;

@@ -10,7 +10,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlockCapabilities, BlockDevice, ReadOptions, WriteOptions, ZeroOptions } from '../../src/block/block-device.js';
-import type { DirtyLog, LogFlushOptions, LogHealth, LogSyncMode } from '../../src/dirty-log/dirty-log.js';
+import type { DirtyLog, DirtyLogStats, LogFlushOptions, LogHealth, LogSyncMode } from '../../src/dirty-log/dirty-log.js';
 import { BlockError } from '../../src/errors.js';
 
 export type ProbeOp = 'read' | 'write' | 'zero' | 'trim' | 'flush';
@@ -172,6 +172,9 @@ export class ProbeLog implements DirtyLog {
   }
   get health(): LogHealth {
     return this.inner.health;
+  }
+  get stats(): DirtyLogStats {
+    return this.inner.stats;
   }
   isClean(regionIndex: number): boolean {
     return this.inner.isClean(regionIndex);

@@ -7,14 +7,14 @@
  * Not a test file: the shell script runs it before and after the VM.
  */
 import { DiskDirtyLog } from '../../src/dirty-log/disk-dirty-log.js';
-import { TestFileDevice } from '../helpers/dlog-devices.js';
+import { FileBlockDevice } from '../../src/block/file-block-device.js';
 
 const regionCount = 32;
 const regionSizeSectors = 1024;
 
 async function openLog(path: string): Promise<DiskDirtyLog> {
   return new DiskDirtyLog({
-    device: await TestFileDevice.open({ path }),
+    device: await FileBlockDevice.open(path),
     displayName: path,
     regionCount,
     regionSizeSectors,

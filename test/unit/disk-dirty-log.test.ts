@@ -4,12 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { BlockDevice } from '../../src/block/block-device.js';
+import { FileBlockDevice } from '../../src/block/file-block-device.js';
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
 import { DiskDirtyLog, type DiskDirtyLogOptions } from '../../src/dirty-log/disk-dirty-log.js';
 import type { DirtyLog } from '../../src/dirty-log/dirty-log.js';
 import { BlockError } from '../../src/errors.js';
 import { dirtyLogSuite, type DirtyLogFactoryOptions } from '../conformance/dirty-log.suite.js';
-import { TestFailingDevice, TestFileDevice } from '../helpers/dlog-devices.js';
+import { TestFailingDevice } from '../helpers/dlog-devices.js';
 import { ProbeDevice } from '../helpers/probe-device.js';
 
 const sector = 512;
@@ -85,7 +86,7 @@ dirtyLogSuite({
     const path = join(dir, `log-${fileSeq++}.img`);
     await writeFile(path, '');
     await truncate(path, 1024 * 1024);
-    const log = makeLog(await TestFileDevice.open({ path }), options);
+    const log = makeLog(await FileBlockDevice.open(path), options);
     pathOf.set(log, path);
     return log;
   },
@@ -95,7 +96,7 @@ dirtyLogSuite({
       const path = pathOf.get(log);
       assert.ok(path !== undefined);
       await log.close();
-      const again = makeLog(await TestFileDevice.open({ path }), options);
+      const again = makeLog(await FileBlockDevice.open(path), options);
       pathOf.set(again, path);
       return again;
     },
