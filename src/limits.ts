@@ -28,10 +28,20 @@ export const recoveryParallelMax = 64;
 export const regionSizeSectorsMin = 2;
 export const regionSizeSectorsMax = 2 ** 31;
 
-/** Writes queued per mirror set between two worker passes before writers wait. */
-export const writeQueueMax = 4096;
-/** Mirror-set writes the worker issues per pass (the batch under one log flush). */
-export const writeBatchMax = 1024;
+/** The smallest region, in bytes. */
+export const regionBytesMin = regionSizeSectorsMin * sectorBytes;
+/**
+ * Region pieces of one mirror-set span at most: a span is at most requestBytesMax bytes (a larger request
+ * is cut into spans run one after another), split at region boundaries, with the smallest regions and a
+ * start inside a region (one piece more).
+ */
+export const spanPiecesMax = requestBytesMax / regionBytesMin + 1;
+/**
+ * Write pieces queued per mirror set between two worker passes. A span enters the queue whole or waits
+ * (first come, first served) until a pass has taken the queue; since every span fits an empty queue and a
+ * pass takes the whole queue, admission cannot deadlock, whatever the request size.
+ */
+export const writeQueueMax = 65536;
 
 /** Read retries across legs for one read: at most one try per leg. */
 export const readRetriesMax = legsMax;
@@ -42,4 +52,6 @@ assert(copierTargetsMax === legsMax - 1, 'a recovery copies the default leg to e
 assert(copierChunkBytes % sectorBytes === 0 && isPowerOfTwo(copierChunkBytes));
 assert(recoveryParallelDefault >= 1 && recoveryParallelDefault <= recoveryParallelMax);
 assert(isPowerOfTwo(regionSizeSectorsMin) && isPowerOfTwo(regionSizeSectorsMax));
-assert(writeBatchMax <= writeQueueMax);
+assert(requestBytesMax % regionBytesMin === 0, 'a span of requestBytesMax bytes is whole smallest regions');
+assert(Number.isSafeInteger(spanPiecesMax) && spanPiecesMax >= 2);
+assert(spanPiecesMax <= writeQueueMax, 'the largest span fits an empty write queue (admission cannot deadlock)');

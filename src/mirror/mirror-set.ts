@@ -50,7 +50,15 @@ import { BlockDeviceBase } from '../block/block-device-base.js';
 import { Copier } from '../copy/copier.js';
 import type { DirtyLog } from '../dirty-log/dirty-log.js';
 import { BlockError } from '../errors.js';
-import { legsMax, readRetriesMax, recoveryParallelDefault, sectorBytes, writeQueueMax } from '../limits.js';
+import {
+  legsMax,
+  readRetriesMax,
+  recoveryParallelDefault,
+  requestBytesMax,
+  sectorBytes,
+  spanPiecesMax,
+  writeQueueMax,
+} from '../limits.js';
 import { RegionHash, type Region } from '../region/region-hash.js';
 import { RequeueRequest, type SuspendOptions, type Target } from '../target/target.js';
 import { Leg, type LegErrorKind } from './leg.js';
@@ -166,7 +174,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   #reads: MirrorIo[] = [];
   #failures: MirrorIo[] = [];
   #holds: MirrorIo[] = [];
-  #queueWaiters: (() => void)[] = [];
+  /** Spans waiting for room in #writes, in arrival order (bounded admission, see #enqueue). */
+  #admissions: { readonly ios: readonly MirrorIo[]; readonly admitted: () => void }[] = [];
   #recoveryIdleWaiters: (() => void)[] = [];
 
   constructor(options: MirrorSetOptions) {
@@ -400,32 +409,21 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   protected async doWrite(offsetBytes: number, data: Uint8Array, options: WriteOptions): Promise<void> {
     this.stats.writesTotal += 1;
     this.stats.writeBytesTotal += data.length;
-    const pieces = splitByRegion({ offsetBytes, lengthBytes: data.length, regionBytes: this.regionBytes });
-    await this.#submitAll(
-      pieces.map((piece) => ({
-        kind: 'write',
-        ...piece,
-        data: data.subarray(piece.offsetBytes - offsetBytes, piece.offsetBytes - offsetBytes + piece.lengthBytes),
-        fua: options.fua === true,
-      })),
-    );
+    await this.#submitRange({ kind: 'write', offsetBytes, lengthBytes: data.length, data, fua: options.fua === true });
   }
 
   protected override async doWriteZeroes(offsetBytes: number, lengthBytes: number, options: ZeroOptions): Promise<void> {
     this.stats.writesTotal += 1;
-    const pieces = splitByRegion({ offsetBytes, lengthBytes, regionBytes: this.regionBytes });
-    await this.#submitAll(
-      pieces.map((piece) => ({ kind: 'zero', ...piece, fua: options.fua === true, noHole: options.noHole === true })),
-    );
+    await this.#submitRange({ kind: 'zero', offsetBytes, lengthBytes, fua: options.fua === true, noHole: options.noHole === true });
   }
 
   protected override async doTrim(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
-    const pieces = splitByRegion({ offsetBytes, lengthBytes, regionBytes: this.regionBytes });
-    await this.#submitAll(pieces.map((piece) => ({ kind: 'trim', ...piece, fua: options.fua === true })));
+    await this.#submitRange({ kind: 'trim', offsetBytes, lengthBytes, fua: options.fua === true });
   }
 
   protected async doFlush(): Promise<void> {
-    await this.#submitAll([{ kind: 'flush', offsetBytes: 0, lengthBytes: 0, regionIndex: -1 }]);
+    this.#lastClientIoMs = performance.now();
+    await this.#queueAndWait([{ kind: 'flush', offsetBytes: 0, lengthBytes: 0, regionIndex: -1 }]);
   }
 
   /** Flushes every leg; a leg that fails is failed with kind `flush` (mirror_flush, the log's callback). */
@@ -443,42 +441,91 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     if (failed) throw new BlockError('EIO', `${this.name}: a leg failed to flush`);
   }
 
-  async #submitAll(inits: MirrorIoInit[]): Promise<void> {
+  /**
+   * A write, zero or trim of any length: it enters the overlap gate for its whole range, then runs in spans
+   * of at most requestBytesMax bytes, one after another (an NBD request is one span). Each span is split at
+   * region boundaries and its pieces enter the write queue together (#enqueue).
+   */
+  async #submitRange(request: {
+    readonly kind: 'write' | 'zero' | 'trim';
+    readonly offsetBytes: number;
+    readonly lengthBytes: number;
+    readonly data?: Uint8Array;
+    readonly fua: boolean;
+    readonly noHole?: boolean;
+  }): Promise<void> {
     this.#lastClientIoMs = performance.now();
-    const first = inits[0];
-    const last = inits[inits.length - 1];
-    if (first === undefined || last === undefined) return; // Nothing to write (an empty request).
-    if (first.kind === 'flush') {
-      await this.#queueAndWait(inits);
-      return;
-    }
+    const { kind, offsetBytes, lengthBytes, data } = request;
+    assert(lengthBytes > 0, 'an empty request never reaches the mirror set');
+    assert(kind !== 'write' || (data !== undefined && data.length === lengthBytes), 'a write carries its data');
+    const endBytes = offsetBytes + lengthBytes;
     // Overlapping writes reach the legs one after the other, so the legs apply them in one order.
-    const leave = await this.#overlaps.enter(first.offsetBytes, last.offsetBytes + last.lengthBytes);
+    const leave = await this.#overlaps.enter(offsetBytes, endBytes);
     try {
-      await this.#queueAndWait(inits);
+      for (let spanBytes = offsetBytes; spanBytes < endBytes; spanBytes += requestBytesMax) {
+        const pieces = splitByRegion({
+          offsetBytes: spanBytes,
+          lengthBytes: Math.min(requestBytesMax, endBytes - spanBytes),
+          regionBytes: this.regionBytes,
+        });
+        assert(pieces.length <= spanPiecesMax, 'a span has at most spanPiecesMax pieces');
+        await this.#queueAndWait(
+          pieces.map((piece) => ({
+            kind,
+            ...piece,
+            ...(data === undefined
+              ? {}
+              : { data: data.subarray(piece.offsetBytes - offsetBytes, piece.offsetBytes - offsetBytes + piece.lengthBytes) }),
+            fua: request.fua,
+            noHole: request.noHole === true,
+          })),
+        );
+      }
     } finally {
       leave();
     }
   }
 
-  async #queueAndWait(inits: MirrorIoInit[]): Promise<void> {
+  /** Queues the pieces of one span (or one flush) and waits for all of them; throws the first error. */
+  async #queueAndWait(inits: readonly MirrorIoInit[]): Promise<void> {
+    const ios: MirrorIo[] = [];
     const dones: Promise<Buffer | undefined>[] = [];
     for (const init of inits) {
-      await this.#admit();
       const { io, done } = newMirrorIo(init);
-      this.#writes.push(io);
+      ios.push(io);
       dones.push(done);
     }
-    this.#worker.wake();
+    await this.#enqueue(ios);
     const results = await Promise.allSettled(dones);
     for (const result of results) if (result.status === 'rejected') throw result.reason;
   }
 
-  /** Bounds the write queue: waits while it is full. */
-  async #admit(): Promise<void> {
-    while (this.#writes.length >= writeQueueMax) {
-      await new Promise<void>((resolve) => this.#queueWaiters.push(resolve));
+  /**
+   * Bounded admission to the write queue. The pieces of a span enter together: at once when nobody waits
+   * and they fit, else in arrival order once a pass has taken the queue (#admitWaiting). The worker is
+   * woken whenever pieces are queued or a span starts waiting, so a waiting span always has a pass coming.
+   * No deadlock for any request size: a span has at most spanPiecesMax <= writeQueueMax pieces
+   * (limits.ts), so it fits the empty queue a pass leaves behind, and a pass never waits for admission.
+   */
+  #enqueue(ios: readonly MirrorIo[]): Promise<void> {
+    assert(ios.length > 0 && ios.length <= spanPiecesMax, 'a span has 1..spanPiecesMax pieces');
+    this.#worker.wake();
+    if (this.#admissions.length === 0 && this.#writes.length + ios.length <= writeQueueMax) {
+      for (const io of ios) this.#writes.push(io);
+      return Promise.resolve();
     }
+    return new Promise<void>((admitted) => this.#admissions.push({ ios, admitted }));
+  }
+
+  /** Admits waiting spans, first come first served, while they fit (called after a pass took the queue). */
+  #admitWaiting(): void {
+    for (let next = this.#admissions[0]; next !== undefined; next = this.#admissions[0]) {
+      if (this.#writes.length + next.ios.length > writeQueueMax) break;
+      this.#admissions.shift();
+      for (const io of next.ios) this.#writes.push(io);
+      next.admitted();
+    }
+    if (this.#writes.length > 0) this.#worker.wake();
   }
 
   #submitRead(piece: { offsetBytes: number; lengthBytes: number; regionIndex: number }): Promise<Buffer> {
@@ -504,7 +551,9 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     const reads = this.#reads.splice(0);
     const writes = this.#writes.splice(0);
     const failures = this.#failures.splice(0);
-    for (const resolve of this.#queueWaiters.splice(0)) resolve();
+    // The queue is empty now: the first waiting span fits, so every waiting span gets in, in turn.
+    this.#admitWaiting();
+    assert(this.#admissions.length === 0 || this.#writes.length > 0, 'a waiting span always has a pass coming');
     try {
       await this.#rh.updateStates({ errorsHandled: this.features.handleErrors });
     } catch {
