@@ -41,6 +41,10 @@
  *     nothing was copied, so calling it in sync could serve unsynchronised data later.
  *   - The default leg never changes while the set is out of sync, keep_log or not: the kernel switches
  *     under keep_log, and then serves out-of-sync regions from a leg that may not hold them.
+ *   - After a failed leg flush (sticky for the table, as the kernel's flush_failure), the regions written
+ *     since are NOSYNC in the region hash while the log counts them in sync: they are read from the
+ *     default leg only, and the default leg no longer changes (the kernel reads them from any leg it
+ *     chooses, and switches the default once the sync count is full again).
  *   - Where the kernel "pretends" a failed write succeeded (no handle_errors, or keep_log), we do so only
  *     when the default leg holds the data; otherwise the write fails with EIO.
  */
@@ -278,9 +282,12 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     return this.#rh.activeRegionCount;
   }
 
-  /** Whether a region is in sync in the log. */
+  /**
+   * Whether every leg holds the region: in sync in the log and not NOSYNC in the region hash (after a
+   * failed leg flush a region goes NOSYNC while the log still counts it in sync, as in the kernel).
+   */
   regionInSync(regionIndex: number): boolean {
-    return this.log.inSync(regionIndex);
+    return this.log.inSync(regionIndex) && this.#rh.getState(regionIndex) !== 'NOSYNC';
   }
 
   syncCount(): number {
@@ -531,7 +538,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   #submitRead(piece: { offsetBytes: number; lengthBytes: number; regionIndex: number }): Promise<Buffer> {
     const { io, done } = newMirrorIo({ kind: 'read', ...piece });
     // mirror_map: in-sync reads go straight to a leg; others through the worker (do_reads).
-    if (this.log.inSync(io.regionIndex)) {
+    if (this.regionInSync(io.regionIndex)) {
       const leg = this.#chooseLeg();
       if (leg === undefined) this.#settle(io, new BlockError('EIO', `${this.name}: no valid leg to read from`));
       else this.#issueRead(io, leg);
@@ -576,7 +583,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       this.#message('info', `${this.name}: sync complete`);
       for (const leg of this.legs) leg.resetErrors();
       this.#legFailure = false;
-      this.#rh.resetFlushFailure();
+      // The flush failure stays (the kernel's rh->flush_failure lives as long as the table).
       this.#event({ kind: 'sync-complete' });
     }
   }
@@ -624,7 +631,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   #doReads(reads: MirrorIo[]): void {
     for (const io of reads) {
       let leg: Leg | undefined = this.#defaultLeg;
-      if (this.log.inSync(io.regionIndex)) leg = this.#chooseLeg();
+      if (this.regionInSync(io.regionIndex)) leg = this.#chooseLeg();
       else if (!leg.valid) leg = undefined;
       if (leg === undefined) {
         this.#message('error', 'Mirror read failed.');
@@ -735,7 +742,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     this.#failLeg(leg, 'read');
     const retry =
       io.readAttempts < Math.min(readRetriesMax, this.legs.length) &&
-      (this.#defaultLeg.valid || (this.log.inSync(io.regionIndex) && this.#chooseLeg() !== undefined));
+      (this.#defaultLeg.valid || (this.regionInSync(io.regionIndex) && this.#chooseLeg() !== undefined));
     if (retry) {
       this.#reads.push(io);
       this.#worker.wake();
@@ -827,7 +834,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     if (!first) return;
     if (this.features.handleErrors) this.#event({ kind: 'leg-failed', leg: leg.index, errorKind: kind });
     if (leg !== this.#defaultLeg) return;
-    if (!this.#inSync) {
+    // After a failed leg flush, regions written since are NOSYNC on the default leg's word alone.
+    if (!this.#inSync || this.#rh.flushFailure) {
       // Better to keep the failing leg than to read regions another leg never received. The kernel
       // switches here under keep_log; we do not (see the banner).
       if (this.features.handleErrors && !this.features.keepLog) {
