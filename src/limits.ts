@@ -126,10 +126,20 @@ export const heldIoMaxDefault = 4096;
  */
 export const unixSocketPathBytesMax = 107;
 
-/** Writes queued per mirror set between two worker passes before writers wait. */
-export const writeQueueMax = 4096;
-/** Mirror-set writes the worker issues per pass (the batch under one log flush). */
-export const writeBatchMax = 1024;
+/** The smallest region, in bytes. */
+export const regionBytesMin = regionSizeSectorsMin * sectorBytes;
+/**
+ * Region pieces of one mirror-set span at most: a span is at most requestBytesMax bytes (a larger request
+ * is cut into spans run one after another), split at region boundaries, with the smallest regions and a
+ * start inside a region (one piece more).
+ */
+export const spanPiecesMax = requestBytesMax / regionBytesMin + 1;
+/**
+ * Write pieces queued per mirror set between two worker passes. A span enters the queue whole or waits
+ * (first come, first served) until a pass has taken the queue; since every span fits an empty queue and a
+ * pass takes the whole queue, admission cannot deadlock, whatever the request size.
+ */
+export const writeQueueMax = 65536;
 
 /** O_DIRECT: the largest offset/length alignment a device may ask for (statx STATX_DIOALIGN), and the
  *  memory alignment of bounce buffers when the kernel does not say (a page). */
@@ -154,7 +164,6 @@ assert(copierTargetsMax === legsMax - 1, 'a recovery copies the default leg to e
 assert(copierChunkBytes % sectorBytes === 0 && isPowerOfTwo(copierChunkBytes));
 assert(recoveryParallelDefault >= 1 && recoveryParallelDefault <= recoveryParallelMax);
 assert(isPowerOfTwo(regionSizeSectorsMin) && isPowerOfTwo(regionSizeSectorsMax));
-assert(writeBatchMax <= writeQueueMax);
 assert(isPowerOfTwo(directAlignBytesMax) && isPowerOfTwo(directMemAlignBytesDefault) && directMemAlignBytesDefault <= directAlignBytesMax);
 assert(kernelMessageBurst >= 1 && kernelMessageIntervalMs > 0);
 assert(Number.isSafeInteger(handshakeTimeoutMsDefault) && handshakeTimeoutMsDefault > 0);
@@ -169,3 +178,6 @@ assert(isRegionSizeSectors(regionSizeSectorsMin) && isRegionSizeSectors(regionSi
 assert(diskLogCleanRoundsMax >= 2, 'a waiting flush may wait for the running clean step, then run its own');
 assert(tableLinesMax >= 1 && tableEndSectorsMax * sectorBytes <= Number.MAX_SAFE_INTEGER);
 assert(heldIoMaxDefault >= 4 * inFlightMax, 'a suspend holds the full in-flight window of several NBD connections');
+assert(requestBytesMax % regionBytesMin === 0, 'a span of requestBytesMax bytes is whole smallest regions');
+assert(Number.isSafeInteger(spanPiecesMax) && spanPiecesMax >= 2);
+assert(spanPiecesMax <= writeQueueMax, 'the largest span fits an empty write queue (admission cannot deadlock)');

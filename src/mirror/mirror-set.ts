@@ -43,6 +43,10 @@
  *     nothing was copied, so calling it in sync could serve unsynchronised data later.
  *   - The default leg never changes while the set is out of sync, keep_log or not: the kernel switches
  *     under keep_log, and then serves out-of-sync regions from a leg that may not hold them.
+ *   - After a failed leg flush (sticky for the table, as the kernel's flush_failure), the regions written
+ *     since are NOSYNC in the region hash while the log counts them in sync: they are read from the
+ *     default leg only, and the default leg no longer changes (the kernel reads them from any leg it
+ *     chooses, and switches the default once the sync count is full again).
  *   - Where the kernel "pretends" a failed write succeeded (no handle_errors, or keep_log), we do so only
  *     when the default leg holds the data; otherwise the write fails with EIO.
  */
@@ -53,7 +57,15 @@ import { Copier } from '../copy/copier.js';
 import type { DirtyLog } from '../dirty-log/dirty-log.js';
 import { BlockError } from '../errors.js';
 import { detach, failFast, rethrowProgrammerError, settleOperating } from '../fail-fast.js';
-import { legsMax, readRetriesMax, recoveryParallelDefault, sectorBytes, writeQueueMax } from '../limits.js';
+import {
+  legsMax,
+  readRetriesMax,
+  recoveryParallelDefault,
+  requestBytesMax,
+  sectorBytes,
+  spanPiecesMax,
+  writeQueueMax,
+} from '../limits.js';
 import { RegionHash, type Region } from '../region/region-hash.js';
 import { RequeueRequest, type SuspendOptions, type Target } from '../target/target.js';
 import { Leg, type LegErrorKind } from './leg.js';
@@ -173,7 +185,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   #reads: MirrorIo[] = [];
   #failures: MirrorIo[] = [];
   #holds: MirrorIo[] = [];
-  #queueWaiters: (() => void)[] = [];
+  /** Spans waiting for room in #writes, in arrival order (bounded admission, see #enqueue). */
+  #admissions: { readonly ios: readonly MirrorIo[]; readonly admitted: () => void }[] = [];
   #recoveryIdleWaiters: (() => void)[] = [];
 
   constructor(options: MirrorSetOptions) {
@@ -277,9 +290,12 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     return this.#rh.activeRegionCount;
   }
 
-  /** Whether a region is in sync in the log. */
+  /**
+   * Whether every leg holds the region: in sync in the log and not NOSYNC in the region hash (after a
+   * failed leg flush a region goes NOSYNC while the log still counts it in sync, as in the kernel).
+   */
   regionInSync(regionIndex: number): boolean {
-    return this.log.inSync(regionIndex);
+    return this.log.inSync(regionIndex) && this.#rh.getState(regionIndex) !== 'NOSYNC';
   }
 
   syncCount(): number {
@@ -415,32 +431,21 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   protected async doWrite(offsetBytes: number, data: Uint8Array, options: WriteOptions): Promise<void> {
     this.stats.writesTotal += 1;
     this.stats.writeBytesTotal += data.length;
-    const pieces = splitByRegion({ offsetBytes, lengthBytes: data.length, regionBytes: this.regionBytes });
-    await this.#submitAll(
-      pieces.map((piece) => ({
-        kind: 'write',
-        ...piece,
-        data: data.subarray(piece.offsetBytes - offsetBytes, piece.offsetBytes - offsetBytes + piece.lengthBytes),
-        fua: options.fua === true,
-      })),
-    );
+    await this.#submitRange({ kind: 'write', offsetBytes, lengthBytes: data.length, data, fua: options.fua === true });
   }
 
   protected override async doWriteZeroes(offsetBytes: number, lengthBytes: number, options: ZeroOptions): Promise<void> {
     this.stats.writesTotal += 1;
-    const pieces = splitByRegion({ offsetBytes, lengthBytes, regionBytes: this.regionBytes });
-    await this.#submitAll(
-      pieces.map((piece) => ({ kind: 'zero', ...piece, fua: options.fua === true, noHole: options.noHole === true })),
-    );
+    await this.#submitRange({ kind: 'zero', offsetBytes, lengthBytes, fua: options.fua === true, noHole: options.noHole === true });
   }
 
   protected override async doTrim(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
-    const pieces = splitByRegion({ offsetBytes, lengthBytes, regionBytes: this.regionBytes });
-    await this.#submitAll(pieces.map((piece) => ({ kind: 'trim', ...piece, fua: options.fua === true })));
+    await this.#submitRange({ kind: 'trim', offsetBytes, lengthBytes, fua: options.fua === true });
   }
 
   protected async doFlush(): Promise<void> {
-    await this.#submitAll([{ kind: 'flush', offsetBytes: 0, lengthBytes: 0, regionIndex: -1 }]);
+    this.#lastClientIoMs = performance.now();
+    await this.#queueAndWait([{ kind: 'flush', offsetBytes: 0, lengthBytes: 0, regionIndex: -1 }]);
   }
 
   /** Flushes every leg; a leg that fails is failed with kind `flush` (mirror_flush, the log's callback). */
@@ -458,48 +463,97 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     if (failed) throw new BlockError('EIO', `${this.name}: a leg failed to flush`);
   }
 
-  async #submitAll(inits: MirrorIoInit[]): Promise<void> {
+  /**
+   * A write, zero or trim of any length: it enters the overlap gate for its whole range, then runs in spans
+   * of at most requestBytesMax bytes, one after another (an NBD request is one span). Each span is split at
+   * region boundaries and its pieces enter the write queue together (#enqueue).
+   */
+  async #submitRange(request: {
+    readonly kind: 'write' | 'zero' | 'trim';
+    readonly offsetBytes: number;
+    readonly lengthBytes: number;
+    readonly data?: Uint8Array;
+    readonly fua: boolean;
+    readonly noHole?: boolean;
+  }): Promise<void> {
     this.#lastClientIoMs = performance.now();
-    const first = inits[0];
-    const last = inits[inits.length - 1];
-    if (first === undefined || last === undefined) return; // Nothing to write (an empty request).
-    if (first.kind === 'flush') {
-      await this.#queueAndWait(inits);
-      return;
-    }
+    const { kind, offsetBytes, lengthBytes, data } = request;
+    assert(lengthBytes > 0, 'an empty request never reaches the mirror set');
+    assert(kind !== 'write' || (data !== undefined && data.length === lengthBytes), 'a write carries its data');
+    const endBytes = offsetBytes + lengthBytes;
     // Overlapping writes reach the legs one after the other, so the legs apply them in one order.
-    const leave = await this.#overlaps.enter(first.offsetBytes, last.offsetBytes + last.lengthBytes);
+    const leave = await this.#overlaps.enter(offsetBytes, endBytes);
     try {
-      await this.#queueAndWait(inits);
+      for (let spanBytes = offsetBytes; spanBytes < endBytes; spanBytes += requestBytesMax) {
+        const pieces = splitByRegion({
+          offsetBytes: spanBytes,
+          lengthBytes: Math.min(requestBytesMax, endBytes - spanBytes),
+          regionBytes: this.regionBytes,
+        });
+        assert(pieces.length <= spanPiecesMax, 'a span has at most spanPiecesMax pieces');
+        await this.#queueAndWait(
+          pieces.map((piece) => ({
+            kind,
+            ...piece,
+            ...(data === undefined
+              ? {}
+              : { data: data.subarray(piece.offsetBytes - offsetBytes, piece.offsetBytes - offsetBytes + piece.lengthBytes) }),
+            fua: request.fua,
+            noHole: request.noHole === true,
+          })),
+        );
+      }
     } finally {
       leave();
     }
   }
 
-  async #queueAndWait(inits: MirrorIoInit[]): Promise<void> {
+  /** Queues the pieces of one span (or one flush) and waits for all of them; throws the first error. */
+  async #queueAndWait(inits: readonly MirrorIoInit[]): Promise<void> {
+    const ios: MirrorIo[] = [];
     const dones: Promise<Buffer | undefined>[] = [];
     for (const init of inits) {
-      await this.#admit();
       const { io, done } = newMirrorIo(init);
-      this.#writes.push(io);
+      ios.push(io);
       dones.push(done);
     }
-    this.#worker.wake();
+    await this.#enqueue(ios);
     const results = await Promise.allSettled(dones);
     for (const result of results) if (result.status === 'rejected') throw result.reason;
   }
 
-  /** Bounds the write queue: waits while it is full. */
-  async #admit(): Promise<void> {
-    while (this.#writes.length >= writeQueueMax) {
-      await new Promise<void>((resolve) => this.#queueWaiters.push(resolve));
+  /**
+   * Bounded admission to the write queue. The pieces of a span enter together: at once when nobody waits
+   * and they fit, else in arrival order once a pass has taken the queue (#admitWaiting). The worker is
+   * woken whenever pieces are queued or a span starts waiting, so a waiting span always has a pass coming.
+   * No deadlock for any request size: a span has at most spanPiecesMax <= writeQueueMax pieces
+   * (limits.ts), so it fits the empty queue a pass leaves behind, and a pass never waits for admission.
+   */
+  #enqueue(ios: readonly MirrorIo[]): Promise<void> {
+    assert(ios.length > 0 && ios.length <= spanPiecesMax, 'a span has 1..spanPiecesMax pieces');
+    this.#worker.wake();
+    if (this.#admissions.length === 0 && this.#writes.length + ios.length <= writeQueueMax) {
+      for (const io of ios) this.#writes.push(io);
+      return Promise.resolve();
     }
+    return new Promise<void>((admitted) => this.#admissions.push({ ios, admitted }));
+  }
+
+  /** Admits waiting spans, first come first served, while they fit (called after a pass took the queue). */
+  #admitWaiting(): void {
+    for (let next = this.#admissions[0]; next !== undefined; next = this.#admissions[0]) {
+      if (this.#writes.length + next.ios.length > writeQueueMax) break;
+      this.#admissions.shift();
+      for (const io of next.ios) this.#writes.push(io);
+      next.admitted();
+    }
+    if (this.#writes.length > 0) this.#worker.wake();
   }
 
   #submitRead(piece: { offsetBytes: number; lengthBytes: number; regionIndex: number }): Promise<Buffer> {
     const { io, done } = newMirrorIo({ kind: 'read', ...piece });
     // mirror_map: in-sync reads go straight to a leg; others through the worker (do_reads).
-    if (this.log.inSync(io.regionIndex)) {
+    if (this.regionInSync(io.regionIndex)) {
       const leg = this.#chooseLeg();
       if (leg === undefined) this.#settle(io, new BlockError('EIO', `${this.name}: no valid leg to read from`));
       else this.#issueRead(io, leg, { mapped: true });
@@ -519,7 +573,9 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     const reads = this.#reads.splice(0);
     const writes = this.#writes.splice(0);
     const failures = this.#failures.splice(0);
-    for (const resolve of this.#queueWaiters.splice(0)) resolve();
+    // The queue is empty now: the first waiting span fits, so every waiting span gets in, in turn.
+    this.#admitWaiting();
+    assert(this.#admissions.length === 0 || this.#writes.length > 0, 'a waiting span always has a pass coming');
     try {
       await this.#rh.updateStates({ errorsHandled: this.features.handleErrors });
     } catch (err) {
@@ -544,7 +600,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       this.#message('info', `${this.name}: sync complete`);
       for (const leg of this.legs) leg.resetErrors();
       this.#legFailure = false;
-      this.#rh.resetFlushFailure();
+      // The flush failure stays (the kernel's rh->flush_failure lives as long as the table).
       this.#event({ kind: 'sync-complete' });
     }
   }
@@ -594,7 +650,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   #doReads(reads: MirrorIo[]): void {
     for (const io of reads) {
       let leg: Leg | undefined = this.#defaultLeg;
-      if (this.log.inSync(io.regionIndex)) leg = this.#chooseLeg();
+      if (this.regionInSync(io.regionIndex)) leg = this.#chooseLeg();
       else if (!leg.valid) leg = undefined;
       if (leg === undefined) {
         this.#message('error', 'Mirror read failed.');
@@ -722,7 +778,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     this.#failLeg(leg, 'read');
     const retry =
       io.readAttempts < Math.min(readRetriesMax, this.legs.length) &&
-      (this.#defaultLeg.valid || (this.log.inSync(io.regionIndex) && this.#chooseLeg() !== undefined));
+      (this.#defaultLeg.valid || (this.regionInSync(io.regionIndex) && this.#chooseLeg() !== undefined));
     if (retry) {
       if (!options.mapped) this.#message('warn', `Read failure on mirror device ${name}. Trying alternative device.`);
       this.#reads.push(io);
@@ -823,7 +879,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     if (!first) return;
     if (this.features.handleErrors) this.#event({ kind: 'leg-failed', leg: leg.index, errorKind: kind });
     if (leg !== this.#defaultLeg) return;
-    if (!this.#inSync) {
+    // After a failed leg flush, regions written since are NOSYNC on the default leg's word alone.
+    if (!this.#inSync || this.#rh.flushFailure) {
       // Better to keep the failing leg than to read regions another leg never received. The kernel
       // switches here under keep_log; we do not (see the banner).
       if (this.features.handleErrors && !this.features.keepLog) {

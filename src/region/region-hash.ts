@@ -21,6 +21,9 @@
  * Ordering rules (each from the kernel's history, see ../shared/seed):
  *   - inc() takes a CLEAN region off the clean list before marking it DIRTY (rh_inc/rh_dec race).
  *   - dec() leaves a NOSYNC region NOSYNC (interrupted initial sync must not mark it clean).
+ *   - After a failed leg flush (sticky until the table is reloaded), dec() turns a DIRTY region NOSYNC and
+ *     leaves the log alone, as dm_rh_dec: the dirty bit stays, the sync count does not drop, and the
+ *     entry stays in the hash (it alone says NOSYNC) until the table is reloaded.
  *   - Clears go to the log in updateStates() and are flushed there, always, in the background (the log
  *     writes them after its leg flush, off the mark path); the log's postsuspend waits for them, so a
  *     suspend that runs a final pass leaves the log clean (outstanding clears flushed at suspend).
@@ -80,7 +83,7 @@ export class RegionHash<Delayed> {
   /** Recoveries handed out and not yet completed (recovery_in_flight). */
   #recoveryInFlight = 0;
   #recoveryStopped = false;
-  /** A flush of the legs failed: writes whose region drains afterwards must be resynced (flush_failure). */
+  /** A flush of the legs failed: regions whose writes drain afterwards go NOSYNC (flush_failure; sticky). */
   #flushFailure = false;
 
   constructor(options: RegionHashOptions<Delayed>) {
@@ -150,8 +153,9 @@ export class RegionHash<Delayed> {
     region.pending -= 1;
     if (region.pending > 0) return;
     if (region.state === 'DIRTY' && this.#flushFailure) {
-      // A flush failed earlier: we cannot know this write reached every leg, so resync the region.
-      this.log.setRegionSync(regionIndex, false);
+      // A flush failed earlier: we cannot know this write reached every leg. As dm_rh_dec: the region goes
+      // NOSYNC and is never cleared, so its dirty bit stays in the log and the next table resyncs it; the
+      // log's sync bit is left alone (the kernel's sync count does not drop).
       this.#transition(region, 'DIRTY', 'NOSYNC');
     } else if (region.state === 'RECOVERING') {
       this.#putOn(region, 'quiesced');
@@ -161,10 +165,15 @@ export class RegionHash<Delayed> {
     }
     if (region.state === 'NOSYNC') {
       // NOSYNC stays NOSYNC: only recovery may bring it back (seed: interrupted initial sync corruption).
-      // The log already says so, so the idle entry can leave the hash (the kernel keeps it until reload).
-      assert(!this.log.inSync(regionIndex), `NOSYNC region ${regionIndex} is in sync in the log`);
       assert(region.list === 'none' && region.delayed.length === 0);
-      this.#regions.delete(regionIndex);
+      if (this.log.inSync(regionIndex)) {
+        // Only a flush failure leaves a NOSYNC region in sync in the log: the hash entry is all that keeps
+        // it NOSYNC, so it stays until the table is reloaded (as the kernel keeps every NOSYNC entry).
+        assert(this.#flushFailure, `NOSYNC region ${regionIndex} is in sync in the log without a flush failure`);
+      } else {
+        // The log already says so, so the idle entry can leave the hash (the kernel keeps it until reload).
+        this.#regions.delete(regionIndex);
+      }
     }
     this.#callbacks.wakeup();
   }
@@ -181,14 +190,12 @@ export class RegionHash<Delayed> {
     if (recovering) this.#completeResyncWork(region, false);
   }
 
-  /** A flush of the legs failed (dm_rh_mark_nosync on a PREFLUSH bio). */
+  /**
+   * A flush of the legs failed (dm_rh_mark_nosync on a PREFLUSH bio). Sticky: nothing clears it, not
+   * even a completed resync; a new table gets a new region hash (the kernel's rh->flush_failure).
+   */
   markFlushFailure(): void {
     this.#flushFailure = true;
-  }
-
-  /** Clears the flush failure (a new table, or a completed resync of everything). */
-  resetFlushFailure(): void {
-    this.#flushFailure = false;
   }
 
   /** A write to a RECOVERING region waits for the recovery to end (dm_rh_delay). */

@@ -223,16 +223,25 @@ describe('RegionHash', () => {
     );
   });
 
-  test('RegionHash flush failure makes a DIRTY region drain to NOSYNC', () => {
-    // A leg flush failed while writes were pending. Expected: the region is resynced, not cleaned.
+  test('RegionHash flush failure makes a DIRTY region drain to NOSYNC and leaves the log alone (dm_rh_dec)', async () => {
+    // A leg flush failed while a write was pending. Expected: the region goes NOSYNC and stays in the hash,
+    // the log keeps it dirty (never cleared) and in sync (the sync count does not drop), and the failure
+    // is sticky: a region written later drains to NOSYNC too, even after an updateStates().
     const { rh, log } = harness();
     rh.inc(5);
     rh.markFlushFailure();
     assert.equal(rh.flushFailure, true);
     rh.dec(5);
     assert.equal(rh.getState(5), 'NOSYNC');
-    assert.equal(log.inSync(5), false);
-    rh.resetFlushFailure();
-    assert.equal(rh.flushFailure, false);
+    assert.equal(log.inSync(5), true, 'the sync bit is left alone');
+    assert.equal(log.isClean(5), false, 'the dirty bit stays');
+    await rh.updateStates({ errorsHandled: true });
+    assert.equal(rh.getState(5), 'NOSYNC', 'the hash entry keeps it NOSYNC');
+    assert.equal(log.isClean(5), false);
+    rh.inc(6);
+    rh.dec(6);
+    assert.equal(rh.flushFailure, true, 'sticky');
+    assert.equal(rh.getState(6), 'NOSYNC');
+    assert.equal(log.getResyncWork(), null, 'the log does not resync it: the next table will');
   });
 });
