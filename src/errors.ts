@@ -1,9 +1,11 @@
 /**
- * Typed operating errors. Every I/O failure in umirror is a BlockError whose `code` is one of the
- * errno strings Node's fs errors carry, so errors from the file system pass through untouched and the
- * NBD layer maps them to the wire in one place (nbd/ toNbdError). Programmer errors are TypeError,
- * RangeError or AssertionError and are never caught.
+ * Typed operating errors. Every I/O failure in umirror is a BlockError whose `code` is one of our
+ * errno strings (`Errno`). A system error (Node's fs or net error) is normalised into an Errno once, here
+ * (`errnoOf`, `toBlockError`), so the NBD layer maps only our codes to the wire (nbd/ toNbdError, a total
+ * switch over Errno). Programmer errors are TypeError, RangeError or AssertionError and are never caught.
  */
+import { constants as osConstants } from 'node:os';
+import { getSystemErrorName } from 'node:util';
 import { rethrowProgrammerError } from './fail-fast.js';
 
 export const ERRNOS = ['EIO', 'EPERM', 'ENOSPC', 'EINVAL', 'ENOTSUP', 'EOVERFLOW', 'ESHUTDOWN', 'ENOMEM', 'EBUSY'] as const;
@@ -22,19 +24,76 @@ export function isErrno(value: unknown): value is Errno {
   return typeof value === 'string' && (ERRNOS as readonly string[]).includes(value);
 }
 
-/** The errno of any error: a BlockError's code, a Node fs error's code when it is one of ours, else EIO. */
-export function errnoOf(err: unknown): Errno {
-  if (err instanceof BlockError) return err.code;
-  if (typeof err === 'object' && err !== null && 'code' in err) {
-    const code = (err as { code: unknown }).code;
-    if (isErrno(code)) return code;
-  }
-  return 'EIO';
+/**
+ * The system error codes we recognise and the Errno each becomes: nbdkit's nbd_errno groups, applied
+ * once, when the error enters umirror. docs/errors.md lists the same table (a test keeps them in line).
+ *
+ *   system code                 Errno       why
+ *   EPERM, EROFS, EACCES        EPERM       the operation is not permitted (a read-only file system)
+ *   ENOSPC, EDQUOT, EFBIG       ENOSPC      no room: the disk, the user's quota, the file size limit
+ *   ENOTSUP, EOPNOTSUPP         ENOTSUP     one number on Linux; Node names it ENOTSUP
+ *   EIO, EINVAL, ENOMEM,        the same
+ *   EOVERFLOW, ESHUTDOWN, EBUSY
+ *   any other code, or none     EIO         the block layer's rule (errno_to_blk_status: BLK_STS_IOERR):
+ *                                           ENODEV and ENXIO (a device gone), ECONNRESET, ETIMEDOUT, ...
+ */
+export const SYSTEM_ERRNOS: ReadonlyMap<string, Errno> = new Map<string, Errno>([
+  ['EIO', 'EIO'],
+  ['EPERM', 'EPERM'],
+  ['EROFS', 'EPERM'],
+  ['EACCES', 'EPERM'],
+  ['ENOSPC', 'ENOSPC'],
+  ['EDQUOT', 'ENOSPC'],
+  ['EFBIG', 'ENOSPC'],
+  ['EINVAL', 'EINVAL'],
+  ['ENOTSUP', 'ENOTSUP'],
+  ['EOPNOTSUPP', 'ENOTSUP'],
+  ['EOVERFLOW', 'EOVERFLOW'],
+  ['ESHUTDOWN', 'ESHUTDOWN'],
+  ['ENOMEM', 'ENOMEM'],
+  ['EBUSY', 'EBUSY'],
+]);
+
+/** errno numbers of this platform by name, for errors whose `code` Node could not name. */
+const errnoNames: ReadonlyMap<number, string> = new Map(Object.entries(osConstants.errno).map(([name, number]) => [number, name]));
+
+/**
+ * The system code of an error, by name. Node names an errno libuv does not know "Unknown system error
+ * -122" (EDQUOT on Node 20): then the name comes from the number in `errno`, so a quota error on a leg
+ * is ENOSPC like any other full disk, not EIO.
+ */
+function systemCodeOf(err: object): string | undefined {
+  const code = 'code' in err ? err.code : undefined;
+  if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code)) return code;
+  const errno = 'errno' in err ? err.errno : undefined;
+  if (typeof errno !== 'number' || !Number.isSafeInteger(errno) || errno === 0) return undefined;
+  const name = errnoNames.get(Math.abs(errno));
+  if (name !== undefined) return name;
+  const nodeName = getSystemErrorName(-Math.abs(errno));
+  return /^E[A-Z0-9]+$/.test(nodeName) ? nodeName : undefined;
 }
 
 /**
- * Wraps any I/O failure as a BlockError, keeping the cause and an errno we understand. A programmer
- * error (src/fail-fast.ts) is never wrapped: it is rethrown, so no catch turns a bug into an EIO.
+ * The Errno of an error when it is one we recognise: a BlockError's code, or a system error whose code
+ * is in SYSTEM_ERRNOS. undefined for anything else (a plain Error, an unknown code): `errnoOf` makes
+ * that EIO, and the NBD layer logs it as unexpected.
+ */
+export function recognisedErrnoOf(err: unknown): Errno | undefined {
+  if (err instanceof BlockError) return err.code;
+  if (typeof err !== 'object' || err === null) return undefined;
+  const code = systemCodeOf(err);
+  return code === undefined ? undefined : SYSTEM_ERRNOS.get(code);
+}
+
+/** The errno of any error: a BlockError's code, a system error's code normalised (SYSTEM_ERRNOS), else EIO. */
+export function errnoOf(err: unknown): Errno {
+  return recognisedErrnoOf(err) ?? 'EIO';
+}
+
+/**
+ * Wraps any I/O failure as a BlockError, keeping the cause and its normalised errno (`errnoOf`). A
+ * programmer error (src/fail-fast.ts) is never wrapped: it is rethrown, so no catch turns a bug into an
+ * EIO.
  */
 export function toBlockError(err: unknown, message: string): BlockError {
   rethrowProgrammerError(err);

@@ -63,7 +63,14 @@ export const copierChunkBytes = 1024 * 1024;
 /** Copier sub-jobs in flight per job. */
 export const copierInFlightMax = 4;
 
-/** Regions recovered at once. dm-raid1 uses 1 (MAX_RECOVERY); our default is larger. */
+/** Legs in one mirror set at least: a mirror of one leg is no mirror ("Invalid number of mirrors"). */
+export const legsMin = 2;
+
+/**
+ * The setting `recoveryParallel` (`--recovery-parallel`): regions recovered at once. dm-raid1 uses 1
+ * (MAX_RECOVERY); our default is larger, and the setting lies in [recoveryParallelMin, recoveryParallelMax].
+ */
+export const recoveryParallelMin = 1;
 export const recoveryParallelDefault = 4;
 export const recoveryParallelMax = 64;
 
@@ -73,6 +80,8 @@ export const recoveryParallelMax = 64;
  */
 export const regionSizeSectorsMin = 2;
 export const regionSizeSectorsMax = 2 ** 31;
+/** The region size `serve` and `create-images` use when none is given (512 KiB, lvm2's default). */
+export const regionSizeSectorsDefault = 1024;
 
 /**
  * The one region-size rule (dm-log's _check_region_size, without its `<= target length` part, which
@@ -148,6 +157,39 @@ export const directMemAlignBytesDefault = 4096;
 /** Read retries across legs for one read: at most one try per leg. */
 export const readRetriesMax = legsMax;
 
+/** Control socket: bytes of one request or response line, newline excluded. Tables of 1024 lines fit easily. */
+export const controlLineBytesMax = 1024 * 1024;
+/** Control socket: requests one connection runs at once before the daemon stops reading from it. */
+export const controlRequestsInFlightMax = 16;
+/** Control socket: connections at once; one more gets an EBUSY line and is closed. */
+export const controlConnectionsMax = 64;
+/** Devices one daemon holds unless `devicesMax` says otherwise. */
+export const devicesMaxDefault = 256;
+/** Daemon shutdown: a device not closed within this is reported, and shutdown goes on to the next. */
+export const deviceCloseWaitMs = 10_000;
+/** Device names: at most DM_NAME_LEN - 1 bytes, as dmsetup. */
+export const deviceNameBytesMax = 127;
+/** Messages quote at most this many characters of what a user or a peer sent (a name, a size, a line). */
+export const quotedInputCharsMax = 64;
+/** dm's event counter is 32 bits (`wait NAME EVENT_NR`). */
+export const eventNrMax = 2 ** 32 - 1;
+/** NBD block status for the umirror:sync context: extents in one reply (the client asks again for the rest). */
+export const syncExtentsMax = 1024;
+
+/** `serve`/`create-images`: the leg size of a fresh data folder when none is given. */
+export const imageBytesDefault = 2 ** 30;
+/** A disk log image is at least this large, and sized for logical blocks of up to logImageBlockBytes. */
+export const logImageBytesMin = 1024 * 1024;
+export const logImageBlockBytes = 4096;
+/** `serve`'s --lazy-clean default (the library's default stays 0, the kernel's way). */
+export const serveLazyCleanMsDefault = 1000;
+/** `status --progress` and `wait --progress`: how often the CLI polls the daemon. */
+export const progressWatchIntervalMs = 500;
+/** Listen addresses: a host name (RFC 1123) of at most 253 bytes, labels of at most 63; TCP ports. */
+export const hostNameBytesMax = 253;
+export const hostLabelBytesMax = 63;
+export const tcpPortMax = 65535;
+
 /** Repeated kernel messages (DMERR_LIMIT): at most this many per interval (printk_ratelimit: 10 per 5 s). */
 export const kernelMessageBurst = 10;
 export const kernelMessageIntervalMs = 5000;
@@ -162,8 +204,10 @@ assert(nbdClientReconnectDelayMsMin > 0 && nbdClientReconnectDelayMsMin <= nbdCl
 assert(nbdClientRequestTimeoutMsDefault > 0 && nbdClientPskIdentityBytesMax > 0 && nbdClientPskKeyBytesMax > 0);
 assert(copierTargetsMax === legsMax - 1, 'a recovery copies the default leg to every other leg');
 assert(copierChunkBytes % sectorBytes === 0 && isPowerOfTwo(copierChunkBytes));
-assert(recoveryParallelDefault >= 1 && recoveryParallelDefault <= recoveryParallelMax);
+assert(legsMin >= 2 && legsMin <= legsMax);
+assert(recoveryParallelMin >= 1 && recoveryParallelMin <= recoveryParallelDefault && recoveryParallelDefault <= recoveryParallelMax);
 assert(isPowerOfTwo(regionSizeSectorsMin) && isPowerOfTwo(regionSizeSectorsMax));
+assert(isPowerOfTwo(regionSizeSectorsDefault) && regionSizeSectorsMin <= regionSizeSectorsDefault && regionSizeSectorsDefault <= regionSizeSectorsMax);
 assert(isPowerOfTwo(directAlignBytesMax) && isPowerOfTwo(directMemAlignBytesDefault) && directMemAlignBytesDefault <= directAlignBytesMax);
 assert(kernelMessageBurst >= 1 && kernelMessageIntervalMs > 0);
 assert(Number.isSafeInteger(handshakeTimeoutMsDefault) && handshakeTimeoutMsDefault > 0);
@@ -181,3 +225,16 @@ assert(heldIoMaxDefault >= 4 * inFlightMax, 'a suspend holds the full in-flight 
 assert(requestBytesMax % regionBytesMin === 0, 'a span of requestBytesMax bytes is whole smallest regions');
 assert(Number.isSafeInteger(spanPiecesMax) && spanPiecesMax >= 2);
 assert(spanPiecesMax <= writeQueueMax, 'the largest span fits an empty write queue (admission cannot deadlock)');
+assert(
+  controlConnectionsMax * controlRequestsInFlightMax * controlLineBytesMax <= 2 ** 30,
+  'the control socket holds at most 1 GiB of request lines at once',
+);
+assert(controlLineBytesMax < 2 ** 31 && controlRequestsInFlightMax >= 1 && controlConnectionsMax >= 1);
+assert(devicesMaxDefault >= 1 && deviceCloseWaitMs > 0 && deviceCloseWaitMs < 2 ** 31 - 1, "a close wait fits in Node's timer range");
+assert(syncExtentsMax >= 1 && syncExtentsMax * 8 <= requestBytesMax, 'one block status reply of syncExtentsMax extents fits a payload');
+assert(imageBytesDefault % sectorBytes === 0 && imageBytesDefault / sectorBytes >= regionSizeSectorsDefault, 'the default image holds a region');
+assert(isPowerOfTwo(logImageBlockBytes) && logImageBytesMin % logImageBlockBytes === 0);
+assert(serveLazyCleanMsDefault >= 0 && serveLazyCleanMsDefault <= lazyCleanMsMax);
+assert(progressWatchIntervalMs > 0);
+assert(hostLabelBytesMax < hostNameBytesMax && tcpPortMax === 2 ** 16 - 1);
+assert(Number.isSafeInteger(eventNrMax) && deviceNameBytesMax > 0 && quotedInputCharsMax > 0);

@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { prepareImages } from '../control/images.js';
 import { ControlError } from '../errors.js';
+import { legsMax, legsMin, regionSizeSectorsDefault, regionSizeSectorsMin } from '../limits.js';
 import { folderOption, legCountOption, logTypeOption, regionSizeOption, sizeOption } from './option-values.js';
 
 export const createImagesHelp = `Usage: umirror create-images --data DIR [--size SIZE] [--legs N] [--log disk|core]
@@ -13,9 +14,9 @@ export const createImagesHelp = `Usage: umirror create-images --data DIR [--size
 Creates DIR/leg0.img ... (sparse, SIZE each, default 1G) and DIR/log.img for a disk log, then prints
 the mirror table for them. Existing images are kept as they are.
 
-  --legs N                legs, 2..9 (default 2)
+  --legs N                legs, ${legsMin}..${legsMax} (default 2)
   --log disk|core         dirty log (default disk)
-  --region-size SECTORS   region size in 512-byte sectors, a power of two from 2 (default 1024)
+  --region-size SECTORS   region size in 512-byte sectors, a power of two from ${regionSizeSectorsMin} (default ${regionSizeSectorsDefault})
   --no-handle-errors      leave handle_errors out of the table`;
 
 export async function createImagesCommand(argv: readonly string[]): Promise<number> {
@@ -26,7 +27,7 @@ export async function createImagesCommand(argv: readonly string[]): Promise<numb
       size: { type: 'string', default: '1G' },
       legs: { type: 'string', default: '2' },
       log: { type: 'string', default: 'disk' },
-      'region-size': { type: 'string', default: '1024' },
+      'region-size': { type: 'string', default: String(regionSizeSectorsDefault) },
       'no-handle-errors': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },

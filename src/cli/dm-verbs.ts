@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ControlClient, type ControlCall } from '../control/control-client.js';
 import type { DeviceInfo, TableView } from '../control/device-registry.js';
 import { ControlError } from '../errors.js';
+import { progressWatchIntervalMs } from '../limits.js';
 import { failureLines, infoLines } from './dm-output.js';
 import { progressBar, syncSuffix, syncTotals } from './output.js';
 import { defaultSocketPath } from './socket-path.js';
@@ -57,9 +58,6 @@ const positionalCounts: Record<DmVerb, readonly [number, number]> = {
   wait: [1, 2],
   message: [3, Infinity],
 };
-
-/** Poll interval of `status --watch` and `wait --progress`. */
-const watchIntervalMs = 500;
 
 export async function dmVerbCommand(verb: DmVerb, argv: readonly string[]): Promise<number> {
   let parsed: Parsed;
@@ -265,7 +263,7 @@ async function watchStatus(options: { client: ControlClient; name: string }): Pr
     }
     if (all && last.size === 0 && !announcedNone) console.log('No devices found');
     announcedNone = all && last.size === 0;
-    await sleep(watchIntervalMs);
+    await sleep(progressWatchIntervalMs);
   }
 }
 
@@ -289,7 +287,7 @@ async function waitProgress(options: { client: ControlClient; name: string; json
       console.error(`${options.name}: a leg failed (${health}): ${total - synced} regions stay out of sync until a new table is loaded`);
       return 1;
     }
-    await sleep(watchIntervalMs);
+    await sleep(progressWatchIntervalMs);
   }
 }
 

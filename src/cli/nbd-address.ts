@@ -8,14 +8,13 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { ControlError } from '../errors.js';
+import { hostLabelBytesMax, hostNameBytesMax, quotedInputCharsMax, tcpPortMax } from '../limits.js';
 import type { ListenAddress } from '../nbd/server.js';
 import { socketPathOption } from './option-values.js';
 
 export const defaultNbdPort = 10809;
 
-const hostLabel = /^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$/;
-const hostNameBytesMax = 253;
-const portMax = 65535;
+const hostLabel = new RegExp(`^(?!-)[A-Za-z0-9-]{1,${hostLabelBytesMax}}(?<!-)$`);
 
 function isHostName(host: string): boolean {
   return host.length <= hostNameBytesMax && host.split('.').every((label) => hostLabel.test(label));
@@ -23,7 +22,7 @@ function isHostName(host: string): boolean {
 
 export function parseNbdAddress(text: string, option = '--nbd'): ListenAddress {
   const bad = (why: string): ControlError =>
-    new ControlError('EINVAL', `invalid ${option} address ${JSON.stringify(text.slice(0, 64))}: ${why} (HOST:PORT, [IPv6]:PORT or unix:PATH)`);
+    new ControlError('EINVAL', `invalid ${option} address ${JSON.stringify(text.slice(0, quotedInputCharsMax))}: ${why} (HOST:PORT, [IPv6]:PORT or unix:PATH)`);
   if (text.startsWith('unix:')) return { path: socketPathOption(`${option} unix:`, text.slice('unix:'.length)) };
   let host: string;
   let portText: string;
@@ -41,6 +40,6 @@ export function parseNbdAddress(text: string, option = '--nbd'): ListenAddress {
     else if (!isIPv4(host) && (/^[0-9.]+$/.test(host) || !isHostName(host))) throw bad('not a host name or IPv4 address');
   }
   const port = /^[0-9]{1,5}$/.test(portText) ? Number(portText) : Number.NaN;
-  if (!(port >= 0 && port <= portMax)) throw bad(`the port must be 0 to ${portMax}`);
+  if (!(port >= 0 && port <= tcpPortMax)) throw bad(`the port must be 0 to ${tcpPortMax}`);
   return { host, port };
 }

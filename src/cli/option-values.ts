@@ -10,8 +10,19 @@
 import { checkDeviceName } from '../control/control-protocol.js';
 import { parseSize } from '../control/images.js';
 import { ControlError } from '../errors.js';
-import { handshakeLimitMsMax, lazyCleanMsMax, legsMax, recoveryParallelMax, regionSizeSectorsMax, regionSizeSectorsMin, unixSocketPathBytesMax } from '../limits.js';
-import { legsMin } from '../mirror/table.js';
+import {
+  eventNrMax,
+  handshakeLimitMsMax,
+  lazyCleanMsMax,
+  quotedInputCharsMax,
+  legsMax,
+  legsMin,
+  recoveryParallelMax,
+  recoveryParallelMin,
+  regionSizeSectorsMax,
+  regionSizeSectorsMin,
+  unixSocketPathBytesMax,
+} from '../limits.js';
 
 function invalid(message: string): ControlError {
   return new ControlError('EINVAL', message);
@@ -19,7 +30,7 @@ function invalid(message: string): ControlError {
 
 /** Quotes a value for a message, cut to a readable length. */
 function shown(text: string): string {
-  return JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}...` : text);
+  return JSON.stringify(text.length > quotedInputCharsMax ? `${text.slice(0, quotedInputCharsMax)}...` : text);
 }
 
 /** A decimal integer in [min, max]. */
@@ -33,7 +44,7 @@ export function integerOption(options: { option: string; text: string; min: numb
   return value;
 }
 
-/** `--legs N`: 2..9 (the kernel's mirror count bounds). */
+/** `--legs N`: legsMin..legsMax (the kernel's mirror count bounds). */
 export function legCountOption(text: string): number {
   return integerOption({ option: '--legs', text, min: legsMin, max: legsMax });
 }
@@ -50,7 +61,7 @@ export function regionSizeOption(text: string): number {
 
 /** `--recovery-parallel N`: regions resynced at once. */
 export function recoveryParallelOption(text: string): number {
-  return integerOption({ option: '--recovery-parallel', text, min: 1, max: recoveryParallelMax });
+  return integerOption({ option: '--recovery-parallel', text, min: recoveryParallelMin, max: recoveryParallelMax });
 }
 
 /** `--lazy-clean MS`: 0 (clean at the next pass) up to lazyCleanMsMax. */
@@ -98,7 +109,7 @@ export function socketPathOption(option: string, text: string): string {
 
 /** `wait NAME [EVENT_NR]`: dm's event counter is 32 bits. */
 export function eventNrArgument(text: string): number {
-  return integerOption({ option: 'EVENT_NR', text, min: 0, max: 2 ** 32 - 1 });
+  return integerOption({ option: 'EVENT_NR', text, min: 0, max: eventNrMax });
 }
 
 /**

@@ -14,7 +14,19 @@ import { parseArgs } from 'node:util';
 import { findImageLockError } from '../block/image-lock.js';
 import { ListenError, TableError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
-import { lazyCleanMsMax, recoveryParallelDefault, recoveryParallelMax, sectorBytes } from '../limits.js';
+import {
+  handshakeTimeoutMsDefault,
+  lazyCleanMsMax,
+  legsMax,
+  legsMin,
+  recoveryParallelDefault,
+  recoveryParallelMax,
+  recoveryParallelMin,
+  regionSizeSectorsDefault,
+  regionSizeSectorsMin,
+  sectorBytes,
+  serveLazyCleanMsDefault,
+} from '../limits.js';
 import { targetBuilder } from '../control/build-target.js';
 import { fileResolver } from '../control/device-resolver.js';
 import { type ImageSet, prepareImages, removeImages } from '../control/images.js';
@@ -37,9 +49,6 @@ import {
 import { syncSuffix, tableErrorLines } from './output.js';
 import { heldWritesBySegment, mirrorStopStates, stopSummary } from './stop-summary.js';
 
-/** `serve`'s --lazy-clean default in milliseconds (the library's default stays 0, the kernel's way). */
-export const serveLazyCleanMsDefault = 1000;
-
 export const serveHelp = `Usage: umirror serve [--data DIR] [--size SIZE] [--legs N] [--log disk|core]
                     [--region-size SECTORS] [--table TABLE] [--nbd HOST:PORT|unix:PATH] [--name NAME]
                     [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--quiet]
@@ -54,16 +63,16 @@ With --table, serves any kernel-syntax table (mirror, linear, zero, error lines;
 
   --nbd ADDR              listen address (default 127.0.0.1:${defaultNbdPort}); unix:/path for a Unix socket
   --name NAME             device and export name (default: umirror)
-  --legs N                legs to create, 2..9 (default 2)
+  --legs N                legs to create, ${legsMin}..${legsMax} (default 2)
   --log disk|core         dirty log for created images (default disk)
-  --region-size SECTORS   region size in 512-byte sectors, a power of two from 2 (default 1024)
-  --recovery-parallel N   regions resynced at once, 1..${recoveryParallelMax} (default ${recoveryParallelDefault}; the kernel uses 1)
+  --region-size SECTORS   region size in 512-byte sectors, a power of two from ${regionSizeSectorsMin} (default ${regionSizeSectorsDefault})
+  --recovery-parallel N   regions resynced at once, ${recoveryParallelMin}..${recoveryParallelMax} (default ${recoveryParallelDefault}; the kernel uses 1)
   --read-balance          spread reads of in-sync regions over legs (needs handle_errors)
   --lazy-clean MS         disk log: clear a region only after it stayed idle MS milliseconds, at most
-                          ${lazyCleanMsMax} (default 1000; 0 clears at the next pass, as the kernel). The on-disk format is the kernel's
+                          ${lazyCleanMsMax} (default ${serveLazyCleanMsDefault}; 0 clears at the next pass, as the kernel). The on-disk format is the kernel's
                           either way; a crash resyncs at most the regions written in the last MS.
   --handshake-limit S     drop an NBD client that has not finished the handshake within S seconds
-                          (default 10, as qemu-nbd; 0: no limit)
+                          (default ${handshakeTimeoutMsDefault / 1000}, as qemu-nbd; 0: no limit)
   --quiet                 print the URI and table only, no live status
 
 Ctrl-C suspends the device (the disk log is flushed) and says what the next start must resync: nothing
@@ -77,7 +86,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       size: { type: 'string' },
       legs: { type: 'string', default: '2' },
       log: { type: 'string', default: 'disk' },
-      'region-size': { type: 'string', default: '1024' },
+      'region-size': { type: 'string', default: String(regionSizeSectorsDefault) },
       table: { type: 'string' },
       nbd: { type: 'string', default: `127.0.0.1:${defaultNbdPort}` },
       name: { type: 'string', default: 'umirror' },
@@ -112,7 +121,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     name,
     buildTarget: targetBuilder({
       resolver: fileResolver({ lockHolder: name }),
-      ...(recoveryParallel === undefined ? {} : { recoveryParallelMax: recoveryParallel }),
+      ...(recoveryParallel === undefined ? {} : { recoveryParallel }),
       ...(values['read-balance'] ? { readPolicy: 'balance' as const } : {}),
       log: { lazyCleanMs },
       onMessage: (_device, level, message) => console.error(`${level}: device-mapper: raid1: ${message}`),
@@ -144,7 +153,8 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     } catch (err) {
       rethrowProgrammerError(err);
       // Nothing was served: images this start created go again, so a refused start leaves nothing behind.
-      if (images !== undefined) await removeImages(images);
+      const left = images === undefined ? [] : await removeImages(images);
+      for (const line of left) console.error(`umirror serve: could not remove ${line}`);
       await server.close({ graceful: false });
       // An image another process holds (a second serve, qemu): one line, before anything is resumed.
       const locked = findImageLockError(err);

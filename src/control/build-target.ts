@@ -7,6 +7,7 @@ import type { BlockDevice } from '../block/block-device.js';
 import type { CreateDirtyLogOptions } from '../dirty-log/create-dirty-log.js';
 import { TableError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
+import { recoveryParallelMax, recoveryParallelMin } from '../limits.js';
 import { createMirrorSet } from '../mirror/create-mirror-set.js';
 import type { KernelLogLevel, ReadPolicy } from '../mirror/mirror-set.js';
 import { ErrorTarget } from '../target/error-target.js';
@@ -25,7 +26,8 @@ export interface DeviceResolver {
 
 export interface BuildTargetOptions {
   readonly resolver: DeviceResolver;
-  readonly recoveryParallelMax?: number;
+  /** Regions each mirror recovers at once (`--recovery-parallel`), recoveryParallelMin..recoveryParallelMax. */
+  readonly recoveryParallel?: number;
   readonly readPolicy?: ReadPolicy;
   readonly log?: CreateDirtyLogOptions;
   readonly onMessage?: (device: string, level: KernelLogLevel, message: string) => void;
@@ -43,6 +45,10 @@ function logOptions(options: BuildTargetOptions, deviceName: string): CreateDirt
 /** Returns a MappedDevice `buildTarget` function bound to a resolver and mirror options. */
 export function targetBuilder(options: BuildTargetOptions): (line: TableLine, context: TargetContext) => Promise<Target> {
   const displayName = options.resolver.displayName ?? ((name: string) => name);
+  const parallel = options.recoveryParallel;
+  if (parallel !== undefined && !(Number.isSafeInteger(parallel) && parallel >= recoveryParallelMin && parallel <= recoveryParallelMax)) {
+    throw new RangeError(`recoveryParallel must be an integer from ${recoveryParallelMin} to ${recoveryParallelMax}, got ${parallel}`);
+  }
   return async (line, context) => {
     switch (line.type) {
       case 'mirror':
@@ -53,7 +59,8 @@ export function targetBuilder(options: BuildTargetOptions): (line: TableLine, co
           displayName,
           name: context.deviceName,
           raiseEvent: context.raiseEvent,
-          ...(options.recoveryParallelMax === undefined ? {} : { recoveryParallelMax: options.recoveryParallelMax }),
+          // FIXME(#10): the mirror side still calls the setting recoveryParallelMax (the ceiling's name in limits.ts).
+          ...(options.recoveryParallel === undefined ? {} : { recoveryParallelMax: options.recoveryParallel }),
           ...(options.readPolicy === undefined ? {} : { readPolicy: options.readPolicy }),
           ...(options.log === undefined && options.onLogWarning === undefined ? {} : { log: logOptions(options, context.deviceName) }),
           ...(options.onMessage === undefined

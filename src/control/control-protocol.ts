@@ -16,9 +16,7 @@
  */
 import { assert } from '../assert.js';
 import { ControlError, isControlErrno, type ControlErrno } from '../errors.js';
-
-/** Bytes of one request or response line, newline excluded. Tables of 1024 lines fit easily. */
-export const controlLineBytesMax = 1024 * 1024;
+import { controlLineBytesMax, deviceNameBytesMax, quotedInputCharsMax } from '../limits.js';
 
 export const CONTROL_VERBS = [
   'create',
@@ -145,17 +143,41 @@ export function requestIdOf(value: unknown): RequestId {
 }
 
 /**
+ * JSON.parse at a decode boundary. Its SyntaxError is the input's fault, not ours, so it is returned as
+ * the result rather than thrown (a programmer error's class, which no catch may swallow). Anything else
+ * JSON.parse throws is rethrown.
+ */
+export function decodeJson(line: string): { readonly value: unknown } | { readonly error: SyntaxError } {
+  try {
+    return { value: JSON.parse(line) as unknown };
+  } catch (err) {
+    if (err instanceof SyntaxError) return { error: err };
+    throw err;
+  }
+}
+
+/**
+ * The JSON value of one request line. @throws ControlError EINVAL when the line is not JSON.
+ */
+export function decodeRequestLine(line: string): unknown {
+  const decoded = decodeJson(line);
+  if ('error' in decoded) throw new ControlError('EINVAL', `Request is not valid JSON: ${decoded.error.message}`, { cause: decoded.error });
+  return decoded.value;
+}
+
+/**
  * Parses and validates one request line.
  * @throws ControlError EINVAL (bad JSON, unknown verb, missing or mistyped fields).
  */
 export function parseRequest(line: string): ControlRequest {
-  let value: unknown;
-  try {
-    value = JSON.parse(line);
-  } catch (err) {
-    // A decode boundary: JSON.parse's SyntaxError is the input's fault, not ours (not rethrown).
-    throw new ControlError('EINVAL', `Request is not valid JSON: ${err instanceof Error ? err.message : String(err)}`);
-  }
+  return parseRequestValue(decodeRequestLine(line));
+}
+
+/**
+ * Validates one decoded request (decodeRequestLine).
+ * @throws ControlError EINVAL (unknown verb, missing or mistyped fields).
+ */
+export function parseRequestValue(value: unknown): ControlRequest {
   if (!isRecord(value)) throw new ControlError('EINVAL', 'Request must be a JSON object');
   const id = requestIdOf(value);
   const rawId = value['id'];
@@ -164,7 +186,7 @@ export function parseRequest(line: string): ControlRequest {
   }
   const verb = value['verb'];
   if (typeof verb !== 'string') throw new ControlError('EINVAL', 'Request has no verb');
-  if (!isVerb(verb)) throw new ControlError('EINVAL', `Unknown verb "${verb.slice(0, 64)}"`);
+  if (!isVerb(verb)) throw new ControlError('EINVAL', `Unknown verb "${verb.slice(0, quotedInputCharsMax)}"`);
   const fields = new Fields(value);
   switch (verb) {
     case 'ls':
@@ -197,13 +219,11 @@ export function parseRequest(line: string): ControlRequest {
  * @throws ControlError EIO when the daemon's answer is not a response.
  */
 export function parseResponse(line: string): ControlResponse {
-  let value: unknown;
-  try {
-    value = JSON.parse(line);
-  } catch {
-    // A decode boundary: JSON.parse's SyntaxError is the input's fault, not ours (not rethrown).
-    throw new ControlError('EIO', `The daemon sent a line that is not JSON: ${line.slice(0, 80)}`);
+  const decoded = decodeJson(line);
+  if ('error' in decoded) {
+    throw new ControlError('EIO', `The daemon sent a line that is not JSON: ${line.slice(0, quotedInputCharsMax)}`, { cause: decoded.error });
   }
+  const value = decoded.value;
   if (!isRecord(value) || typeof value['ok'] !== 'boolean') throw new ControlError('EIO', 'The daemon sent a malformed response');
   const id = requestIdOf(value);
   if (value['ok']) return { id, ok: true, result: value['result'] };
@@ -216,10 +236,10 @@ export function parseResponse(line: string): ControlResponse {
   return { id, ok: false, error: { code: error['code'], message: error['message'], ...(lines === undefined ? {} : { kernel: lines }) } };
 }
 
-/** Device names: what dmsetup accepts (no slash, not "." or ".."), at most 127 bytes (DM_NAME_LEN - 1). */
+/** Device names: what dmsetup accepts (no slash, not "." or ".."), at most deviceNameBytesMax bytes (DM_NAME_LEN - 1). */
 export function checkDeviceName(name: string): void {
-  if (name === '' || name === '.' || name === '..' || name.includes('/') || /[\s\0]/.test(name) || Buffer.byteLength(name) > 127) {
-    throw new ControlError('EINVAL', `Invalid device name "${name.slice(0, 64)}"`);
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || /[\s\0]/.test(name) || Buffer.byteLength(name) > deviceNameBytesMax) {
+    throw new ControlError('EINVAL', `Invalid device name "${name.slice(0, quotedInputCharsMax)}"`);
   }
 }
 

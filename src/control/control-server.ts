@@ -5,12 +5,12 @@
  * anything that is not a ControlError is reported as EIO (and logged).
  *
  * Per connection:  open --client EOF / error / close()--> closed
- *   - requests run concurrently (a `wait` must not hold up a `status`), at most requestsInFlightMax at
+ *   - requests run concurrently (a `wait` must not hold up a `status`), at most controlRequestsInFlightMax at
  *     once (plus the rest of the chunk being decoded); beyond that, and while the client does not read
  *     its answers (the write buffer wants a drain), the socket is paused;
  *   - a line longer than controlLineBytesMax gets one EINVAL response (id null) and is skipped;
  *   - when the connection closes, its pending `wait`s are aborted and their answers dropped.
- * Connections are bounded by connectionsMax; one more gets an EBUSY response and is closed (after the
+ * Connections are bounded by controlConnectionsMax; one more gets an EBUSY response and is closed (after the
  * line drained, or closeGraceMs at most). Every socket has an 'error' handler, the refused ones too: a
  * client that resets or goes away unread never takes the daemon down.
  *
@@ -24,24 +24,21 @@ import { dirname } from 'node:path';
 import { assert, unreachable } from '../assert.js';
 import { ControlError } from '../errors.js';
 import { detach, rethrowProgrammerError } from '../fail-fast.js';
-import { closeGraceMs, heldConnectionsMax } from '../limits.js';
+import { closeGraceMs, controlConnectionsMax, controlLineBytesMax, controlRequestsInFlightMax, heldConnectionsMax } from '../limits.js';
 import { HeldListener, toListenError } from '../nbd/held-listener.js';
 import {
   LineDecoder,
-  controlLineBytesMax,
   encodeLine,
   errorResponse,
   okResponse,
-  parseRequest,
+  decodeRequestLine,
+  parseRequestValue,
   requestIdOf,
   type ControlRequest,
   type ControlResponse,
   type RequestId,
 } from './control-protocol.js';
 import type { DeviceRegistry, RegistryLog } from './device-registry.js';
-
-export const requestsInFlightMax = 16;
-export const connectionsMax = 64;
 
 export interface ControlServerOptions {
   readonly registry: DeviceRegistry;
@@ -106,15 +103,20 @@ export class ControlServer {
     for (const socket of [...this.#connections, ...this.#refused]) socket.destroy();
     await stopped;
     if (this.#path !== undefined) {
-      await unlink(this.#path).catch((err: unknown) => {
-        rethrowProgrammerError(err); // Already gone (libuv removes the path it bound): nothing to do.
+      const path = this.#path;
+      await unlink(path).catch((err: unknown) => {
+        rethrowProgrammerError(err);
+        // Usually already gone (libuv removes the path it bound); anything else leaves a stale socket file.
+        if (!(typeof err === 'object' && err !== null && 'code' in err && err.code === 'ENOENT')) {
+          this.#log.error({ err, path }, 'cannot remove the control socket');
+        }
       });
     }
   }
 
   #accept(socket: Socket): void {
     socket.on('error', (err) => this.#log.info({ err: err.message }, 'control connection error'));
-    if (this.#connections.size >= connectionsMax) {
+    if (this.#connections.size >= controlConnectionsMax) {
       this.#refuse(socket);
       return;
     }
@@ -122,11 +124,11 @@ export class ControlServer {
     const aborter = new AbortController();
     const decoder = new LineDecoder({ lineBytesMax: controlLineBytesMax });
     let inFlight = 0;
-    // Read only while fewer than requestsInFlightMax requests run and the client reads its answers:
+    // Read only while fewer than controlRequestsInFlightMax requests run and the client reads its answers:
     // a client that sends without reading must not make the daemon buffer answers without bound.
     const gate = (): void => {
       if (socket.destroyed) return;
-      if (inFlight >= requestsInFlightMax || socket.writableNeedDrain) socket.pause();
+      if (inFlight >= controlRequestsInFlightMax || socket.writableNeedDrain) socket.pause();
       else socket.resume();
     };
     const send = (response: ControlResponse): void => {
@@ -176,15 +178,16 @@ export class ControlServer {
       this.#refused.delete(socket);
     });
     socket.on('data', () => undefined); // A request already sent is read and dropped, so close is clean.
-    socket.end(encodeLine(errorResponse(null, new ControlError('EBUSY', `Too many control connections (${connectionsMax})`))));
+    socket.end(encodeLine(errorResponse(null, new ControlError('EBUSY', `Too many control connections (${controlConnectionsMax})`))));
   }
 
   /** One request line -> its response; never throws (an AssertionError excepted). */
   async #handle(line: string, signal: AbortSignal): Promise<ControlResponse> {
     let id: RequestId = null;
     try {
-      id = requestIdOf(safeJson(line));
-      const request = parseRequest(line);
+      const value = decodeRequestLine(line);
+      id = requestIdOf(value);
+      const request = parseRequestValue(value);
       return okResponse(id, await this.#run(request, signal));
     } catch (err) {
       rethrowProgrammerError(err);
@@ -231,12 +234,4 @@ export class ControlServer {
 async function done(operation: Promise<void>): Promise<object> {
   await operation;
   return {};
-}
-
-function safeJson(line: string): unknown {
-  try {
-    return JSON.parse(line);
-  } catch {
-    return undefined; // A decode boundary (SyntaxError is the input's fault): parseRequest reports it.
-  }
 }

@@ -22,7 +22,7 @@ import type { BlockDevice } from '../block/block-device.js';
 import { findImageLockError } from '../block/image-lock.js';
 import { ControlError, ListenError, TableError, type ControlErrno } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
-import { sectorBytes } from '../limits.js';
+import { deviceCloseWaitMs, devicesMaxDefault, sectorBytes } from '../limits.js';
 import { MirrorSet, type KernelLogLevel } from '../mirror/mirror-set.js';
 import { NbdServer, type ListenAddress, type NbdListener } from '../nbd/server.js';
 import { MappedDevice, type MappedDeviceInfo } from '../target/mapped-device.js';
@@ -97,8 +97,6 @@ export interface TableView {
   readonly mirrors: readonly MirrorProgress[];
 }
 
-export const devicesMaxDefault = 256;
-const shutdownStepMs = 10_000;
 
 export class DeviceRegistry {
   readonly #entries = new Map<string, RegistryEntry>();
@@ -270,10 +268,10 @@ export class DeviceRegistry {
           return 'failed' as const;
         },
       );
-      const late = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), shutdownStepMs).unref());
+      const late = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), deviceCloseWaitMs).unref());
       const outcome = await Promise.race([closed, late]);
       if (outcome === 'closed') this.#log.info({ device: next.name }, 'device suspended and closed');
-      if (outcome === 'late') this.#log.error({ device: next.name }, `device did not close within ${shutdownStepMs} ms`);
+      if (outcome === 'late') this.#log.error({ device: next.name }, `device did not close within ${deviceCloseWaitMs} ms`);
     }
     await Promise.all(servers);
   }

@@ -10,12 +10,22 @@ import { FileBlockDevice } from '../block/file-block-device.js';
 import { assert, isPowerOfTwo } from '../assert.js';
 import { ControlError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
-import { regionCountMax, sectorBytes } from '../limits.js';
+import {
+  imageBytesDefault,
+  legsMax,
+  legsMin,
+  logImageBlockBytes,
+  logImageBytesMin,
+  regionCountMax,
+  regionSizeSectorsMax,
+  regionSizeSectorsMin,
+  sectorBytes,
+} from '../limits.js';
 import { diskLogBufferBytes } from '../dirty-log/disk-log-format.js';
 
 export interface ImageSetOptions {
   readonly dataDir: string;
-  /** Leg size; when absent, the size of an existing leg0.img, else {@link defaultImageBytes}. */
+  /** Leg size; when absent, the size of an existing leg0.img, else {@link imageBytesDefault}. */
   readonly sizeBytes?: number;
   readonly legCount: number;
   readonly regionSectors: number;
@@ -33,9 +43,6 @@ export interface ImageSet {
   readonly madeDir?: string;
   readonly table: string;
 }
-
-/** The leg size of a fresh data folder when none is given. */
-export const defaultImageBytes = 2 ** 30;
 
 /** Parses sizes like 1G, 512M, 64KiB, 1048576. @throws ControlError EINVAL for anything else. */
 export function parseSize(text: string): number {
@@ -117,16 +124,17 @@ async function existingLegBytes(path: string): Promise<number | undefined> {
  * @throws ControlError EINVAL for sizes and region sizes the table could not take; fs errors as they come.
  */
 export async function prepareImages(options: ImageSetOptions): Promise<ImageSet> {
-  assert(options.legCount >= 2 && options.legCount <= 9, 'legCount 2..9');
-  assert(isPowerOfTwo(options.regionSectors) && options.regionSectors >= 2, 'regionSectors: a power of two >= 2');
+  assert(options.legCount >= legsMin && options.legCount <= legsMax, 'legCount in range');
+  assert(isPowerOfTwo(options.regionSectors), 'regionSectors: a power of two');
+  assert(options.regionSectors >= regionSizeSectorsMin && options.regionSectors <= regionSizeSectorsMax, 'regionSectors in range');
   const dir = resolve(options.dataDir);
   const legPaths = Array.from({ length: options.legCount }, (_, i) => join(dir, `leg${i}.img`));
-  const sizeBytes = options.sizeBytes ?? (await existingLegBytes(legPaths[0] ?? '')) ?? defaultImageBytes;
+  const sizeBytes = options.sizeBytes ?? (await existingLegBytes(legPaths[0] ?? '')) ?? imageBytesDefault;
   const lengthSectors = sizeBytes / sectorBytes;
   assert(Number.isSafeInteger(lengthSectors) && lengthSectors > 0, 'whole sectors');
   const regionCount = checkRegions({ lengthSectors, regionSectors: options.regionSectors });
   const logPath = options.log === 'disk' ? join(dir, 'log.img') : undefined;
-  const logBytes = Math.max(diskLogBufferBytes({ regionCount, logicalBlockBytes: 4096 }), 1024 * 1024);
+  const logBytes = Math.max(diskLogBufferBytes({ regionCount, logicalBlockBytes: logImageBlockBytes }), logImageBytesMin);
   for (const path of legPaths) await checkImage(path, sizeBytes);
   if (logPath !== undefined) await checkImage(logPath, logBytes);
 
@@ -136,8 +144,10 @@ export async function prepareImages(options: ImageSetOptions): Promise<ImageSet>
     for (const path of legPaths) await ensureImage(path, sizeBytes, created);
     if (logPath !== undefined) await ensureImage(logPath, logBytes, created);
   } catch (err) {
-    await removeImages({ dataDir: dir, created, madeDir });
-    throw err;
+    const left = await removeImages({ dataDir: dir, created, madeDir });
+    if (left.length === 0) throw err;
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new ControlError('EIO', `${reason}; could not remove what this start created: ${left.join(', ')}`, { cause: err });
   }
   let logWords = `core 1 ${options.regionSectors}`;
   if (logPath !== undefined) {
@@ -153,17 +163,25 @@ export async function prepareImages(options: ImageSetOptions): Promise<ImageSet>
 }
 
 /**
- * Removes the images (and the folder) a prepareImages call created, for a start that failed before it
- * served anything. Best effort: what cannot be removed stays, and the first start error is what counts.
+ * Removes the images (and the folders) a prepareImages call created, for a start that failed before it
+ * served anything. Best effort: what cannot be removed stays, and the start's own error is what counts;
+ * returns one line per path left behind ("PATH: CODE") for the caller to print. A folder that is not
+ * empty (someone put a file there meanwhile) is kept on purpose and not reported.
  */
-export async function removeImages(options: { dataDir: string; created: readonly string[]; madeDir?: string | undefined }): Promise<void> {
-  const ignore = (err: unknown): void => rethrowProgrammerError(err);
-  await Promise.all(options.created.map((path) => rm(path, { force: true }).catch(ignore)));
+export async function removeImages(options: { dataDir: string; created: readonly string[]; madeDir?: string | undefined }): Promise<string[]> {
+  const left: string[] = [];
+  const leftBehind = (path: string, expected: readonly string[]) => (err: unknown): void => {
+    rethrowProgrammerError(err);
+    const code = typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : String(err);
+    if (!expected.includes(code)) left.push(`${path}: ${code}`);
+  };
+  await Promise.all(options.created.map((path) => rm(path, { force: true }).catch(leftBehind(path, []))));
   const top = options.madeDir;
-  if (top === undefined) return;
+  if (top === undefined) return left;
   // The folders this start made, deepest first, each only when empty (rmdir refuses anything else).
   for (let dir = options.dataDir; dir.startsWith(top); dir = dirname(dir)) {
-    await rmdir(dir).catch(ignore);
+    await rmdir(dir).catch(leftBehind(dir, ['ENOTEMPTY', 'EEXIST', 'ENOENT']));
     if (dir === top) break;
   }
+  return left;
 }

@@ -4,6 +4,7 @@
  * `nbdinfo --map=umirror:sync` shows resync progress). Segments that are not mirrors are in sync.
  */
 import { assert } from '../assert.js';
+import { syncExtentsMax } from '../limits.js';
 import { MirrorSet } from '../mirror/mirror-set.js';
 import type { ExtentQuery, NbdExport, NbdExtent } from '../nbd/nbd-export.js';
 import type { MappedDevice } from '../target/mapped-device.js';
@@ -11,8 +12,6 @@ import type { MappedDevice } from '../target/mapped-device.js';
 export const syncContextName = 'umirror:sync';
 /** Flag of an out-of-sync extent in the umirror:sync context. */
 export const outOfSyncFlag = 1;
-/** Extents returned per query at most (the client asks again for the rest). */
-const extentsMax = 1024;
 
 export function syncExtents(device: MappedDevice, query: ExtentQuery): NbdExtent[] {
   const extents: NbdExtent[] = [];
@@ -28,7 +27,7 @@ export function syncExtents(device: MappedDevice, query: ExtentQuery): NbdExtent
     const segmentEnd = segment.endBytes;
     if (segmentEnd <= at || segmentStart >= end) continue;
     const target = segment.target;
-    while (at < Math.min(end, segmentEnd) && extents.length < extentsMax) {
+    while (at < Math.min(end, segmentEnd) && extents.length < syncExtentsMax) {
       if (!(target instanceof MirrorSet)) {
         const stop = Math.min(end, segmentEnd);
         push(stop - at, 0);

@@ -1,67 +1,66 @@
 /**
  * The one mapping from a thrown error to an NBD wire error (nbdkit's nbd_errno). Callers: the
- * transmission code, for every failed request. Rules:
+ * transmission code, for every failed request. The error is first normalised into our Errno
+ * (`errnoOf` in src/errors.ts: EROFS is EPERM, EDQUOT and EFBIG are ENOSPC, an unknown code or none is
+ * EIO); `wireError` is then a total switch over Errno:
  *
- *   BlockError / fs error code      wire value
- *   EPERM, EROFS                    EPERM
- *   EIO                             EIO
- *   ENOMEM                          ENOMEM
- *   ENOSPC, EDQUOT, EFBIG           ENOSPC
- *   ESHUTDOWN                       ESHUTDOWN
- *   ENOTSUP, EOPNOTSUPP             ENOTSUP with FAST_ZERO set, else EINVAL (older clients know no ENOTSUP)
- *   EOVERFLOW                       EOVERFLOW with DF set, else EINVAL
- *   EINVAL and any other code       EINVAL
- *   anything without a code         EIO (the caller logs it: `isUnexpectedError`)
- *   programmer errors               rethrown (fail-fast.ts: AssertionError, TypeError, RangeError, ...): a
- *                                   broken invariant stops the process instead of becoming a wire error
+ *   Errno        wire value
+ *   EPERM        EPERM
+ *   EIO          EIO
+ *   ENOMEM       ENOMEM
+ *   ENOSPC       ENOSPC
+ *   ESHUTDOWN    ESHUTDOWN
+ *   ENOTSUP      ENOTSUP with FAST_ZERO set, else EINVAL (older clients know no ENOTSUP)
+ *   EOVERFLOW    EOVERFLOW with DF set, else EINVAL
+ *   EINVAL       EINVAL
+ *   EBUSY        EINVAL (nbdkit's default; only an open fails so, and no request reaches a closed open)
+ *
+ * Programmer errors are rethrown (fail-fast.ts: AssertionError, TypeError, RangeError, ...): a broken
+ * invariant stops the process instead of becoming a wire error.
  *
  * `fromNbdError` (at the end) is the inverse, for the NBD client: wire value -> errno, unknown -> EIO.
  */
-import { BlockError, type Errno } from '../errors.js';
+import { type Errno, errnoOf, recognisedErrnoOf } from '../errors.js';
+import { unreachable } from '../assert.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
 import { commandFlag, nbdErrno } from './protocol.js';
 
 export function toNbdError(err: unknown, cmdFlags = 0): number {
   rethrowProgrammerError(err);
-  const code = codeOf(err);
-  switch (code) {
-    case undefined:
-      return nbdErrno.EIO;
+  return wireError(errnoOf(err), cmdFlags);
+}
+
+/** The wire value of one of our errnos, under the request's command flags. */
+export function wireError(errno: Errno, cmdFlags: number): number {
+  switch (errno) {
     case 'EPERM':
-    case 'EROFS':
       return nbdErrno.EPERM;
     case 'EIO':
       return nbdErrno.EIO;
     case 'ENOMEM':
       return nbdErrno.ENOMEM;
     case 'ENOSPC':
-    case 'EDQUOT':
-    case 'EFBIG':
       return nbdErrno.ENOSPC;
     case 'ESHUTDOWN':
       return nbdErrno.ESHUTDOWN;
     case 'ENOTSUP':
-    case 'EOPNOTSUPP':
       return (cmdFlags & commandFlag.fastZero) !== 0 ? nbdErrno.ENOTSUP : nbdErrno.EINVAL;
     case 'EOVERFLOW':
       return (cmdFlags & commandFlag.df) !== 0 ? nbdErrno.EOVERFLOW : nbdErrno.EINVAL;
-    default:
+    case 'EINVAL':
+    case 'EBUSY':
       return nbdErrno.EINVAL;
+    default:
+      return unreachable(errno);
   }
 }
 
-/** True when the error is not an operating error with a code: the caller logs it before replying EIO. */
+/**
+ * True when the error is not one we recognise (no BlockError, no system code of SYSTEM_ERRNOS): it goes
+ * out as EIO, and the caller logs it first.
+ */
 export function isUnexpectedError(err: unknown): boolean {
-  return codeOf(err) === undefined;
-}
-
-function codeOf(err: unknown): string | undefined {
-  if (err instanceof BlockError) return err.code;
-  if (err instanceof Error && 'code' in err) {
-    const code = (err as Error & { code: unknown }).code;
-    if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code)) return code;
-  }
-  return undefined;
+  return recognisedErrnoOf(err) === undefined;
 }
 
 /** Name of a wire error value, for log lines and test messages. */

@@ -1,27 +1,43 @@
 /**
  * The BlockDevice conformance suite: one set of node:test cases that every BlockDevice must pass —
- * Memory, File, Faulty (pass-through), Nbd, and the MirrorSet. Call it from test/unit/<impl>.test.ts with
- * a factory. It relies only on the BlockDevice interface: no capabilities are assumed beyond what the
- * interface promises (trim contents are unspecified, so only writeZeroes is checked for content).
+ * Memory, File, Faulty (pass-through), Nbd, the MirrorSet (core and disk logs) and the MappedDevice NBD
+ * serves. Call it from test/unit/<impl>.test.ts with a factory. It relies only on the BlockDevice
+ * interface: trim contents are unspecified where trim may deallocate, so only writeZeroes is checked for
+ * content there.
  *
  * `create(sizeBytes)` must return a fresh, zero-filled, open device of exactly that size (sizes used here
  * are multiples of 64 KiB). Every device a test creates is closed by the suite, even when the test fails.
- * `supports.persistent` with `supports.reopen(dev)` enables the persistence test: reopen is handed the
- * closed device and returns a new device on the same backing store.
+ *
+ * The `supports` manifest (abstract-level's) says what the implementation promises beyond the interface:
+ *   flush, fua, trim, writeZeroes  the capabilities it must advertise, exactly. `trim: false` also means
+ *                                  trim is a no-op, so the data under a trim must read back unchanged.
+ *   persistent + reopen(dev)       data survives close and reopen: reopen is handed the closed device and
+ *                                  returns a new device on the same backing store (a flushed write, and
+ *                                  a FUA write with no flush after it).
+ * A manifest entry left out is not checked.
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BlockError, type Errno } from '../../src/errors.js';
 import type { BlockDevice } from '../../src/block/block-device.js';
 
+export interface BlockDeviceSupports {
+  readonly flush?: boolean;
+  readonly fua?: boolean;
+  readonly trim?: boolean;
+  readonly writeZeroes?: boolean;
+  readonly persistent?: boolean;
+  readonly reopen?: (dev: BlockDevice) => Promise<BlockDevice>;
+}
+
 export interface BlockDeviceSuiteOptions {
   readonly name: string;
   readonly create: (sizeBytes: number) => Promise<BlockDevice>;
-  readonly supports?: {
-    readonly persistent?: boolean;
-    readonly reopen?: (dev: BlockDevice) => Promise<BlockDevice>;
-  };
+  readonly supports?: BlockDeviceSupports;
 }
+
+/** The manifest of a device that advertises every capability (Memory, MirrorSet, MappedDevice). */
+export const supportsAll = { flush: true, fua: true, trim: true, writeZeroes: true } as const satisfies BlockDeviceSupports;
 
 const KiB = 1024;
 const deviceBytes = 1024 * KiB;
@@ -73,6 +89,8 @@ export function blockDeviceSuite(options: BlockDeviceSuiteOptions): void {
       assert.ok(dev.name.length > 0);
       for (const key of ['flush', 'fua', 'trim', 'writeZeroes'] as const) {
         assert.equal(typeof dev.capabilities[key], 'boolean', `capabilities.${key}`);
+        const promised = supports[key];
+        if (promised !== undefined) assert.equal(dev.capabilities[key], promised, `capabilities.${key} as the manifest says`);
       }
     });
 
@@ -187,6 +205,8 @@ export function blockDeviceSuite(options: BlockDeviceSuiteOptions): void {
       // Trimmed contents are unspecified; everything outside the range must be intact.
       assert.deepEqual(back.subarray(0, 64 * KiB), data.subarray(0, 64 * KiB));
       assert.deepEqual(back.subarray(96 * KiB), data.subarray(96 * KiB));
+      // Without the trim capability, trim is a no-op (BlockCapabilities.trim): nothing changed at all.
+      if (supports.trim === false) assert.deepEqual(back, data);
     });
 
     test(`${name} resolves FUA writes and flushes`, async () => {
@@ -245,6 +265,18 @@ export function blockDeviceSuite(options: BlockDeviceSuiteOptions): void {
         expected.fill(0, 1000, 1010);
         assert.deepEqual(await again.read(333, data.length), expected);
         assert.deepEqual(await again.read(0, 333), Buffer.alloc(333));
+      });
+
+      test(`${name} keeps a FUA write across close and reopen without a flush`, async () => {
+        const { reopen } = supports;
+        assert.ok(reopen !== undefined, 'supports.persistent needs supports.reopen');
+        const dev = await create();
+        const durable = pattern(4 * KiB + 1, 78);
+        await dev.write(deviceBytes - durable.length, durable, { fua: true });
+        await dev.close();
+        const again = await reopen(dev);
+        opened.push(again);
+        assert.deepEqual(await again.read(deviceBytes - durable.length, durable.length), durable);
       });
     }
   });

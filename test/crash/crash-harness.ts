@@ -38,6 +38,7 @@ import type { MirrorSet } from '../../src/mirror/mirror-set.js';
 import { mulberry32 as prng } from '../../src/block/faulty-block-device.js';
 import type { CrashChildOptions } from './crash-child.js';
 import { sectorGen } from './crash-stamp.js';
+import { waitInSync } from '../helpers/mirror-fixture.js';
 
 const childPath = fileURLToPath(new URL('./crash-child.js', import.meta.url));
 
@@ -422,14 +423,6 @@ async function checkCrashedFiles(options: {
   return { dirty, differing };
 }
 
-async function waitInSync(mirror: MirrorSet, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (mirror.syncCount() < mirror.regionCount) {
-    check(Date.now() < deadline, () => `resync did not finish: ${mirror.statusInfo()}`);
-    await sleep(5);
-  }
-}
-
 /**
  * Restarts a mirror on the files, checks that exactly `dirty` is out of sync, resyncs, reads every
  * sector through the mirror, shuts down cleanly and checks legs identical and log clean.
@@ -448,7 +441,7 @@ async function restartAndVerify(options: { files: Files; geometry: Geometry; mod
       // Resume returns before the first worker pass: nothing is recovered yet.
       check(mirror.regionInSync(r) === !dirty.has(r), () => `restart: region ${r} in sync ${String(mirror.regionInSync(r))}, dirty ${String(dirty.has(r))}`);
     }
-    await waitInSync(mirror);
+    await waitInSync(mirror, 60_000);
     recovered = mirror.stats.recoveredRegionsTotal;
     check(recovered === dirty.size, () => `restart recovered ${recovered} regions, log had ${dirty.size} dirty`);
     const chunkBytes = 1024 * 1024;

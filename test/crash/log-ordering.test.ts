@@ -20,6 +20,7 @@ import { sectorBytes } from '../../src/limits.js';
 import { createMirrorSet } from '../../src/mirror/create-mirror-set.js';
 import type { MirrorSet } from '../../src/mirror/mirror-set.js';
 import { Journal, ProbeDevice, type JournalEntry } from '../helpers/probe-device.js';
+import { pattern } from '../conformance/block-device.suite.js';
 import { mulberry32 as prng } from '../../src/block/faulty-block-device.js';
 
 /** A ProbeDevice that also keeps the data of every write, by the journal seq of its start entry. */
@@ -162,10 +163,6 @@ function checkOrdering(set: OrderingSet, fromSeq: number): { dataWrites: number;
     }
   }
   return { dataWrites, cleanMarks };
-}
-
-function pattern(lengthBytes: number, seed: number): Buffer {
-  return Buffer.alloc(lengthBytes, seed & 0xff);
 }
 
 describe('disk log ordering under MirrorSet (device level)', () => {

@@ -1,5 +1,5 @@
 /**
- * The control socket at its connection bound (issue 9, item 1): with connectionsMax (64) connections
+ * The control socket at its connection bound (issue 9, item 1): with controlConnectionsMax (64) connections
  * open, every further connection is refused with one EBUSY line and closed. A client that opens one and
  * goes away without reading (a reset, or a close before the EBUSY line was written) must not take the
  * daemon down: before the fix the refused socket had no 'error' handler, and its EPIPE/ECONNRESET was an
@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { LineDecoder, parseResponse } from '../../src/control/control-protocol.js';
-import { connectionsMax } from '../../src/control/control-server.js';
+import { controlConnectionsMax } from '../../src/limits.js';
 import { startDaemon } from '../helpers/daemon-process.js';
 import { requireTools } from '../helpers/tools.js';
 
@@ -65,7 +65,7 @@ test('control socket: connections over the limit that close unread leave the dae
   assert.equal(created.code, 0, created.stderr);
   const uri = created.stdout.trim();
 
-  for (let i = 0; i < connectionsMax; i++) held.push(await connected(daemon.socketPath));
+  for (let i = 0; i < controlConnectionsMax; i++) held.push(await connected(daemon.socketPath));
   // One more that reads: it gets the EBUSY line, then the daemon closes it.
   const reader = await connected(daemon.socketPath);
   const refusal = await firstLine(reader);

@@ -21,7 +21,7 @@ import { TableError } from '../../src/errors.js';
 import { MirrorSet } from '../../src/mirror/mirror-set.js';
 import { MappedDevice } from '../../src/target/mapped-device.js';
 import { kernelTableLogLines } from '../../src/target/table-lines.js';
-import { shared } from './mirror-fixture.js';
+import { shared, waitInSync } from './mirror-fixture.js';
 
 interface DmEntry {
   readonly md: MappedDevice;
@@ -222,13 +222,7 @@ export class DmsetupEmulator {
 
   /** guest-lib wait_sync: until the mirror's sync count equals its region count. */
   async waitSync(name: string, timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const mirror = this.mirror(name);
-      if (mirror.syncCount() === mirror.regionCount) break;
-      if (Date.now() > deadline) throw new Error(`wait_sync: ${name} not in sync: ${mirror.statusInfo()}`);
-      await sleep(2);
-    }
+    await waitInSync(this.mirror(name), timeoutMs);
     await this.settle();
   }
 

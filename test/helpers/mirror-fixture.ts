@@ -22,6 +22,8 @@ export interface MirrorFixture {
   /** Faulty wrappers around the memory legs, by table name. */
   readonly legs: readonly FaultyBlockDevice[];
   readonly memories: readonly MemoryBlockDevice[];
+  /** The device a disk log ("log" in the table) lives on. */
+  readonly logDevice: MemoryBlockDevice;
   readonly messages: string[];
   readonly open: (name: string) => Promise<BlockDevice>;
 }
@@ -37,8 +39,8 @@ export interface MirrorFixtureOptions {
   readonly legOffsetSectors?: number;
   readonly resume?: boolean;
   readonly extra?: Partial<CreateMirrorSetOptions>;
-  /** Reuse these legs (reload a table over the same devices). */
-  readonly reuse?: { legs: readonly FaultyBlockDevice[]; memories: readonly MemoryBlockDevice[] };
+  /** Reuse these legs (and log device) to reload a table over the same devices. */
+  readonly reuse?: { legs: readonly FaultyBlockDevice[]; memories: readonly MemoryBlockDevice[]; logDevice?: MemoryBlockDevice };
 }
 
 /** A device handle whose close() does not close the shared device underneath (for table reloads). */
@@ -55,7 +57,7 @@ export async function mirrorFixture(options: MirrorFixtureOptions = {}): Promise
     options.reuse?.memories ??
     Array.from({ length: legCount }, (_, i) => new MemoryBlockDevice({ sizeBytes: (lengthSectors + offset) * sectorBytes, name: `l${i}` }));
   const legs = options.reuse?.legs ?? memories.map((m, i) => new FaultyBlockDevice(m, { name: `l${i}` }));
-  const logDevice = new MemoryBlockDevice({ sizeBytes: 1024 * 1024, name: 'log' });
+  const logDevice = options.reuse?.logDevice ?? new MemoryBlockDevice({ sizeBytes: 1024 * 1024, name: 'log' });
   const open = (name: string): Promise<BlockDevice> => {
     if (name === 'log') return Promise.resolve(shared(logDevice));
     const index = Number(name.replace(/^l/, ''));
@@ -77,7 +79,7 @@ export async function mirrorFixture(options: MirrorFixtureOptions = {}): Promise
     ...options.extra,
   });
   if (options.resume !== false) await mirror.resume();
-  return { mirror, legs, memories, messages, open };
+  return { mirror, legs, memories, logDevice, messages, open };
 }
 
 /** Waits until the mirror set is in sync (all regions) or the time runs out. */

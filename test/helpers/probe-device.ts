@@ -1,12 +1,15 @@
 /**
- * Probes for fault and regression tests:
+ * Probes for fault, regression and NBD server tests (the one ProbeDevice of test/):
  *   ProbeDevice  wraps a BlockDevice, records every request in a shared journal (start and end, in
- *                order), counts requests in flight, and can hold requests of a kind (and range) at a
- *                gate until release() — the oracle's suspended-linear "gate", in memory.
+ *                order), counts requests in flight (and the most at once), can delay every request by
+ *                `delayMs`, can advertise other capabilities than the inner device (an NBD export
+ *                without fast zeroes), and can hold requests of a kind (and range) at a gate until
+ *                release() — the oracle's suspended-linear "gate", in memory.
  *   ProbeLog     wraps a DirtyLog, records marks, clears and flushes in the same journal, and can fail
  *                or slow down flushes.
- * Both forward everything else unchanged. close() of a ProbeDevice does not close the inner device, so
- * one device can back several tables in a test.
+ * Both forward everything else unchanged, argument checks included (the inner device makes them).
+ * close() of a ProbeDevice does not close the inner device unless `closeInner` is set, so one device
+ * can back several tables in a test.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlockCapabilities, BlockDevice, ReadOptions, WriteOptions, ZeroOptions } from '../../src/block/block-device.js';
@@ -42,19 +45,39 @@ export interface GateSpec {
   readonly range?: { readonly offsetBytes: number; readonly lengthBytes: number };
 }
 
+export interface ProbeDeviceOptions {
+  readonly name?: string;
+  readonly journal?: Journal;
+  /** Every request waits this long (after the gate) before it reaches the inner device. */
+  readonly delayMs?: number;
+  /** Capabilities to advertise instead of the inner device's (e.g. `{ writeZeroes: false }`). */
+  readonly capabilities?: Partial<BlockCapabilities>;
+  /** close() closes the inner device too (default: it stays open). */
+  readonly closeInner?: boolean;
+}
+
 export class ProbeDevice implements BlockDevice {
   readonly inner: BlockDevice;
   readonly name: string;
   readonly journal: Journal;
+  /** Requests started and not yet settled (those waiting at the gate included), and the most at once. */
   inFlight = 0;
   inFlightMax = 0;
+  /** Requests seen in all. */
+  operations = 0;
+  delayMs: number;
+  readonly #capabilities: Partial<BlockCapabilities>;
+  readonly #closeInner: boolean;
   #gate: { spec: GateSpec; opened: Promise<void>; open: () => void } | undefined;
   #waiting = 0;
 
-  constructor(inner: BlockDevice, options: { name?: string; journal?: Journal } = {}) {
+  constructor(inner: BlockDevice, options: ProbeDeviceOptions = {}) {
     this.inner = inner;
     this.name = options.name ?? inner.name;
     this.journal = options.journal ?? new Journal();
+    this.delayMs = options.delayMs ?? 0;
+    this.#capabilities = options.capabilities ?? {};
+    this.#closeInner = options.closeInner ?? false;
   }
 
   get sizeBytes(): number {
@@ -66,7 +89,7 @@ export class ProbeDevice implements BlockDevice {
   }
 
   get capabilities(): BlockCapabilities {
-    return this.inner.capabilities;
+    return { ...this.inner.capabilities, ...this.#capabilities };
   }
 
   /** Requests currently waiting at the gate. */
@@ -116,10 +139,11 @@ export class ProbeDevice implements BlockDevice {
   }
 
   close(): Promise<void> {
-    return Promise.resolve();
+    return this.#closeInner ? this.inner.close() : Promise.resolve();
   }
 
   async #run<T>(op: ProbeOp, offsetBytes: number, lengthBytes: number, call: () => Promise<T>): Promise<T> {
+    this.operations += 1;
     this.inFlight += 1;
     this.inFlightMax = Math.max(this.inFlightMax, this.inFlight);
     try {
@@ -129,6 +153,7 @@ export class ProbeDevice implements BlockDevice {
         await gate.opened;
         this.#waiting -= 1;
       }
+      if (this.delayMs > 0) await sleep(this.delayMs);
       this.journal.add({ who: this.name, what: 'start', op, offsetBytes, lengthBytes });
       const result = await call();
       this.journal.add({ who: this.name, what: 'end', op, offsetBytes, lengthBytes });

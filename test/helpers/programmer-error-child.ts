@@ -14,6 +14,7 @@ import { forwardingDevice, type DeviceOp } from '../../src/block/forwarding-devi
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
 import { sectorBytes } from '../../src/limits.js';
 import { createMirrorSet } from '../../src/mirror/create-mirror-set.js';
+import { waitInSync } from './mirror-fixture.js';
 
 const mode = process.argv[2];
 if (mode !== 'leg-write' && mode !== 'log-flush') throw new Error(`usage: programmer-error-child leg-write|log-flush, got ${String(mode)}`);
@@ -44,7 +45,7 @@ const log = mode === 'leg-write' ? 'core 1 128' : 'disk 2 log 128';
 const mirror = await createMirrorSet({ args: `${log} 2 l0 0 l1 0`.split(' '), lengthSectors, openDevice: open });
 mirror.onEvent((event) => console.log(`event ${JSON.stringify(event)}`));
 await mirror.resume();
-while (mirror.syncCount() < mirror.regionCount || !mirror.inSync) await new Promise((resolve) => setTimeout(resolve, 2));
+await waitInSync(mirror);
 armed.on = true;
 console.log('armed');
 const outcome = await mirror.write(0, Buffer.alloc(4096, 1)).then(

@@ -28,7 +28,7 @@ import {
 import { outgoingBuffersMax } from '../../src/nbd/connection.js';
 import { NbdServer } from '../../src/nbd/server.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
-import { ProbeDevice } from '../helpers/nbd-test-devices.js';
+import { ProbeDevice } from '../helpers/probe-device.js';
 import { type NbdFixture, requireTools, run, runOk, startNbdFixture } from '../helpers/nbd-tools.js';
 
 const MiB = 1024 * 1024;
@@ -420,7 +420,7 @@ describe('NbdServer malformed input over a raw socket', () => {
   });
 
   test('NbdServer answers EPERM to writes on a read-only export and ENOTSUP to FAST_ZERO without fast zeroes', async () => {
-    const device = new ProbeDevice({ inner: new MemoryBlockDevice({ sizeBytes: MiB }), fastZero: false });
+    const device = new ProbeDevice(new MemoryBlockDevice({ sizeBytes: MiB }), { capabilities: { writeZeroes: false } });
     const server = new NbdServer({
       exports: [
         { name: 'ro', device, readOnly: true },
@@ -475,7 +475,7 @@ async function serveRaw(device: BlockDevice): Promise<{ server: NbdServer; clien
 
 describe('NbdServer pipelining, backpressure and shutdown', () => {
   test('NbdServer runs at most inFlightMax requests at once and answers every pipelined request', async () => {
-    const device = new ProbeDevice({ inner: new MemoryBlockDevice({ sizeBytes: 8 * MiB }), delayMs: 5 });
+    const device = new ProbeDevice(new MemoryBlockDevice({ sizeBytes: 8 * MiB }), { delayMs: 5 });
     const { server, client } = await serveRaw(device);
     try {
       const total = 3 * inFlightMax;
@@ -489,7 +489,7 @@ describe('NbdServer pipelining, backpressure and shutdown', () => {
         seen.add(reply.cookieLo);
       }
       assert.equal(seen.size, total);
-      assert.equal(device.runningMax, inFlightMax);
+      assert.equal(device.inFlightMax, inFlightMax);
       client.destroy();
     } finally {
       await server.close({ graceful: false });
@@ -544,11 +544,11 @@ describe('NbdServer pipelining, backpressure and shutdown', () => {
   });
 
   test('NbdServer.close({graceful}) finishes requests in flight and answers queued ones with ESHUTDOWN', async () => {
-    const device = new ProbeDevice({ inner: new MemoryBlockDevice({ sizeBytes: 8 * MiB }), delayMs: 100 });
+    const device = new ProbeDevice(new MemoryBlockDevice({ sizeBytes: 8 * MiB }), { delayMs: 100 });
     const { server, client } = await serveRaw(device);
     const total = inFlightMax + 6;
     client.write(Buffer.concat(Array.from({ length: total }, (_, i) => encodeRequest(req(command.read, { cookieLo: i, offsetBytes: i * 512, lengthBytes: 512 })))));
-    while (device.running < inFlightMax) await new Promise((resolve) => setTimeout(resolve, 5));
+    while (device.inFlight < inFlightMax) await new Promise((resolve) => setTimeout(resolve, 5));
     await new Promise((resolve) => setTimeout(resolve, 20));
     const closing = server.close({ graceful: true });
     const errors: number[] = [];

@@ -9,6 +9,8 @@ import type { BlockDevice } from '../../src/block/block-device.js';
 import { targetBuilder } from '../../src/control/build-target.js';
 import { diskLogMagic, encodeDiskLogHeader } from '../../src/dirty-log/disk-log-format.js';
 import { MappedDevice } from '../../src/target/mapped-device.js';
+import { MirrorSet } from '../../src/mirror/mirror-set.js';
+import { recoveryParallelMax } from '../../src/limits.js';
 import { shared } from '../helpers/mirror-fixture.js';
 
 test('targetBuilder routes disk-log warnings to onLogWarning with the device name', async () => {
@@ -39,5 +41,18 @@ test('targetBuilder routes disk-log warnings to onLogWarning with the device nam
   await md.resume();
   assert.deepEqual(warnings, ['vol: incompatible disk log version', 'vol: log: Failed to read header on dirty region log device']);
   assert.match(md.status(), / D\n$/, 'the log device is reported failed');
+  await md.close();
+});
+
+test('targetBuilder takes recoveryParallel within limits.ts bounds and gives it to every mirror', async () => {
+  const open = (): Promise<BlockDevice> => Promise.resolve(new MemoryBlockDevice({ sizeBytes: 2 ** 20, name: 'x' }));
+  for (const recoveryParallel of [0, recoveryParallelMax + 1, 1.5]) {
+    assert.throws(() => targetBuilder({ resolver: { open }, recoveryParallel }), RangeError, String(recoveryParallel));
+  }
+  const md = new MappedDevice({ name: 'vol', buildTarget: targetBuilder({ resolver: { open }, recoveryParallel: 3 }) });
+  await md.load('0 2048 mirror core 1 1024 2 a 0 b 0');
+  const mirror = md.segments({ inactive: true })[0]?.target;
+  assert.ok(mirror instanceof MirrorSet);
+  assert.equal(mirror.recoveryParallelMax, 3);
   await md.close();
 });

@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import {
   KernelControlError,
   LineDecoder,
+  decodeJson,
   encodeLine,
   errorResponse,
   okResponse,
@@ -138,6 +139,16 @@ test('responses round-trip: ok results, errors with codes and kernel lines', () 
     ok: false,
     error: { code: 'EINVAL', message: 'Invalid number of mirrors', kernel: ['device-mapper: table: m: mirror: Invalid number of mirrors (-EINVAL)'] },
   });
-  assert.throws(() => parseResponse('garbage'), (err: unknown) => err instanceof ControlError && err.code === 'EIO');
+  assert.throws(() => parseResponse('garbage'), (err: unknown) => err instanceof ControlError && err.code === 'EIO' && err.cause instanceof SyntaxError);
   assert.throws(() => parseResponse('{"ok":false,"error":{"code":"EWHAT","message":"x"}}'), (err: unknown) => err instanceof ControlError && err.code === 'EIO');
+});
+
+test('decodeJson returns a SyntaxError instead of throwing it, and parseRequest keeps it as the cause', () => {
+  assert.deepEqual(decodeJson('{"verb":"ls"}'), { value: { verb: 'ls' } });
+  const bad = decodeJson('{"verb":');
+  assert.ok('error' in bad && bad.error instanceof SyntaxError);
+  assert.throws(
+    () => parseRequest('{"verb":'),
+    (err: unknown) => err instanceof ControlError && err.code === 'EINVAL' && err.cause instanceof SyntaxError,
+  );
 });

@@ -2,11 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FaultyBlockDevice } from '../../src/block/faulty-block-device.js';
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
-import { blockDeviceSuite, pattern, rejectsWithCode } from '../conformance/block-device.suite.js';
+import { blockDeviceSuite, pattern, rejectsWithCode, supportsAll } from '../conformance/block-device.suite.js';
 
 blockDeviceSuite({
   name: 'FaultyBlockDevice (pass-through)',
   create: (sizeBytes) => Promise.resolve(new FaultyBlockDevice(new MemoryBlockDevice({ sizeBytes }))),
+  supports: supportsAll,
 });
 
 const sizeBytes = 1024 * 1024;

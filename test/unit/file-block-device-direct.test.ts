@@ -36,6 +36,10 @@ blockDeviceSuite({
   name: 'FileBlockDevice (O_DIRECT)',
   create: createDirect,
   supports: {
+    flush: true,
+    fua: false,
+    trim: false,
+    writeZeroes: false,
     persistent: true,
     reopen: (dev: BlockDevice) => {
       assert.ok(dev instanceof FileBlockDevice);

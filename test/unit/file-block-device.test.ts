@@ -25,6 +25,11 @@ blockDeviceSuite({
   name: 'FileBlockDevice',
   create: (sizeBytes) => FileBlockDevice.create(nextPath(), sizeBytes),
   supports: {
+    // fdatasync for flush and FUA, no hole punching or fast zeroing (file-block-device.ts).
+    flush: true,
+    fua: false,
+    trim: false,
+    writeZeroes: false,
     persistent: true,
     reopen: (dev: BlockDevice) => {
       assert.ok(dev instanceof FileBlockDevice);

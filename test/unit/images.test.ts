@@ -4,10 +4,11 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { defaultImageBytes, parseSize, prepareImages } from '../../src/control/images.js';
+import { parseSize, prepareImages, removeImages } from '../../src/control/images.js';
+import { imageBytesDefault } from '../../src/limits.js';
 import { ControlError } from '../../src/errors.js';
 
 async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
@@ -26,7 +27,7 @@ describe('prepareImages', () => {
     await withDir(async (dir) => {
       const images = await prepareImages({ dataDir: dir, ...base });
       assert.equal(images.created.length, 3);
-      assert.equal((await stat(join(dir, 'leg0.img'))).size, defaultImageBytes);
+      assert.equal((await stat(join(dir, 'leg0.img'))).size, imageBytesDefault);
       assert.match(images.table, /^0 2097152 mirror disk 3 \S+log\.img 1024 nosync 2 \S+leg0\.img 0 \S+leg1\.img 0 1 handle_errors$/);
     });
   });
@@ -53,5 +54,25 @@ describe('prepareImages', () => {
     assert.equal(parseSize('64KiB'), 65536);
     assert.throws(() => parseSize('100'), ControlError);
     assert.throws(() => parseSize('lots'), ControlError);
+  });
+
+  test('removeImages removes what a start created and names what it could not remove', async () => {
+    await withDir(async (dir) => {
+      const data = join(dir, 'made', 'data');
+      await mkdir(data, { recursive: true });
+      const image = join(data, 'leg0.img');
+      await writeFile(image, Buffer.alloc(512));
+      // A path that cannot go: a folder with a file in it (rm without recursive refuses it).
+      const stuck = join(data, 'stuck');
+      await mkdir(stuck);
+      await writeFile(join(stuck, 'keep'), 'x');
+      const left = await removeImages({ dataDir: data, created: [image, stuck], madeDir: join(dir, 'made') });
+      assert.equal(left.length, 1, left.join('; '));
+      assert.match(left[0] ?? '', /stuck: E/);
+      await assert.rejects(stat(image), { code: 'ENOENT' });
+      // The folders stay (not empty), and that is not reported: it is on purpose.
+      assert.ok((await stat(stuck)).isDirectory());
+      assert.deepEqual(await removeImages({ dataDir: data, created: [image], madeDir: join(dir, 'made') }), [], 'a path already gone is no failure');
+    });
   });
 });

@@ -5,15 +5,19 @@ import assert from 'node:assert/strict';
 import { BlockError, ControlError, TableError } from '../../src/errors.js';
 import { MappedDevice } from '../../src/target/mapped-device.js';
 import { testTargets } from '../helpers/table-targets.js';
+import { blockDeviceSuite, pattern, supportsAll } from '../conformance/block-device.suite.js';
+import { mappedMirrorStack } from '../helpers/mapped-stack.js';
+
+// The device NBD serves: linear, mirror (core log), mirror (disk log) and linear lines, built by the
+// daemon's own targetBuilder. A zero line cannot take part: dm-zero drops writes by design.
+blockDeviceSuite({
+  name: 'MappedDevice (linear + mirror core + mirror disk + linear)',
+  create: async (sizeBytes) => (await mappedMirrorStack({ sizeBytes })).device,
+  supports: { ...supportsAll, persistent: true, reopen: (dev) => mappedMirrorStack.reopen(dev) },
+});
 
 const knownTypes = ['linear', 'zero', 'error', 'holding'];
 const S = 512;
-
-function pattern(lengthBytes: number, seed: number): Buffer {
-  const data = Buffer.alloc(lengthBytes);
-  for (let i = 0; i < lengthBytes; i++) data[i] = (i * 7 + seed) & 0xff;
-  return data;
-}
 
 /** Resolves on the next macrotask, after every pending microtask has run. */
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
-import { blockDeviceSuite, pattern } from '../conformance/block-device.suite.js';
+import { blockDeviceSuite, pattern, supportsAll } from '../conformance/block-device.suite.js';
 
-blockDeviceSuite({ name: 'MemoryBlockDevice', create: (sizeBytes) => Promise.resolve(new MemoryBlockDevice({ sizeBytes })) });
+blockDeviceSuite({ name: 'MemoryBlockDevice', create: (sizeBytes) => Promise.resolve(new MemoryBlockDevice({ sizeBytes })), supports: supportsAll });
 
 test('MemoryBlockDevice allocates pages only where data was written', async () => {
   const dev = new MemoryBlockDevice({ sizeBytes: 64 * 1024 * 1024 });
