@@ -265,19 +265,22 @@ export class NbdConnection {
   }
 
   #upgrade(tls: NbdServerTls, plain: Socket): void {
-    const secure: TLSSocket = tls.upgrade(plain);
-    this.#socket = secure;
-    secure.once('close', this.#onClose);
-    secure.on('error', (err: Error & { code?: string }) => {
-      if (this.#tlsHandshaking) this.#log(`nbd: TLS handshake failed: ${err.message.trim()}`);
-      else this.#onError(err);
-    });
-    secure.once('secure', () => {
-      const refused = tls.checkPeer(secure);
-      if (refused !== undefined) return this.#abort(refused);
-      this.#tlsHandshaking = false;
-      this.#attach(secure);
-      this.#pump();
+    tls.upgrade(plain, {
+      secure: (secure: TLSSocket) => {
+        if (this.#state === 'closed') {
+          secure.destroy();
+          return;
+        }
+        this.#socket = secure;
+        secure.once('close', this.#onClose);
+        secure.on('error', this.#onError);
+        this.#tlsHandshaking = false;
+        this.#attach(secure);
+        this.#pump();
+      },
+      failed: (reason) => {
+        if (this.#state !== 'closed') this.#log(`nbd: TLS handshake failed: ${reason}`);
+      },
     });
   }
 
