@@ -83,6 +83,8 @@ export class NbdConnection {
   #handshakeTimer: NodeJS.Timeout | undefined;
   /** Between the STARTTLS ACK and the end of the TLS handshake: nothing is parsed. */
   #tlsHandshaking = false;
+  /** We dropped the client (and said why): later failures of its socket are not news. */
+  #aborted = false;
   #resolveClosed: () => void = () => undefined;
 
   constructor(options: NbdConnectionOptions) {
@@ -279,7 +281,7 @@ export class NbdConnection {
         this.#pump();
       },
       failed: (reason) => {
-        if (this.#state !== 'closed') this.#log(`nbd: TLS handshake failed: ${reason}`);
+        if (!this.#aborted) this.#log(`nbd: TLS handshake failed: ${reason}`);
       },
     });
   }
@@ -405,6 +407,7 @@ export class NbdConnection {
   }
 
   #abort(reason: string): void {
+    this.#aborted = true;
     this.#log(`nbd: dropping client: ${reason}`);
     this.#state = 'closed';
     this.#socket.destroy();

@@ -134,7 +134,7 @@ describe('TLS with X.509 certificates (ca-cert.pem, server-cert.pem, server-key.
     }
     // GnuTLS sends no certificate the server's CA list does not name, and libnbd will not present an
     // expired one: the server sees no certificate. nbd-tls-refusals.test.ts presents both with Node's client.
-    assert.match(server.logLines.join('\n'), /TLS handshake failed: .*peer did not return a certificate/);
+    assert.match(server.logLines.join('\n'), /TLS handshake failed: client certificate refused/);
     assert.equal((await runOk('nbdinfo', ['--size', nbdsUri(server, { transport: 'tcp', credentials: { certificates: clients.good } })])).trim(), String(16 * MiB));
   });
 });
