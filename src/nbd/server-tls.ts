@@ -2,9 +2,9 @@
  * TLS for the NBD server (NetworkBlockDevice/nbd doc/proto.md "TLS support"; nbdkit's --tls options):
  * the credentials a server authenticates with and the upgrade of a connection whose NBD_OPT_STARTTLS
  * was acknowledged. Callers: `serve` and the daemon load an NbdServerTls once at start-up (bad files
- * stop them before anything listens); NbdConnection calls `upgrade` after writing the ACK and
- * `checkPeer` once the TLS handshake is done. handshake.ts decides what STARTTLS and every other option
- * answer in each mode.
+ * stop them before anything listens); NbdConnection calls `upgrade` after writing the ACK and goes on
+ * inside TLS when it reports `secure` (the peer authenticated), or logs why it `failed`. handshake.ts
+ * decides what STARTTLS and every other option answer in each mode.
  *
  *   mode      before STARTTLS                                  spec's name
  *   off       STARTTLS answers ERR_UNSUP ("not supported")       NOTLS (no NbdServerTls at all)
@@ -19,16 +19,16 @@
  * (the OpenSSL advice the Node docs repeat).
  *
  * Interop (measured: nbdinfo/nbdcopy with libnbd 1.14 and qemu-img/qemu-io 7.2, GnuTLS 3.7, against
- * Node 20 / OpenSSL 3.0): PSK negotiates TLS 1.3 (TLS_AES_256_GCM_SHA384 or CHACHA20, (EC)DHE key
- * exchange) with no cipher option, as OpenSSL's TLS 1.3 suites are not filtered by `ciphers`; a TLS 1.2
- * client gets the forward-secret PSK suites of `pskCiphersTls12`, which GnuTLS's NORMAL priority
- * (nbdkit, qemu: "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK") also has. X.509 uses Node's default suites.
+ * Node 20 / OpenSSL 3.0): PSK negotiates TLS 1.3 TLS_AES_128_GCM_SHA256 with an ECDHE-PSK key exchange
+ * (forward secret; libnbd's debug log says so); certificates TLS 1.3 TLS_AES_256_GCM_SHA384. A TLS 1.2
+ * client gets the forward-secret PSK suites of `pskCiphersTls12`, which GnuTLS's NORMAL priority (nbdkit,
+ * qemu: "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK") also has.
  * TLS below 1.2 is refused (the spec: MUST support 1.2, SHOULD NOT offer older by default).
  */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { createSecureContext, createServer, type TLSSocket, type TlsOptions } from 'node:tls';
-import { assert, unreachable } from '../assert.js';
+import { assert } from '../assert.js';
 import { TlsKeyError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
 import { loadCertificateDir, loadPskFile } from './tls-keys.js';
@@ -174,18 +174,5 @@ export function parseTlsMode(text: string): NbdTlsMode {
       return text;
     default:
       throw new RangeError(`invalid --tls "${text}" (off, on or require)`);
-  }
-}
-
-/** The URI scheme clients use for a listener: nbds when TLS is offered or required. */
-export function tlsSchemeSuffix(mode: NbdTlsMode): '' | 's' {
-  switch (mode) {
-    case 'off':
-      return '';
-    case 'on':
-    case 'require':
-      return 's';
-    default:
-      return unreachable(mode);
   }
 }
