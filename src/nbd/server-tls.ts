@@ -20,14 +20,14 @@
  *
  * Interop (measured: nbdinfo/nbdcopy with libnbd 1.14 and qemu-img/qemu-io 7.2, GnuTLS 3.7, against
  * Node 20 / OpenSSL 3.0): PSK negotiates TLS 1.3 TLS_AES_128_GCM_SHA256 with an ECDHE-PSK key exchange
- * (forward secret; libnbd's debug log says so); certificates TLS 1.3 TLS_AES_256_GCM_SHA384. A TLS 1.2
+ * (forward secret; libnbd's debug log says so), and so do certificates (`x509Ciphers`). A TLS 1.2
  * client gets the forward-secret PSK suites of `pskCiphersTls12`, which GnuTLS's NORMAL priority (nbdkit,
  * qemu: "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK") also has.
  * TLS below 1.2 is refused (the spec: MUST support 1.2, SHOULD NOT offer older by default).
  */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
-import { createSecureContext, createServer, type TLSSocket, type TlsOptions } from 'node:tls';
+import { createSecureContext, createServer, DEFAULT_CIPHERS, type TLSSocket, type TlsOptions } from 'node:tls';
 import { assert } from '../assert.js';
 import { TlsKeyError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
@@ -40,6 +40,17 @@ export type NbdTlsMode = 'off' | 'on' | 'require';
  * suites can use it, and AES-GCM (AES-NI) is faster than ChaCha20, which OpenSSL would pick otherwise.
  */
 export const pskCiphersTls13 = ['TLS_AES_128_GCM_SHA256', 'TLS_CHACHA20_POLY1305_SHA256'].join(':');
+
+/**
+ * With certificates: Node's default suites, with AES-128-GCM first among the TLS 1.3 ones (OpenSSL puts
+ * AES-256 first): the same data path as a PSK connection, and the faster of the strong AEADs.
+ */
+export const x509Ciphers = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  ...DEFAULT_CIPHERS.split(':').filter((suite) => !suite.startsWith('TLS_')),
+].join(':');
 
 /** TLS 1.2 PSK suites, all with an ephemeral key exchange (forward secrecy). */
 export const pskCiphersTls12 = [
@@ -108,6 +119,7 @@ export async function loadNbdServerTls(options: NbdServerTlsOptions): Promise<Nb
   const options509: TlsOptions = {
     cert: files.cert,
     key: files.key,
+    ciphers: x509Ciphers,
     ...(files.ca !== undefined && { ca: files.ca }),
     ...(files.crl !== undefined && { crl: files.crl }),
     // The verdict on a client certificate is ours, in 'secureConnection' (see serverTls): Node's own
