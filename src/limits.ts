@@ -41,6 +41,11 @@ export const pskIdentityBytesMax = 128;
 export const pskKeyBytesMax = 256;
 /** TLS: identities one PSK file may hold. */
 export const pskEntriesMax = 4096;
+// Checked beside the bounds; src/nbd/server.ts checks them against the mirror's write queue.
+assert(inFlightBytesMax >= requestBytesMax, 'one request of the largest payload always fits');
+assert(nbdConnectionsPerExportDefault >= 1 && nbdConnectionsPerExportDefault <= nbdConnectionsPerExportMax);
+assert(nbdHandshakingConnectionsMax >= 1);
+assert(pskIdentityBytesMax > 0 && pskKeyBytesMax > 0 && pskEntriesMax > 0 && tlsFileBytesMax > 0);
 
 /** NBD client (a remote leg): requests in flight on one connection; later requests wait for a slot. */
 export const nbdClientInFlightMax = 64;
@@ -118,8 +123,3 @@ assert(isPowerOfTwo(directAlignBytesMax) && isPowerOfTwo(directMemAlignBytesDefa
 assert(kernelMessageBurst >= 1 && kernelMessageIntervalMs > 0);
 assert(Number.isSafeInteger(handshakeTimeoutMsDefault) && handshakeTimeoutMsDefault > 0);
 assert(heldConnectionsMax >= 1 && closeGraceMs > 0);
-assert(inFlightBytesMax >= requestBytesMax, 'one request of the largest payload always fits');
-assert(nbdConnectionsPerExportDefault >= 1 && nbdConnectionsPerExportDefault <= nbdConnectionsPerExportMax);
-assert(nbdConnectionsPerExportMax * inFlightMax <= writeQueueMax, 'every admitted request fits in one mirror write queue');
-assert(nbdHandshakingConnectionsMax >= 1);
-assert(pskIdentityBytesMax > 0 && pskKeyBytesMax > 0 && pskEntriesMax > 0 && tlsFileBytesMax > 0);

@@ -18,14 +18,15 @@
  * answers is ListenError EADDRINUSE, so two daemons never share a socket) and holds connections
  * unanswered; `start()` answers them. The daemon binds every listener before it starts any.
  */
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import { mkdir, unlink } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { dirname } from 'node:path';
+import { makeSocketFolderPrivate, type SocketAccess } from '../nbd/held-listener.js';
 import { assert, unreachable } from '../assert.js';
-import { ControlError, ListenError } from '../errors.js';
+import { ControlError } from '../errors.js';
 import { detach, rethrowProgrammerError } from '../fail-fast.js';
 import { closeGraceMs, heldConnectionsMax } from '../limits.js';
-import { HeldListener, type SocketAccess, formatListenAddress, toListenError } from '../nbd/held-listener.js';
+import { HeldListener, toListenError } from '../nbd/held-listener.js';
 import {
   LineDecoder,
   controlLineBytesMax,
@@ -68,24 +69,22 @@ export class ControlServer {
 
   /**
    * Binds `path` (creating its folder, mode 0700) and holds connections until `start()`. The socket is
-   * 0600 unless `socket` says otherwise. `privateFolder` (the default per-user path): the folder must be
-   * ours, and is made 0700 if it is not (someone else's folder there is refused: in /tmp anyone could
-   * have made it first).
+   * 0600 unless `socket` says otherwise (HeldListener creates it so). `privateFolder` (the per-user
+   * default path): the folder must be a real folder of ours, and is made 0700 if it is not (a folder
+   * someone else made first, in /tmp, is refused).
    * @throws ListenError when another daemon answers there or the path cannot be used.
    */
   async listen(path: string, options: { socket?: SocketAccess; privateFolder?: boolean } = {}): Promise<void> {
     assert(this.#held === undefined, 'listen once');
     try {
       await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-      if (options.privateFolder === true) await makeFolderPrivate(path);
+      if (options.privateFolder === true) await makeSocketFolderPrivate(path);
     } catch (err) {
       rethrowProgrammerError(err);
       throw toListenError(err, { path });
     }
-    this.#held = await HeldListener.listen(
-      { path },
-      { log: (message) => this.#log.error({}, `control socket: ${message}`), ...(options.socket !== undefined && { socket: options.socket }) },
-    );
+    const log = (message: string): void => this.#log.error({}, `control socket: ${message}`);
+    this.#held = await HeldListener.listen({ path }, { log, ...(options.socket !== undefined && { socket: options.socket }) });
     this.#path = path;
   }
 
@@ -198,7 +197,7 @@ export class ControlServer {
     const registry = this.#registry;
     switch (request.verb) {
       case 'create':
-        return registry.create(request);
+        return registry.create(request.nbd === undefined ? request : { ...request, nbd: request.nbd });
       case 'load':
         return done(registry.load(request));
       case 'clear':
@@ -238,17 +237,4 @@ function safeJson(line: string): unknown {
   } catch {
     return undefined; // A decode boundary (SyntaxError is the input's fault): parseRequest reports it.
   }
-}
-
-/** The folder of a per-user socket path: a real folder of ours, mode 0700. @throws ListenError EACCES. */
-async function makeFolderPrivate(path: string): Promise<void> {
-  const folder = dirname(path);
-  const info = await lstat(folder);
-  const refuse = (why: string): never => {
-    throw new ListenError('EACCES', { address: formatListenAddress({ path }), reason: `EACCES: ${folder} ${why}` });
-  };
-  if (!info.isDirectory()) refuse('is not a folder (a symbolic link?)');
-  const uid = process.getuid?.();
-  if (uid !== undefined && info.uid !== uid) refuse(`belongs to another user (uid ${info.uid})`);
-  if ((info.mode & 0o077) !== 0) await chmod(folder, 0o700);
 }

@@ -118,11 +118,6 @@ export class NbdConnection {
     return this.#state === 'closed' ? undefined : this.#negotiated?.nbdExport;
   }
 
-  /** True once the TLS handshake after STARTTLS succeeded. */
-  get secure(): boolean {
-    return this.#session.tlsStarted && !this.#tlsHandshaking;
-  }
-
   readonly #onClose = (): void => {
     this.#state = 'closed';
     this.#clearHandshakeTimer();

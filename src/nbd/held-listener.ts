@@ -202,6 +202,22 @@ export async function checkSocketFolder(path: string): Promise<void> {
   }
 }
 
+/**
+ * The folder of a per-user socket path (the daemon's default control socket): a real folder of ours,
+ * made 0700 if it is looser. @throws ListenError EACCES (a symbolic link, another user's folder).
+ */
+export async function makeSocketFolderPrivate(path: string): Promise<void> {
+  const folder = dirname(path);
+  const info = await lstat(folder);
+  const refuse = (why: string): never => {
+    throw new ListenError('EACCES', { address: formatListenAddress({ path }), reason: `EACCES: ${folder} ${why}` });
+  };
+  if (!info.isDirectory()) refuse('is not a folder (a symbolic link?)');
+  const uid = process.getuid?.();
+  if (uid !== undefined && info.uid !== uid) refuse(`belongs to another user (uid ${info.uid})`);
+  if ((info.mode & 0o077) !== 0) await chmod(folder, 0o700);
+}
+
 /** Nothing to do: a held socket that fails is closed and forgotten ('close' removes it). */
 function ignoreHeldError(): void {}
 

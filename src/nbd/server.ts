@@ -29,13 +29,23 @@
 import type { Socket } from 'node:net';
 import { assert } from '../assert.js';
 import { detach } from '../fail-fast.js';
-import { handshakeTimeoutMsDefault, nbdConnectionsPerExportDefault, nbdConnectionsPerExportMax, nbdHandshakingConnectionsMax } from '../limits.js';
+import {
+  handshakeTimeoutMsDefault,
+  inFlightMax,
+  nbdConnectionsPerExportDefault,
+  nbdConnectionsPerExportMax,
+  nbdHandshakingConnectionsMax,
+  writeQueueMax,
+} from '../limits.js';
 import { NbdConnection } from './connection.js';
 import { HeldListener, type ListenAddress, type SocketAccess } from './held-listener.js';
 import { type ExportResolver, type NbdExport, StaticExportResolver } from './nbd-export.js';
 import type { NbdServerTls } from './server-tls.js';
 
 export type { ListenAddress } from './held-listener.js';
+
+// Every request the per-export bound admits fits in one mirror write queue at once.
+assert(nbdConnectionsPerExportMax * inFlightMax <= writeQueueMax, 'the NBD bounds fit the mirror write queue');
 
 export interface NbdListener {
   /** URI of the default export (its name when the server has exactly one export). */
@@ -80,11 +90,6 @@ export class NbdServer {
     this.#connectionsPerExportMax = options.connectionsPerExportMax ?? nbdConnectionsPerExportDefault;
     const max = this.#connectionsPerExportMax;
     assert(Number.isSafeInteger(max) && max >= 1 && max <= nbdConnectionsPerExportMax, `connectionsPerExportMax ${max} is within 1..${nbdConnectionsPerExportMax}`);
-  }
-
-  /** 'off', or the TLS mode every listener of this server runs. */
-  get tlsMode(): 'off' | 'on' | 'require' {
-    return this.#tls?.mode ?? 'off';
   }
 
   /** Sockets currently open across all listeners, in any state (handshake, transmission, draining). */

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { CONTROL_ERRNOS, ERRNOS, LISTEN_ERRNOS, TABLE_ERRNOS, TLS_KEY_ERRNOS } from '../../src/errors.js';
+import { CONTROL_ERRNOS, ERRNOS, LISTEN_ERRNOS, TABLE_ERRNOS } from '../../src/errors.js';
 
 function codesIn(section: string): string[] {
   const text = readFileSync('docs/errors.md', 'utf8');
@@ -30,8 +30,4 @@ test('docs/errors.md documents exactly the ControlError codes', () => {
 
 test('docs/errors.md documents exactly the ListenError codes', () => {
   assert.deepEqual(codesIn('ListenError').sort(), [...LISTEN_ERRNOS].sort());
-});
-
-test('docs/errors.md documents exactly the TlsKeyError codes', () => {
-  assert.deepEqual(codesIn('TlsKeyError').sort(), [...TLS_KEY_ERRNOS].sort());
 });
