@@ -1,6 +1,7 @@
 /**
- * NBD throughput: fio's nbd engine (libnbd) against `umirror serve` (two legs; core log and disk log)
- * and, in the same run on the same files, against `nbdkit file` and `qemu-nbd` serving one leg. Four jobs
+ * NBD throughput: fio's nbd engine (libnbd) against `umirror serve` (two legs; core log, disk log, and
+ * core log over TLS) and, in the same run on the same files, against `nbdkit file`
+ * and `qemu-nbd` serving one leg. The TLS cost is printed as umirror-tls against umirror-core. Four jobs
  * at queue depth 16: sequential 1 MiB read and write, random 4 KiB read and write. Prints MiB/s and IOPS
  * per server and the ratio to qemu-nbd (targets: seq read, seq write, rand read >= 1.0x; rand write
  * >= 0.75x). A mirror writes every byte twice (two legs) while the references write once.
@@ -47,7 +48,7 @@ interface Result {
   readonly iops: number;
 }
 
-async function runFio(uri: string, job: Job, options: { sizeBytes: number; runtimeSeconds: number }): Promise<Result> {
+async function runFio(uri: string, job: Job, options: { sizeBytes: number; runtimeSeconds: number; env: NodeJS.ProcessEnv }): Promise<Result> {
   const args = [
     `--name=${job.rw}`,
     '--ioengine=nbd',
@@ -62,7 +63,7 @@ async function runFio(uri: string, job: Job, options: { sizeBytes: number; runti
     '--randrepeat=0',
     '--output-format=json',
   ];
-  const { stdout } = await execFileAsync('fio', args, { maxBuffer: 16 * MiB, timeout: (options.runtimeSeconds + 120) * 1000 });
+  const { stdout } = await execFileAsync('fio', args, { maxBuffer: 16 * MiB, timeout: (options.runtimeSeconds + 120) * 1000, env: options.env });
   const report = JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: { error: number; read: FioSide; write: FioSide }[] };
   const first = report.jobs[0];
   if (first === undefined || first.error !== 0) throw new Error(`fio ${job.name} against ${uri} failed: ${stdout}`);
@@ -75,21 +76,32 @@ interface FioSide {
   readonly iops: number;
 }
 
-/** Two legs and a log under bench/.data, filled with the same random bytes (reused when sizes match). */
-async function prepareImages(dataDir: string, sizeBytes: number): Promise<BenchImages> {
+/**
+ * Two legs and a log under bench/.data, filled with the same random bytes (reused when sizes match), and
+ * a copy of the legs for each umirror server (image locks: see BenchImages).
+ */
+async function prepareImages(dataDir: string, sizeBytes: number, servers: readonly ServerKind[]): Promise<BenchImages> {
   await mkdir(dataDir, { recursive: true });
   const legPaths = [join(dataDir, 'leg0.img'), join(dataDir, 'leg1.img')] as const;
   const logPath = join(dataDir, 'log.img');
-  const sizes = await Promise.all(legPaths.map((path) => stat(path).then((s) => s.size, () => -1)));
-  if (sizes.some((size) => size !== sizeBytes)) {
+  const sizeOf = (path: string): Promise<number> => stat(path).then((s) => s.size, () => -1);
+  const sizes = await Promise.all(legPaths.map(sizeOf));
+  const refill = sizes.some((size) => size !== sizeBytes);
+  if (refill) {
     console.log(`filling ${legPaths[0]} with ${sizeBytes / MiB} MiB of random data ...`);
     await execFileAsync('dd', ['if=/dev/urandom', `of=${legPaths[0]}`, 'bs=1M', `count=${sizeBytes / MiB}`, 'conv=fsync', 'status=none']);
     await copyFile(legPaths[0], legPaths[1]);
   }
+  const umirrorLegPaths = new Map<ServerKind, readonly [string, string]>();
+  for (const kind of servers.filter((k) => k.startsWith('umirror'))) {
+    const copies = [join(dataDir, `${kind}-leg0.img`), join(dataDir, `${kind}-leg1.img`)] as const;
+    for (const copy of copies) if (refill || (await sizeOf(copy)) !== sizeBytes) await copyFile(legPaths[0], copy);
+    umirrorLegPaths.set(kind, copies);
+  }
   // A fresh (zeroed) disk log every run; the table says nosync.
   await writeFile(logPath, '');
   await truncate(logPath, MiB);
-  return { dataDir, legPaths, logPath, sizeBytes };
+  return { dataDir, legPaths, umirrorLegPaths, logPath, sizeBytes };
 }
 
 /** The sample with the median IOPS (the upper one of an even count). */
@@ -121,6 +133,15 @@ function printTable(results: Map<ServerKind, Map<string, Result>>, servers: read
     console.log([job.name.padEnd(14), ...cells].join(' '));
   }
   console.log(`\nqueue depth ${iodepth}; targets vs qemu-nbd: ${jobs.map((j) => `${j.name} >= ${j.targetRatio}x`).join(', ')}; ! = below target`);
+  const plain = results.get('umirror-core');
+  const tls = results.get('umirror-tls');
+  if (plain === undefined || tls === undefined) return;
+  console.log('\nTLS cost (umirror-tls: TLS 1.3 AES-128-GCM, the data path of PSK and certificates alike; vs umirror-core in plaintext):');
+  for (const job of jobs) {
+    const [a, b] = [plain.get(job.name), tls.get(job.name)];
+    if (a === undefined || b === undefined || a.iops === 0) continue;
+    console.log(`  ${job.name.padEnd(14)} ${pad(b.mibPerSecond.toFixed(1), 8)} vs ${pad(a.mibPerSecond.toFixed(1), 8)} MiB/s  ${(b.iops / a.iops).toFixed(2)}x`);
+  }
 }
 
 async function main(): Promise<void> {
@@ -145,7 +166,7 @@ async function main(): Promise<void> {
     if (kind === undefined) throw new RangeError(`unknown server "${name}" (${serverKinds.join(', ')})`);
     return kind;
   });
-  const images = await prepareImages(values.data, sizeBytes);
+  const images = await prepareImages(values.data, sizeBytes, servers);
   console.log(`fio nbd engine, ${sizeBytes / MiB} MiB images, ${runtimeSeconds} s per job, ${rounds} round(s), servers: ${servers.join(', ')}`);
   const results = new Map<ServerKind, Map<string, Result>>(servers.map((kind) => [kind, new Map<string, Result>()]));
   // Every server runs at once (idle but for its turn) and the jobs interleave the servers, round after
@@ -157,7 +178,7 @@ async function main(): Promise<void> {
     for (let round = 1; round <= rounds; round++) {
       for (const job of jobs) {
         for (const server of running) {
-          const result = await runFio(server.uri, job, { sizeBytes, runtimeSeconds });
+          const result = await runFio(server.uri, job, { sizeBytes, runtimeSeconds, env: server.env });
           const key = `${server.kind} ${job.name}`;
           samples.set(key, [...(samples.get(key) ?? []), result]);
           results.get(server.kind)?.set(job.name, median(samples.get(key) ?? []));

@@ -167,3 +167,23 @@ export class ListenError extends Error {
     this.address = options.address;
   }
 }
+
+/**
+ * A TLS key, certificate or PSK file cannot be used: EINVAL (missing, unreadable, malformed, too large),
+ * EPERM (a secret, a PSK file or a private key, that group or others may read: refused as ssh refuses a
+ * readable private key). Raised at start-up (`serve`, `create --nbd`) or when a client leg opens; the
+ * message is one line naming the file.
+ */
+export const TLS_KEY_ERRNOS = ['EINVAL', 'EPERM'] as const;
+export type TlsKeyErrno = (typeof TLS_KEY_ERRNOS)[number];
+export class TlsKeyError extends Error {
+  readonly code: TlsKeyErrno;
+  /** The file (or folder) at fault. */
+  readonly path: string;
+  constructor(code: TlsKeyErrno, options: { path: string; message: string; cause?: unknown }) {
+    super(options.message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'TlsKeyError';
+    this.code = code;
+    this.path = options.path;
+  }
+}

@@ -49,11 +49,13 @@ export { fileResolver } from './control/device-resolver.js';
 export { mirrorExport } from './control/mirror-export.js';
 
 export { NbdServer } from './nbd/server.js';
-export type { NbdListener, ListenAddress } from './nbd/server.js';
+export type { NbdListener, ListenAddress, NbdServerOptions } from './nbd/server.js';
+export { loadNbdServerTls } from './nbd/server-tls.js';
+export type { NbdServerTls, NbdServerTlsOptions, NbdTlsMode } from './nbd/server-tls.js';
 export type { NbdExport, ExportResolver, NbdMetaContext, NbdExtent } from './nbd/nbd-export.js';
 
-export { BlockError, TableError, ControlError, ListenError, ERRNOS, TABLE_ERRNOS, CONTROL_ERRNOS, LISTEN_ERRNOS } from './errors.js';
-export type { Errno, TableErrno, ControlErrno } from './errors.js';
+export { BlockError, TableError, ControlError, ListenError, TlsKeyError, ERRNOS, TABLE_ERRNOS, CONTROL_ERRNOS, LISTEN_ERRNOS, TLS_KEY_ERRNOS } from './errors.js';
+export type { Errno, TableErrno, ControlErrno, TlsKeyErrno } from './errors.js';
 
 /**
  * Parses a kernel-syntax table and returns its lines; mirror lines are validated with the kernel's

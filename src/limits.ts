@@ -10,6 +10,42 @@ export const sectorBytes = 512;
 export const requestBytesMax = 32 * 1024 * 1024;
 /** NBD: requests in flight per connection before we stop reading from the socket. */
 export const inFlightMax = 64;
+/**
+ * NBD: payload bytes (READ lengths and WRITE payloads) in flight per connection before we stop reading
+ * from the socket: inFlightMax requests of 32 MiB would otherwise hold 2 GiB. One request is always
+ * admitted. With inFlightMax, this is what one client can hold of the server's memory and the device's
+ * queue at a time; the rest of its requests wait in its own socket buffer (TCP backpressure).
+ */
+export const inFlightBytesMax = 256 * 1024 * 1024;
+/**
+ * NBD server: clients in transmission on one export at once unless told otherwise (`--max-connections`).
+ * One more GO is refused with NBD_REP_ERR_POLICY (EXPORT_NAME: the connection closes). qemu-nbd's
+ * default is 1 (`--shared`), nbdkit has none; nbdcopy opens 4 connections to a multi-conn export, and a
+ * few tools beside it must fit, so 16.
+ */
+export const nbdConnectionsPerExportDefault = 16;
+/** NBD server: the largest `--max-connections`; with inFlightMax each, all fit in one write queue. */
+export const nbdConnectionsPerExportMax = 64;
+/**
+ * NBD server: connections still in the handshake (not yet holding an export: plaintext, or in the TLS
+ * handshake) per server; one more is closed at once, before the greeting (nbdkit's limit filter
+ * refuses so). Unauthenticated peers cannot hold more descriptors than this, each for at most the
+ * handshake limit.
+ */
+export const nbdHandshakingConnectionsMax = 64;
+/** TLS: the largest PSK file, CA bundle, certificate, CRL or key we read. */
+export const tlsFileBytesMax = 1024 * 1024;
+/** TLS: the longest PSK identity (OpenSSL's PSK_MAX_IDENTITY_LEN). */
+export const pskIdentityBytesMax = 128;
+/** TLS: the longest pre-shared key (OpenSSL's PSK_MAX_PSK_LEN); psktool makes 32 bytes. */
+export const pskKeyBytesMax = 256;
+/** TLS: identities one PSK file may hold. */
+export const pskEntriesMax = 4096;
+// Checked beside the bounds; src/nbd/server.ts checks them against the mirror's write queue.
+assert(inFlightBytesMax >= requestBytesMax, 'one request of the largest payload always fits');
+assert(nbdConnectionsPerExportDefault >= 1 && nbdConnectionsPerExportDefault <= nbdConnectionsPerExportMax);
+assert(nbdHandshakingConnectionsMax >= 1);
+assert(pskIdentityBytesMax > 0 && pskKeyBytesMax > 0 && pskEntriesMax > 0 && tlsFileBytesMax > 0);
 
 /** NBD client (a remote leg): requests in flight on one connection; later requests wait for a slot. */
 export const nbdClientInFlightMax = 64;

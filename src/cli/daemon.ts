@@ -21,16 +21,20 @@ import { ResyncRateSampler } from '../control/metrics.js';
 import { ControlError } from '../errors.js';
 import { parseNbdAddress } from './nbd-address.js';
 import { handshakeLimitOption, socketPathOption } from './option-values.js';
-import { defaultSocketPath } from './socket-path.js';
+import { checkNbdServeOptions, loadNbdServeOptions } from '../control/nbd-serve-options.js';
+import { defaultSocketPath, isDefaultRuntimePath } from './socket-path.js';
 
 export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--metrics HOST:PORT] [--log-level LEVEL] [--direct-io]
-                      [--handshake-limit SECONDS]
+                      [--handshake-limit SECONDS] [--socket-mode MODE] [--socket-group GROUP]
 
 Runs the umirror daemon in the foreground. It holds named devices (umirror create/load/suspend/resume/
 remove/status/table/info/ls/wait/message talk to it) and serves each one over NBD on request
 (umirror create NAME --table ... --nbd ADDR).
 
-  --socket PATH        control socket (default $UMIRROR_SOCKET, else a per-user runtime path)
+  --socket PATH        control socket (default $UMIRROR_SOCKET, else a per-user runtime path, in a
+                       folder made 0700). The socket is 0600: only this user may control the daemon.
+  --socket-mode MODE   the control socket's permissions instead (octal; 0660 with --socket-group)
+  --socket-group GROUP the control socket's group: its members may then control every device
   --metrics HOST:PORT  serve Prometheus metrics on http://HOST:PORT/metrics
   --log-level LEVEL    pino level: trace, debug, info (default), warn, error
   --direct-io          open path devices with O_DIRECT (no page cache; any alignment, via bounce buffers)
@@ -51,6 +55,8 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
       'log-level': { type: 'string', default: 'info' },
       'direct-io': { type: 'boolean', default: false },
       'handshake-limit': { type: 'string' },
+      'socket-mode': { type: 'string' },
+      'socket-group': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -68,6 +74,11 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   const handshakeLimit = values['handshake-limit'];
   const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
   const log = pino({ level, base: { pid: process.pid } }, destination({ dest: 2, sync: true }));
+  const access = checkNbdServeOptions({
+    ...(values['socket-mode'] !== undefined && { socketMode: values['socket-mode'] }),
+    ...(values['socket-group'] !== undefined && { socketGroup: values['socket-group'] }),
+  });
+  const { socket } = await loadNbdServeOptions(access);
 
   const registry = new DeviceRegistry({
     log,
@@ -84,7 +95,8 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     return 1;
   };
   try {
-    await control.listen(socketPath);
+    // The default path's folder is ours alone (0700); a path given is the caller's choice of folder.
+    await control.listen(socketPath, { privateFolder: values.socket === undefined && isDefaultRuntimePath(socketPath), ...(socket !== undefined && { socket }) });
   } catch (err) {
     return listenFailed('control socket', err);
   }

@@ -8,12 +8,18 @@ const socketLine = '  --socket PATH   the daemon\'s control socket (default $UMI
 
 export const dmVerbHelp: Record<DmVerb, string> = {
   create: `Usage: umirror create NAME --table TABLE [--nbd HOST:PORT|unix:PATH] [--socket PATH]
+                      [--tls off|on|require] [--tls-psk FILE | --tls-certificates DIR [--tls-verify-peer]]
+                      [--max-connections N] [--socket-mode MODE] [--socket-group GROUP]
 
 Creates device NAME in the daemon, loads TABLE and resumes it (dmsetup create). Without --table the
 table is read from stdin. TABLE is kernel syntax, one target per line (mirror, linear, zero, error);
 a device may be a path or the name of another device in the same daemon (stacking).
   --nbd ADDR      serve NAME over NBD on ADDR (export name NAME; the only export there, so the
                   default export name works too); prints the NBD URI
+  NBD security (as umirror serve; docs/security.md): --tls off|on|require (default: require with a
+  key, else off), --tls-psk FILE (mode 600), --tls-certificates DIR, --tls-verify-peer,
+  --max-connections N (1..64, default 16), and for a unix: socket --socket-mode MODE (default 0600)
+  and --socket-group GROUP. Key files are read by the daemon when the device is created.
 ${socketLine}`,
   load: `Usage: umirror load NAME --table TABLE [--socket PATH]
 

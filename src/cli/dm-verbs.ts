@@ -4,9 +4,11 @@
  * and prints what dmsetup prints. Exit status: 0 on success, 1 on any failure (dmsetup's), with
  * dmsetup's messages on stderr (dm-output.ts). `--json` on the read verbs prints the result as JSON.
  */
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ControlClient, type ControlCall } from '../control/control-client.js';
+import type { CreateNbdOptions } from '../control/control-protocol.js';
 import type { DeviceInfo, TableView } from '../control/device-registry.js';
 import { ControlError } from '../errors.js';
 import { progressWatchIntervalMs } from '../limits.js';
@@ -30,7 +32,7 @@ interface Parsed {
 
 /** Options each verb accepts besides --socket, --help (and --json on reads). */
 const verbOptions: Record<DmVerb, readonly string[]> = {
-  create: ['table', 'nbd'],
+  create: ['table', 'nbd', 'tls', 'tls-psk', 'tls-certificates', 'tls-verify-peer', 'max-connections', 'socket-mode', 'socket-group'],
   load: ['table'],
   clear: [],
   suspend: ['noflush'],
@@ -105,6 +107,13 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
     json: { type: 'boolean' },
     table: { type: 'string' },
     nbd: { type: 'string' },
+    tls: { type: 'string' },
+    'tls-psk': { type: 'string' },
+    'tls-certificates': { type: 'string' },
+    'tls-verify-peer': { type: 'boolean' },
+    'max-connections': { type: 'string' },
+    'socket-mode': { type: 'string' },
+    'socket-group': { type: 'string' },
     noflush: { type: 'boolean' },
     inactive: { type: 'boolean' },
     watch: { type: 'boolean' },
@@ -161,7 +170,8 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
     case 'create': {
       const table = await tableText(parsed);
       const nbd = parsed.values['nbd'];
-      const result = await call({ verb, name, table, ...(typeof nbd === 'string' ? { nbd } : {}) });
+      const nbdOptions = createNbdOptions(parsed);
+      const result = await call({ verb, name, table, ...(typeof nbd === 'string' ? { nbd } : {}), ...(nbdOptions !== undefined && { nbdOptions }) });
       const uri = isRecord(result) && typeof result['uri'] === 'string' ? result['uri'] : undefined;
       if (uri !== undefined) console.log(uri);
       return 0;
@@ -325,4 +335,28 @@ function asView(value: unknown): TableView {
     throw new ControlError('EIO', 'The daemon sent a malformed status result');
   }
   return value as unknown as TableView;
+}
+
+/** create's NBD security options for the daemon; key paths made absolute (the daemon has its own cwd). */
+function createNbdOptions(parsed: Parsed): CreateNbdOptions | undefined {
+  const text = (key: string): string | undefined => {
+    const value = parsed.values[key];
+    return typeof value === 'string' ? value : undefined;
+  };
+  const path = (key: string): string | undefined => {
+    const value = text(key);
+    return value === undefined || value === '' ? value : resolve(value);
+  };
+  const [tls, tlsPsk, tlsCertificates] = [text('tls'), path('tls-psk'), path('tls-certificates')];
+  const [maxConnections, socketMode, socketGroup] = [text('max-connections'), text('socket-mode'), text('socket-group')];
+  const options: CreateNbdOptions = {
+    ...(tls !== undefined && { tls }),
+    ...(tlsPsk !== undefined && { tlsPsk }),
+    ...(tlsCertificates !== undefined && { tlsCertificates }),
+    ...(parsed.values['tls-verify-peer'] === true && { tlsVerifyPeer: true }),
+    ...(maxConnections !== undefined && { maxConnections }),
+    ...(socketMode !== undefined && { socketMode }),
+    ...(socketGroup !== undefined && { socketGroup }),
+  };
+  return Object.keys(options).length === 0 ? undefined : options;
 }

@@ -9,10 +9,14 @@
  * a socket file left by a killed serve is replaced. SIGINT/SIGTERM close the NBD listener (requests in
  * flight finish), suspend the device (the log is flushed) and remove it, and say what the next start
  * must resync (stop-summary.ts): nothing after a clean stop.
+ *
+ * Security options (docs/security.md): --tls/--tls-psk/--tls-certificates/--tls-verify-peer (nbdkit's),
+ * --max-connections, --socket-mode/--socket-group; key files are read before the listener is bound,
+ * so a missing, malformed or readable-by-others key is one line and exit status 1.
  */
 import { parseArgs } from 'node:util';
 import { findImageLockError } from '../block/image-lock.js';
-import { ListenError, TableError } from '../errors.js';
+import { ControlError, ListenError, TableError, TlsKeyError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
 import {
   handshakeTimeoutMsDefault,
@@ -31,6 +35,7 @@ import { targetBuilder } from '../control/build-target.js';
 import { fileResolver } from '../control/device-resolver.js';
 import { type ImageSet, prepareImages, removeImages } from '../control/images.js';
 import { mirrorExport } from '../control/mirror-export.js';
+import { checkNbdServeOptions, loadNbdServeOptions, type NbdServeSettings } from '../control/nbd-serve-options.js';
 import { MirrorSet } from '../mirror/mirror-set.js';
 import { NbdServer, type NbdListener } from '../nbd/server.js';
 import { MappedDevice } from '../target/mapped-device.js';
@@ -51,7 +56,9 @@ import { heldWritesBySegment, mirrorStopStates, stopSummary } from './stop-summa
 
 export const serveHelp = `Usage: umirror serve [--data DIR] [--size SIZE] [--legs N] [--log disk|core]
                     [--region-size SECTORS] [--table TABLE] [--nbd HOST:PORT|unix:PATH] [--name NAME]
-                    [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--quiet]
+                    [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--handshake-limit S] [--quiet]
+                    [--tls off|on|require] [--tls-psk FILE | --tls-certificates DIR [--tls-verify-peer]]
+                    [--max-connections N] [--socket-mode MODE] [--socket-group GROUP]
 
 Serve one mirrored device over NBD in the foreground.
 
@@ -75,6 +82,16 @@ With --table, serves any kernel-syntax table (mirror, linear, zero, error lines;
                           (default ${handshakeTimeoutMsDefault / 1000}, as qemu-nbd; 0: no limit)
   --quiet                 print the URI and table only, no live status
 
+Security (see docs/security.md):
+  --tls off|on|require    TLS after NBD_OPT_STARTTLS: off, offered, or required (nothing about the
+                          export is told before it). Default: require with a key below, else off.
+  --tls-psk FILE          pre-shared keys, "identity:hexkey" lines as psktool writes (mode 600)
+  --tls-certificates DIR  DIR/server-cert.pem, DIR/server-key.pem (mode 600), DIR/ca-cert.pem
+  --tls-verify-peer       with certificates: clients need a certificate signed by DIR/ca-cert.pem
+  --max-connections N     NBD clients at once per export, 1..64 (default 16); one more is refused
+  --socket-mode MODE      a unix: socket's permissions, octal (default 0600: only this user)
+  --socket-group GROUP    a unix: socket's group (e.g. the one qemu runs in; mode 0660 unless given)
+
 Ctrl-C suspends the device (the disk log is flushed) and says what the next start must resync: nothing
 after a clean stop ("the log is clean"), else the regions a failed leg or a held write left dirty.`;
 
@@ -97,6 +114,13 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       'lazy-clean': { type: 'string', default: String(serveLazyCleanMsDefault) },
       'handshake-limit': { type: 'string' },
       quiet: { type: 'boolean', default: false },
+      tls: { type: 'string' },
+      'tls-psk': { type: 'string' },
+      'tls-certificates': { type: 'string' },
+      'tls-verify-peer': { type: 'boolean', default: false },
+      'max-connections': { type: 'string' },
+      'socket-mode': { type: 'string' },
+      'socket-group': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -117,6 +141,27 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   const lazyCleanMs = lazyCleanOption(values['lazy-clean']);
   const handshakeLimit = values['handshake-limit'];
   const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
+  const security = checkNbdServeOptions({
+    ...(values.tls !== undefined && { tls: values.tls }),
+    ...(values['tls-psk'] !== undefined && { tlsPsk: values['tls-psk'] }),
+    ...(values['tls-certificates'] !== undefined && { tlsCertificates: values['tls-certificates'] }),
+    tlsVerifyPeer: values['tls-verify-peer'],
+    ...(values['max-connections'] !== undefined && { maxConnections: values['max-connections'] }),
+    ...(values['socket-mode'] !== undefined && { socketMode: values['socket-mode'] }),
+    ...(values['socket-group'] !== undefined && { socketGroup: values['socket-group'] }),
+  });
+  if ('host' in address && (security.socketMode !== undefined || security.socketGroup !== undefined)) {
+    throw new ControlError('EINVAL', '--socket-mode and --socket-group are for a unix: listener');
+  }
+  let settings: NbdServeSettings;
+  try {
+    settings = await loadNbdServeOptions(security);
+  } catch (err) {
+    rethrowProgrammerError(err);
+    if (!(err instanceof TlsKeyError)) throw err;
+    console.error(`umirror serve: ${err.message}`);
+    return 1;
+  }
   const device = new MappedDevice({
     name,
     buildTarget: targetBuilder({
@@ -130,10 +175,15 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   });
   // Bind first, answer last: a busy address stops serve before any image is created or the device
   // resumed, and no client reaches the device before it is resumed (the listener holds them).
-  const server = new NbdServer({ exports: [mirrorExport({ name, device })], ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }) });
+  const server = new NbdServer({
+    exports: [mirrorExport({ name, device })],
+    ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
+    ...(settings.tls !== undefined && { tls: settings.tls }),
+    ...(settings.connectionsPerExportMax !== undefined && { connectionsPerExportMax: settings.connectionsPerExportMax }),
+  });
   let listener: NbdListener;
   try {
-    listener = await server.listen(address, { start: false });
+    listener = await server.listen(address, { start: false, ...(settings.socket !== undefined && { socket: settings.socket }) });
   } catch (err) {
     rethrowProgrammerError(err);
     if (!(err instanceof ListenError)) throw err;
@@ -176,6 +226,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   listener.start();
   console.log(`serving ${name}: ${(device.sizeBytes / 2 ** 20).toFixed(0)} MiB (${device.sizeBytes / sectorBytes} sectors)`);
   console.log(`nbd uri: ${listener.uri}`);
+  if (settings.tls !== undefined) console.log(`tls: ${settings.tls.mode === 'require' ? 'required' : 'offered'} (${settings.tls.kind === 'psk' ? 'pre-shared keys' : 'X.509 certificates'})`);
   console.log(`table:  ${device.table().trimEnd()}`);
   console.log(`status: ${device.status().trimEnd()}`);
 

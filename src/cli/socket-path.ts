@@ -14,6 +14,17 @@ export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string 
 }
 
 /**
+ * True when `path` is one of the per-user runtime paths (not $UMIRROR_SOCKET's): its folder is then
+ * ours to make private (0700), as ssh-agent and tmux do with theirs.
+ */
+export function isDefaultRuntimePath(path: string, env: NodeJS.ProcessEnv = process.env): boolean {
+  const runtime = env['XDG_RUNTIME_DIR'];
+  const candidates = [join(tmpdir(), `umirror-${userInfo().uid}`, 'control.sock')];
+  if (runtime !== undefined && runtime !== '') candidates.push(join(runtime, 'umirror', 'control.sock'));
+  return candidates.includes(path);
+}
+
+/**
  * Moves a leading `--socket PATH` / `--socket=PATH` (given before the verb) behind it, so every verb
  * parses it as its own option: `umirror --socket S status m` is `umirror status --socket S m`.
  */

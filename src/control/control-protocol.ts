@@ -36,8 +36,26 @@ export type ControlVerb = (typeof CONTROL_VERBS)[number];
 
 export type RequestId = number | string | null;
 
+/** `create --nbd`'s security options, as the user typed them (paths made absolute by the CLI). */
+export interface CreateNbdOptions {
+  readonly tls?: string;
+  readonly tlsPsk?: string;
+  readonly tlsCertificates?: string;
+  readonly tlsVerifyPeer?: boolean;
+  readonly maxConnections?: string;
+  readonly socketMode?: string;
+  readonly socketGroup?: string;
+}
+
 export type ControlRequest =
-  | { readonly id: RequestId; readonly verb: 'create'; readonly name: string; readonly table: string; readonly nbd?: string }
+  | {
+      readonly id: RequestId;
+      readonly verb: 'create';
+      readonly name: string;
+      readonly table: string;
+      readonly nbd?: string;
+      readonly nbdOptions?: CreateNbdOptions;
+    }
   | { readonly id: RequestId; readonly verb: 'load'; readonly name: string; readonly table: string }
   | { readonly id: RequestId; readonly verb: 'clear' | 'resume' | 'remove' | 'info'; readonly name: string }
   | { readonly id: RequestId; readonly verb: 'suspend'; readonly name: string; readonly noflush: boolean }
@@ -193,7 +211,8 @@ export function parseRequestValue(value: unknown): ControlRequest {
       return { id, verb };
     case 'create': {
       const nbd = fields.optionalString('nbd');
-      return { id, verb, name: fields.name(), table: fields.string('table'), ...(nbd === undefined ? {} : { nbd }) };
+      const nbdOptions = fields.createNbdOptions();
+      return { id, verb, name: fields.name(), table: fields.string('table'), ...(nbd === undefined ? {} : { nbd }), ...(nbdOptions !== undefined && { nbdOptions }) };
     }
     case 'load':
       return { id, verb, name: fields.name(), table: fields.string('table') };
@@ -272,6 +291,30 @@ class Fields {
 
   optionalString(key: string): string | undefined {
     return this.#value[key] === undefined ? undefined : this.string(key);
+  }
+
+  /** The optional `nbdOptions` object of a create: the known string fields and one boolean, nothing else. */
+  createNbdOptions(): CreateNbdOptions | undefined {
+    const value = this.#value['nbdOptions'];
+    if (value === undefined) return undefined;
+    if (!isRecord(value)) throw new ControlError('EINVAL', 'Request field "nbdOptions" must be an object');
+    const known = ['tls', 'tlsPsk', 'tlsCertificates', 'tlsVerifyPeer', 'maxConnections', 'socketMode', 'socketGroup'];
+    const unknown = Object.keys(value).find((key) => !known.includes(key));
+    if (unknown !== undefined) throw new ControlError('EINVAL', `Unknown nbdOptions field "${unknown.slice(0, 64)}"`);
+    const inner = new Fields(value);
+    const text = (key: Exclude<keyof CreateNbdOptions, 'tlsVerifyPeer'>): Partial<Record<typeof key, string>> => {
+      const field = inner.optionalString(key);
+      return field === undefined ? {} : { [key]: field };
+    };
+    return {
+      ...text('tls'),
+      ...text('tlsPsk'),
+      ...text('tlsCertificates'),
+      ...(inner.flag('tlsVerifyPeer') && { tlsVerifyPeer: true }),
+      ...text('maxConnections'),
+      ...text('socketMode'),
+      ...text('socketGroup'),
+    };
   }
 
   flag(key: string): boolean {

@@ -18,9 +18,10 @@
  * answers is ListenError EADDRINUSE, so two daemons never share a socket) and holds connections
  * unanswered; `start()` answers them. The daemon binds every listener before it starts any.
  */
-import { chmod, mkdir, unlink } from 'node:fs/promises';
+import { mkdir, unlink } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { dirname } from 'node:path';
+import { makeSocketFolderPrivate, type SocketAccess } from '../nbd/held-listener.js';
 import { assert, unreachable } from '../assert.js';
 import { ControlError } from '../errors.js';
 import { detach, rethrowProgrammerError } from '../fail-fast.js';
@@ -64,26 +65,23 @@ export class ControlServer {
   }
 
   /**
-   * Binds `path` (creating its folder, mode 0700) and holds connections until `start()`.
+   * Binds `path` (creating its folder, mode 0700) and holds connections until `start()`. The socket is
+   * 0600 unless `socket` says otherwise (HeldListener creates it so). `privateFolder` (the per-user
+   * default path): the folder must be a real folder of ours, and is made 0700 if it is not (a folder
+   * someone else made first, in /tmp, is refused).
    * @throws ListenError when another daemon answers there or the path cannot be used.
    */
-  async listen(path: string): Promise<void> {
+  async listen(path: string, options: { socket?: SocketAccess; privateFolder?: boolean } = {}): Promise<void> {
     assert(this.#held === undefined, 'listen once');
     try {
       await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+      if (options.privateFolder === true) await makeSocketFolderPrivate(path);
     } catch (err) {
       rethrowProgrammerError(err);
       throw toListenError(err, { path });
     }
-    const held = await HeldListener.listen({ path }, { log: (message) => this.#log.error({}, `control socket: ${message}`) });
-    try {
-      await chmod(path, 0o600);
-    } catch (err) {
-      rethrowProgrammerError(err);
-      await held.close();
-      throw toListenError(err, { path });
-    }
-    this.#held = held;
+    const log = (message: string): void => this.#log.error({}, `control socket: ${message}`);
+    this.#held = await HeldListener.listen({ path }, { log, ...(options.socket !== undefined && { socket: options.socket }) });
     this.#path = path;
   }
 

@@ -20,7 +20,7 @@
 import { assert } from '../assert.js';
 import type { BlockDevice } from '../block/block-device.js';
 import { findImageLockError } from '../block/image-lock.js';
-import { ControlError, ListenError, TableError, type ControlErrno } from '../errors.js';
+import { ControlError, ListenError, TableError, TlsKeyError, type ControlErrno } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
 import { deviceCloseWaitMs, devicesMaxDefault, sectorBytes } from '../limits.js';
 import { MirrorSet, type KernelLogLevel } from '../mirror/mirror-set.js';
@@ -28,7 +28,8 @@ import { NbdServer, type ListenAddress, type NbdListener } from '../nbd/server.j
 import { MappedDevice, type MappedDeviceInfo } from '../target/mapped-device.js';
 import { kernelTableLogLines } from '../target/table-lines.js';
 import { targetBuilder, type DeviceResolver } from './build-target.js';
-import { KernelControlError, checkDeviceName } from './control-protocol.js';
+import { KernelControlError, checkDeviceName, type CreateNbdOptions } from './control-protocol.js';
+import { checkNbdServeOptions, loadNbdServeOptions, type NbdServeSettings } from './nbd-serve-options.js';
 import { deviceHandle } from './device-handle.js';
 import { fileResolver } from './device-resolver.js';
 import { MeteredDevice } from './metered-device.js';
@@ -113,14 +114,19 @@ export class DeviceRegistry {
     return [...this.#entries.values()].filter((entry) => entry.ready);
   }
 
-  /** `dmsetup create NAME --table T` (+ our --nbd): create, load, resume; all or nothing. */
-  async create(options: { name: string; table: string; nbd?: string }): Promise<{ uri?: string }> {
+  /**
+   * `dmsetup create NAME --table T` (+ our --nbd and its security options): create, load, resume; all
+   * or nothing. Key files are read first: a bad one fails the verb (EINVAL) before anything is opened.
+   */
+  async create(options: { name: string; table: string; nbd?: string; nbdOptions?: CreateNbdOptions }): Promise<{ uri?: string }> {
     checkDeviceName(options.name);
     if (this.#entries.has(options.name)) throw new ControlError('EEXIST', `Device ${options.name} already exists`);
     if (this.#entries.size >= (this.#options.devicesMax ?? devicesMaxDefault)) {
       throw new ControlError('EBUSY', `Cannot create ${options.name}: ${this.#entries.size} devices already exist`);
     }
     const address = options.nbd === undefined ? undefined : this.#parseAddress(options.nbd);
+    if (address === undefined && options.nbdOptions !== undefined) throw new ControlError('EINVAL', `Cannot create ${options.name}: NBD options need --nbd`);
+    const settings = address === undefined ? {} : await this.#nbdSettings(options.name, address, options.nbdOptions ?? {});
     const entry: RegistryEntry = { name: options.name, md: this.#newDevice(options.name), holds: new Map(), nbd: undefined, ready: false };
     this.#entries.set(options.name, entry);
     // The NBD listener is bound before the resume and answers only after it: a busy address fails the
@@ -128,7 +134,7 @@ export class DeviceRegistry {
     let nbd: DeviceNbd | undefined;
     try {
       await this.#load(entry, options.table);
-      if (address !== undefined) nbd = await this.#bind(entry, address);
+      if (address !== undefined) nbd = await this.#bind(entry, address, settings);
       await entry.md.resume();
     } catch (err) {
       this.#entries.delete(options.name);
@@ -304,16 +310,33 @@ export class DeviceRegistry {
     }
   }
 
+  /** Checks and loads `create --nbd`'s security options. @throws ControlError EINVAL (usage, key files). */
+  async #nbdSettings(name: string, address: ListenAddress, text: CreateNbdOptions): Promise<NbdServeSettings> {
+    try {
+      const checked = checkNbdServeOptions(text);
+      if ('host' in address && (checked.socketMode !== undefined || checked.socketGroup !== undefined)) {
+        throw new ControlError('EINVAL', '--socket-mode and --socket-group are for a unix: listener');
+      }
+      return await loadNbdServeOptions(checked);
+    } catch (err) {
+      // ControlError EINVAL is a bad option value; TlsKeyError a key file.
+      if (!(err instanceof ControlError) && !(err instanceof TlsKeyError)) throw err;
+      throw new ControlError('EINVAL', `Cannot serve ${name} over NBD: ${err.message}`, { cause: err });
+    }
+  }
+
   /** Binds the device's NBD listener, holding connections until `listener.start()`. */
-  async #bind(entry: RegistryEntry, address: ListenAddress): Promise<DeviceNbd> {
+  async #bind(entry: RegistryEntry, address: ListenAddress, settings: NbdServeSettings): Promise<DeviceNbd> {
     const metered = new MeteredDevice(entry.md);
     const server = new NbdServer({
       exports: [{ ...mirrorExport({ name: entry.name, device: entry.md }), device: metered.device }],
       log: (message) => this.#log.warn({ device: entry.name }, message),
       ...(this.#options.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: this.#options.handshakeTimeoutMs }),
+      ...(settings.tls !== undefined && { tls: settings.tls }),
+      ...(settings.connectionsPerExportMax !== undefined && { connectionsPerExportMax: settings.connectionsPerExportMax }),
     });
     try {
-      const listener = await server.listen(address, { start: false });
+      const listener = await server.listen(address, { start: false, ...(settings.socket !== undefined && { socket: settings.socket }) });
       return { server, listener, metered };
     } catch (err) {
       rethrowProgrammerError(err);

@@ -3,6 +3,7 @@
  * the in-flight count and the socket; the protocol decisions live in handshake.ts and transmission.ts.
  *
  * States:
+ *   handshake ──STARTTLS ACK──> (TLS handshake: nothing read as NBD) ──secure──> handshake (inside TLS)
  *   handshake ──GO/EXPORT_NAME──> transmission ──DISC / client EOF / shutdown(graceful)──> draining ──> closed
  *       │                              │
  *       └── protocol error, ABORT, ────┴──> closed (socket destroyed; in-flight replies are dropped)
@@ -21,32 +22,48 @@
  *     (after DISC, the client sends nothing more); the socket ends when in-flight reaches zero.
  *   - The handshake must reach transmission within `handshakeTimeoutMs` (0: no limit), or the socket is
  *     destroyed: a client that takes the greeting and waits must not hold the export open.
+ *   - STARTTLS (server-tls.ts): the ACK is written and flushed on the plain socket, then the socket is
+ *     wrapped; a client that sent bytes after STARTTLS, before its ACK could arrive, is dropped (those
+ *     bytes were not protected by TLS and must never be taken as options: the STARTTLS injection hole).
+ *     A failed TLS handshake, or a peer the credentials do not accept, closes the connection; the
+ *     handshake timeout covers the TLS handshake too.
  *   - `isClient`: in transmission and the client has not hung up. A client that went away while a request
  *     of its is held by the device no longer counts, though the connection lives until that request ends.
  */
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { assert } from '../assert.js';
 import { detach } from '../fail-fast.js';
-import { closeGraceMs, inFlightMax, requestBytesMax } from '../limits.js';
+import { closeGraceMs, inFlightBytesMax, inFlightMax, requestBytesMax } from '../limits.js';
 import { assertRequest, encodeGreeting, NbdServerParser, type NbdRequest } from './codec.js';
 import { HandshakeSession, type Negotiated } from './handshake.js';
-import type { ExportResolver } from './nbd-export.js';
+import type { ExportResolver, NbdExport } from './nbd-export.js';
 import { command, handshakeFlag, nbdErrno } from './protocol.js';
+import type { NbdServerTls } from './server-tls.js';
 import { errorReply, executeRequest, type ReplyBuffers, validateRequest } from './transmission.js';
 
-/**
- * Payload bytes (READ lengths and WRITE payloads) in flight per connection before we stop taking requests:
- * inFlightMax requests of 32 MiB each would otherwise hold 2 GiB. One request is always admitted.
- */
-export const inFlightBytesMax = 256 * 1024 * 1024;
+export { inFlightBytesMax } from '../limits.js';
 
 /** Reply buffers queued for one socket write before they are written without waiting for the turn's end. */
 export const outgoingBuffersMax = 1024;
 
 export type ConnectionState = 'handshake' | 'transmission' | 'draining' | 'closed';
 
+export interface NbdConnectionOptions {
+  readonly socket: Socket;
+  readonly resolver: ExportResolver;
+  readonly log: (message: string) => void;
+  readonly handshakeTimeoutMs?: number;
+  /** TLS credentials and mode; none: the spec's NOTLS mode. */
+  readonly tls?: NbdServerTls;
+  /** The server's admission check before GO/EXPORT_NAME (see handshake.ts). */
+  readonly admit?: (nbdExport: NbdExport) => string | undefined;
+}
+
 export class NbdConnection {
-  readonly #socket: Socket;
+  /** The plain socket, then the TLS socket wrapping it after STARTTLS. */
+  #socket: Socket;
+  readonly #tls: NbdServerTls | undefined;
   readonly #log: (message: string) => void;
   readonly #parser = new NbdServerParser({ payloadBytesMax: requestBytesMax, skipBytesMax: 2 * requestBytesMax });
   readonly #session: HandshakeSession;
@@ -64,17 +81,25 @@ export class NbdConnection {
   #outgoing: Buffer[] = [];
   #flushScheduled = false;
   #handshakeTimer: NodeJS.Timeout | undefined;
+  /** Between the STARTTLS ACK and the end of the TLS handshake: nothing is parsed. */
+  #tlsHandshaking = false;
+  /** We dropped the client (and said why): later failures of its socket are not news. */
+  #aborted = false;
+  #resolveClosed: () => void = () => undefined;
 
-  constructor(options: { socket: Socket; resolver: ExportResolver; log: (message: string) => void; handshakeTimeoutMs?: number }) {
+  constructor(options: NbdConnectionOptions) {
     this.#socket = options.socket;
     this.#log = options.log;
-    this.#session = new HandshakeSession(options.resolver);
-    this.#socket.setNoDelay(true);
-    this.#closed = new Promise((resolve) => this.#socket.once('close', () => resolve()));
-    this.#socket.on('close', () => {
-      this.#state = 'closed';
-      this.#clearHandshakeTimer();
+    this.#tls = options.tls;
+    this.#session = new HandshakeSession(options.resolver, {
+      tlsMode: options.tls?.mode ?? 'off',
+      ...(options.admit !== undefined && { admit: options.admit }),
     });
+    this.#socket.setNoDelay(true);
+    this.#closed = new Promise((resolve) => {
+      this.#resolveClosed = resolve;
+    });
+    this.#socket.once('close', this.#onClose);
     const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 0;
     assert(Number.isSafeInteger(handshakeTimeoutMs) && handshakeTimeoutMs >= 0);
     if (handshakeTimeoutMs > 0) {
@@ -83,20 +108,50 @@ export class NbdConnection {
         if (this.#negotiated === undefined && this.#state !== 'closed') this.#abort(`handshake not finished within ${handshakeTimeoutMs} ms`);
       }, handshakeTimeoutMs);
     }
-    this.#socket.on('error', (err: Error & { code?: string }) => {
-      if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') this.#log(`nbd: socket error: ${err.message}`);
-    });
-    this.#socket.on('data', (chunk: Buffer) => {
-      if (this.#ourSideEnded) return; // Waiting for the client's end: nothing more is answered.
-      this.#parser.push(chunk);
-      this.#pump();
-    });
-    this.#socket.on('end', () => this.#onClientEnd());
-    this.#socket.on('drain', () => {
-      this.#waitingForDrain = false;
-      this.#pump();
-    });
+    this.#socket.on('error', this.#onError);
+    this.#attach(this.#socket);
     this.#socket.write(encodeGreeting(handshakeFlag.fixedNewstyle | handshakeFlag.noZeroes));
+  }
+
+  /** The export this connection holds (after GO/EXPORT_NAME), for the server's per-export count. */
+  get nbdExport(): NbdExport | undefined {
+    return this.#state === 'closed' ? undefined : this.#negotiated?.nbdExport;
+  }
+
+  readonly #onClose = (): void => {
+    this.#state = 'closed';
+    this.#clearHandshakeTimer();
+    this.#resolveClosed();
+  };
+
+  readonly #onError = (err: Error & { code?: string }): void => {
+    if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') this.#log(`nbd: socket error: ${err.message}`);
+  };
+
+  readonly #onData = (chunk: Buffer): void => {
+    if (this.#ourSideEnded) return; // Waiting for the client's end: nothing more is answered.
+    this.#parser.push(chunk);
+    this.#pump();
+  };
+
+  readonly #onEnd = (): void => this.#onClientEnd();
+
+  readonly #onDrain = (): void => {
+    this.#waitingForDrain = false;
+    this.#pump();
+  };
+
+  /** The NBD reading and writing handlers ('close' and 'error' are attached once per socket, apart). */
+  #attach(socket: Socket): void {
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('drain', this.#onDrain);
+  }
+
+  #detach(socket: Socket): void {
+    socket.off('data', this.#onData);
+    socket.off('end', this.#onEnd);
+    socket.off('drain', this.#onDrain);
   }
 
   get state(): ConnectionState {
@@ -134,7 +189,7 @@ export class NbdConnection {
 
   /** Takes frames from the parser while we may; see the backpressure rule in the banner. */
   #pump(): void {
-    while (this.#state === 'handshake' || this.#state === 'transmission') {
+    while ((this.#state === 'handshake' && !this.#tlsHandshaking) || this.#state === 'transmission') {
       const full = this.#inFlight >= inFlightMax || this.#inFlightBytes >= inFlightBytesMax;
       if (this.#state === 'transmission' && (full || this.#waitingForDrain)) {
         this.#socket.pause();
@@ -153,6 +208,7 @@ export class NbdConnection {
         case 'option': {
           assert(this.#state === 'handshake');
           const step = this.#session.handleOption(frame.option, frame.payload);
+          if (step.next === 'startTls') return this.#startTls(step.replies);
           this.#write(step.replies);
           if (step.next === 'close') {
             this.#log(`nbd: closing during handshake: ${step.reason}`);
@@ -174,6 +230,7 @@ export class NbdConnection {
       }
     }
     if (this.#state !== 'handshake' && this.#state !== 'transmission') return;
+    if (this.#tlsHandshaking) return;
     if (this.#clientEnded) {
       // Everything the client sent before its EOF has been started; finish those, then close.
       this.#state = 'draining';
@@ -181,6 +238,47 @@ export class NbdConnection {
     } else {
       this.#socket.resume();
     }
+  }
+
+  /**
+   * STARTTLS was acknowledged: flush the ACK on the plain socket, then hand the socket to TLS. Bytes the
+   * client sent after STARTTLS (already in the parser) were sent before it could see the ACK: refused.
+   */
+  #startTls(replies: readonly Buffer[]): void {
+    const tls = this.#tls;
+    assert(tls !== undefined, 'STARTTLS is acknowledged only with TLS credentials');
+    assert(this.#state === 'handshake' && !this.#tlsHandshaking);
+    if (this.#parser.bufferedBytes > 0) return this.#abort('bytes after STARTTLS before the TLS handshake');
+    this.#tlsHandshaking = true;
+    const plain = this.#socket;
+    this.#detach(plain);
+    plain.pause();
+    this.#flushOutgoing();
+    plain.write(Buffer.concat(replies), (err) => {
+      if (err !== undefined && err !== null) return this.#abort(`cannot send the STARTTLS reply: ${err.message}`);
+      if (this.#state === 'closed' || plain.destroyed) return;
+      this.#upgrade(tls, plain);
+    });
+  }
+
+  #upgrade(tls: NbdServerTls, plain: Socket): void {
+    tls.upgrade(plain, {
+      secure: (secure: TLSSocket) => {
+        if (this.#state === 'closed') {
+          secure.destroy();
+          return;
+        }
+        this.#socket = secure;
+        secure.once('close', this.#onClose);
+        secure.on('error', this.#onError);
+        this.#tlsHandshaking = false;
+        this.#attach(secure);
+        this.#pump();
+      },
+      failed: (reason) => {
+        if (!this.#aborted) this.#log(`nbd: TLS handshake failed: ${reason}`);
+      },
+    });
   }
 
   #onRequest(request: NbdRequest): void {
@@ -304,6 +402,7 @@ export class NbdConnection {
   }
 
   #abort(reason: string): void {
+    this.#aborted = true;
     this.#log(`nbd: dropping client: ${reason}`);
     this.#state = 'closed';
     this.#socket.destroy();

@@ -12,11 +12,23 @@
  *                        Unknown export: ERR_UNKNOWN; malformed: ERR_INVALID
  *   STRUCTURED_REPLY     ACK (payload must be empty)
  *   LIST/SET_META_CTX    META_CONTEXT per match, ACK; needs structured replies (ERR_INVALID)
- *   STARTTLS             ERR_UNSUP: we run in the spec's NOTLS mode (nbdkit without TLS does the same)
+ *   STARTTLS             TLS off: ERR_UNSUP (the spec's NOTLS mode, as nbdkit without TLS). TLS on or
+ *                        required: ACK and 'startTls' (the connection upgrades the socket); once TLS
+ *                        runs: ERR_INVALID. Payload: ERR_INVALID.
  *   anything else        ERR_UNSUP
  *
+ * TLS required (FORCEDTLS), before STARTTLS: ABORT is ACKed, EXPORT_NAME closes the connection, and
+ * every other option answers ERR_TLS_REQD without looking at its payload, so no export name, size,
+ * description or context leaves the server in plaintext. After STARTTLS the haggling starts again
+ * (the spec: the server MUST NOT keep STRUCTURED_REPLY or SET_META_CONTEXT sent before it).
+ *
+ * Admission: GO and EXPORT_NAME ask `admit(export)` first (the server's per-export connection bound):
+ * a refusal answers GO with ERR_POLICY and the reason, and closes an EXPORT_NAME connection (that
+ * option cannot answer an error).
+ *
  * A client that did not set FIXED_NEWSTYLE may only send EXPORT_NAME; anything else closes the
- * connection (plain newstyle has no way to report an error). Unknown client flags close it too.
+ * connection (plain newstyle has no way to report an error). Unknown client flags close it too. With
+ * TLS required such a client is closed at once: it can never send STARTTLS.
  */
 import { assert } from '../assert.js';
 import { requestBytesMax } from '../limits.js';
@@ -31,6 +43,7 @@ import {
   encodeServerEntry,
 } from './codec.js';
 import { contextsOf, type ExportResolver, matchContexts, type NbdExport, type NbdMetaContext } from './nbd-export.js';
+import type { NbdTlsMode } from './server-tls.js';
 import {
   clientFlag,
   clientFlagsKnown,
@@ -58,11 +71,24 @@ export interface Negotiated {
 
 export type HandshakeStep =
   | { readonly next: 'continue'; readonly replies: readonly Buffer[] }
+  /** Write the replies (the STARTTLS ACK), then start the TLS handshake; nothing is read in between. */
+  | { readonly next: 'startTls'; readonly replies: readonly Buffer[] }
   | { readonly next: 'close'; readonly replies: readonly Buffer[]; readonly reason: string }
   | { readonly next: 'transmission'; readonly replies: readonly Buffer[]; readonly negotiated: Negotiated };
 
+export interface HandshakeSessionOptions {
+  /** 'off' unless the server holds TLS credentials. */
+  readonly tlsMode?: NbdTlsMode;
+  /** Asked before GO/EXPORT_NAME enters transmission: undefined admits, a string is why not. */
+  readonly admit?: (nbdExport: NbdExport) => string | undefined;
+}
+
 export class HandshakeSession {
   readonly #resolver: ExportResolver;
+  readonly #tlsMode: NbdTlsMode;
+  readonly #admit: (nbdExport: NbdExport) => string | undefined;
+  /** STARTTLS was acknowledged: everything after it travels inside TLS. */
+  #tlsStarted = false;
   #fixedNewstyle = false;
   #noZeroes = false;
   #structuredReplies = false;
@@ -70,8 +96,15 @@ export class HandshakeSession {
   /** SET_META_CONTEXT result: which export it was for and what it selected. */
   #selection: { nbdExport: NbdExport; ids: readonly number[] } | undefined;
 
-  constructor(resolver: ExportResolver) {
+  constructor(resolver: ExportResolver, options: HandshakeSessionOptions = {}) {
     this.#resolver = resolver;
+    this.#tlsMode = options.tlsMode ?? 'off';
+    this.#admit = options.admit ?? (() => undefined);
+  }
+
+  /** True once STARTTLS was acknowledged. */
+  get tlsStarted(): boolean {
+    return this.#tlsStarted;
   }
 
   /** @returns an error reason when the flags are unacceptable (the connection then closes). */
@@ -79,6 +112,7 @@ export class HandshakeSession {
     if ((flags & ~clientFlagsKnown) !== 0) return `unknown client flags 0x${flags.toString(16)}`;
     this.#fixedNewstyle = (flags & clientFlag.fixedNewstyle) !== 0;
     this.#noZeroes = (flags & clientFlag.noZeroes) !== 0;
+    if (this.#tlsMode === 'require' && !this.#fixedNewstyle) return 'TLS is required and the client cannot negotiate it (no FIXED_NEWSTYLE)';
     return undefined;
   }
 
@@ -88,6 +122,8 @@ export class HandshakeSession {
     if (!this.#fixedNewstyle && code !== option.exportName) {
       return close(`option ${code} from a client without FIXED_NEWSTYLE`);
     }
+    if (code === option.startTls) return this.#startTls(payload);
+    if (this.#tlsMode === 'require' && !this.#tlsStarted) return this.#beforeTls(code);
     switch (code) {
       case option.exportName:
         return this.#exportName(payload);
@@ -105,11 +141,33 @@ export class HandshakeSession {
       case option.listMetaContext:
       case option.setMetaContext:
         return this.#metaContext(code, payload);
-      case option.startTls:
-        if (payload.length !== 0) return proceed(error(code, optionReply.errInvalid, 'STARTTLS takes no data'));
-        return proceed(error(code, optionReply.errUnsup, 'TLS is not supported by this server'));
       default:
         return proceed(error(code, optionReply.errUnsup, `option ${code} is not supported`));
+    }
+  }
+
+  #startTls(payload: Buffer): HandshakeStep {
+    const code = option.startTls;
+    if (payload.length !== 0) return proceed(error(code, optionReply.errInvalid, 'STARTTLS takes no data'));
+    if (this.#tlsMode === 'off') return proceed(error(code, optionReply.errUnsup, 'TLS is not supported by this server'));
+    if (this.#tlsStarted) return proceed(error(code, optionReply.errInvalid, 'TLS is already running'));
+    this.#tlsStarted = true;
+    // The spec: nothing negotiated before STARTTLS survives it (a man in the middle could have sent it).
+    this.#structuredReplies = false;
+    this.#selection = undefined;
+    return { next: 'startTls', replies: [ack(code)] };
+  }
+
+  /** FORCEDTLS before STARTTLS: only ABORT works; nothing about the exports is told. */
+  #beforeTls(code: number): HandshakeStep {
+    assert(this.#tlsMode === 'require' && !this.#tlsStarted);
+    switch (code) {
+      case option.abort:
+        return { next: 'close', replies: [ack(code)], reason: 'client aborted' };
+      case option.exportName:
+        return close('EXPORT_NAME before STARTTLS, and TLS is required');
+      default:
+        return proceed(error(code, optionReply.errTlsReqd, 'TLS is required: send NBD_OPT_STARTTLS first'));
     }
   }
 
@@ -117,6 +175,8 @@ export class HandshakeSession {
     if (payload.length > stringBytesMax) return close('export name too long');
     const nbdExport = this.#resolver.get(payload.toString('utf8'));
     if (nbdExport === undefined) return close(`unknown export "${payload.toString('utf8')}"`);
+    const refused = this.#admit(nbdExport);
+    if (refused !== undefined) return close(refused);
     const negotiated = this.#negotiate(nbdExport);
     const reply = encodeExportNameReply({
       sizeBytes: nbdExport.device.sizeBytes,
@@ -151,6 +211,10 @@ export class HandshakeSession {
     if (!reader.done) return proceed(error(code, optionReply.errInvalid, 'trailing bytes in INFO/GO request'));
     const nbdExport = this.#resolver.get(name);
     if (nbdExport === undefined) return proceed(error(code, optionReply.errUnknown, `unknown export "${name}"`));
+    if (code === option.go) {
+      const refused = this.#admit(nbdExport);
+      if (refused !== undefined) return proceed(error(code, optionReply.errPolicy, refused));
+    }
 
     const negotiated = this.#negotiate(nbdExport);
     const infoReply = (data: Buffer): Buffer => encodeOptionReply({ option: code, replyType: optionReply.info, payload: data });

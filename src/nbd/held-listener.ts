@@ -15,8 +15,15 @@
  * Unix sockets: a socket file nobody answers on (left by a process killed with SIGKILL) is replaced; a
  * file where a server answers is EADDRINUSE; a path that exists and is not a socket is ENOTSOCK and is
  * never deleted. Closing the listener removes its socket file (libuv unlinks the path it bound).
+ *
+ * Unix socket access (docs/security.md): the socket file is owner-only (0600) unless `socket` says
+ * otherwise (`--socket-mode`, `--socket-group`). It is created so (bound under umask 077, then its group
+ * set, then its mode: never wider than asked, not even for a moment), and a listener whose folder
+ * others may write (without the sticky bit) or that belongs to another user is refused with EACCES:
+ * anyone who can write there could replace the socket with one of their own.
  */
-import { lstat, unlink } from 'node:fs/promises';
+import { chmod, chown, lstat, stat, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { assert } from '../assert.js';
 import { ListenError, type ListenErrno } from '../errors.js';
@@ -31,12 +38,25 @@ export function formatListenAddress(address: ListenAddress): string {
   return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
 }
 
+/** Who may connect to a Unix socket: its mode (default 0600) and group (default: the process's). */
+export interface SocketAccess {
+  /** Permission bits, within 0o777. */
+  readonly mode?: number;
+  /** A group id to give the socket (the process must be in that group, or root). */
+  readonly gid?: number;
+}
+
+/** The mode of a Unix socket a listener creates unless told otherwise. */
+export const socketModeDefault = 0o600;
+
 export interface HeldListenerOptions {
   /** Keep a socket open for writing after the client ended its side (NBD does; see connection.ts). */
   readonly allowHalfOpen?: boolean;
   readonly noDelay?: boolean;
   /** Sink for errors after the bind (a failed accept); the listener keeps listening. */
   readonly log: (message: string) => void;
+  /** Unix sockets only: the socket file's mode and group. Default: 0600, the process's group. */
+  readonly socket?: SocketAccess;
 }
 
 export class HeldListener {
@@ -58,18 +78,43 @@ export class HeldListener {
 
   /** Binds `address`. @throws ListenError (nothing was bound, nothing is left behind). */
   static async listen(address: ListenAddress, options: HeldListenerOptions): Promise<HeldListener> {
-    if ('path' in address) await replaceStaleSocket(address.path);
+    const access = options.socket ?? {};
+    const mode = access.mode ?? socketModeDefault;
+    assert(Number.isInteger(mode) && mode >= 0 && mode <= 0o777, 'a socket mode is permission bits');
+    assert(!('host' in address) || options.socket === undefined, 'socket access is for Unix sockets');
+    if ('path' in address) {
+      await checkSocketFolder(address.path);
+      await replaceStaleSocket(address.path);
+    }
     const net = createServer({ allowHalfOpen: options.allowHalfOpen ?? false, noDelay: options.noDelay ?? false, pauseOnConnect: true });
     try {
       await new Promise<void>((resolve, reject) => {
         net.once('error', reject);
-        net.listen('path' in address ? { path: address.path } : { host: address.host, port: address.port }, () => {
+        const done = (): void => {
           net.off('error', reject);
           resolve();
-        });
+        };
+        if ('host' in address) {
+          net.listen({ host: address.host, port: address.port }, done);
+          return;
+        }
+        // bind(2) creates the socket file with 0777 & ~umask, synchronously inside listen(): a umask of
+        // 077 for that call alone means it is never open to others, even before the chmod below.
+        const umask = process.umask(0o077);
+        try {
+          net.listen({ path: address.path }, done);
+        } finally {
+          process.umask(umask);
+        }
       });
+      if ('path' in address) {
+        // Group first, then the mode: the group bits never apply to the group the file had before.
+        if (access.gid !== undefined) await chown(address.path, -1, access.gid);
+        await chmod(address.path, mode);
+      }
     } catch (err) {
       rethrowProgrammerError(err);
+      if (net.listening) await new Promise<void>((resolve) => net.close(() => resolve()));
       throw toListenError(err, address);
     }
     return new HeldListener(net, options.log);
@@ -129,6 +174,48 @@ export class HeldListener {
     // pauseOnConnect left the socket paused; the owner's handlers are attached, so start reading.
     if (!socket.destroyed) socket.resume();
   }
+}
+
+/**
+ * Refuses a socket folder where others could swap our socket for theirs: one that others may write
+ * without the sticky bit (/tmp has it: only a file's owner may remove it there), or that belongs to
+ * another user (root's folders are fine). @throws ListenError EACCES; a missing folder is left to bind.
+ */
+export async function checkSocketFolder(path: string): Promise<void> {
+  const folder = dirname(path);
+  let info;
+  try {
+    info = await stat(folder);
+  } catch (err) {
+    rethrowProgrammerError(err);
+    return; // Missing or unreachable: bind reports it with its own code.
+  }
+  const address = formatListenAddress({ path });
+  const uid = process.getuid?.();
+  if (uid !== undefined && info.uid !== uid && info.uid !== 0) {
+    throw new ListenError('EACCES', { address, reason: `EACCES: the folder ${folder} belongs to another user (uid ${info.uid}), who could replace the socket` });
+  }
+  const sticky = (info.mode & 0o1000) !== 0;
+  if ((info.mode & 0o002) !== 0 && !sticky) {
+    const octal = (info.mode & 0o777).toString(8).padStart(3, '0');
+    throw new ListenError('EACCES', { address, reason: `EACCES: anyone may write the folder ${folder} (mode ${octal}, no sticky bit) and replace the socket` });
+  }
+}
+
+/**
+ * The folder of a per-user socket path (the daemon's default control socket): a real folder of ours,
+ * made 0700 if it is looser. @throws ListenError EACCES (a symbolic link, another user's folder).
+ */
+export async function makeSocketFolderPrivate(path: string): Promise<void> {
+  const folder = dirname(path);
+  const info = await lstat(folder);
+  const refuse = (why: string): never => {
+    throw new ListenError('EACCES', { address: formatListenAddress({ path }), reason: `EACCES: ${folder} ${why}` });
+  };
+  if (!info.isDirectory()) refuse('is not a folder (a symbolic link?)');
+  const uid = process.getuid?.();
+  if (uid !== undefined && info.uid !== uid) refuse(`belongs to another user (uid ${info.uid})`);
+  if ((info.mode & 0o077) !== 0) await chmod(folder, 0o700);
 }
 
 /** Nothing to do: a held socket that fails is closed and forgotten ('close' removes it). */

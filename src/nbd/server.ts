@@ -16,16 +16,36 @@
  * Unix socket file is replaced) and holds connections unanswered; the owner resumes its device, then
  * calls `listener.start()`. A client must finish the handshake within `handshakeTimeoutMs` (10 s, as
  * qemu-nbd) or it is dropped; until it finishes it does not count as a client (`clientCount`).
+ *
+ * Security (docs/security.md): `tls` makes every listener offer (mode on) or require (mode require)
+ * TLS after NBD_OPT_STARTTLS, with one set of credentials (server-tls.ts); a listener's URI is then
+ * nbds:// or nbds+unix://. Bounds per client (limits.ts): at most `connectionsPerExportMax` connections
+ * in transmission per export (one more GO answers NBD_REP_ERR_POLICY), at most
+ * nbdHandshakingConnectionsMax connections still in the handshake per server (one more is closed before
+ * the greeting), and each connection's requests in flight are bounded by inFlightMax and
+ * inFlightBytesMax. A connection refused so leaves every other one untouched. `socket` options give a
+ * Unix listener's socket file its mode and group (owner-only, 0600, by default; held-listener.ts).
  */
 import type { Socket } from 'node:net';
 import { assert } from '../assert.js';
 import { detach } from '../fail-fast.js';
-import { handshakeTimeoutMsDefault } from '../limits.js';
+import {
+  handshakeTimeoutMsDefault,
+  inFlightMax,
+  nbdConnectionsPerExportDefault,
+  nbdConnectionsPerExportMax,
+  nbdHandshakingConnectionsMax,
+  writeQueueMax,
+} from '../limits.js';
 import { NbdConnection } from './connection.js';
-import { HeldListener, type ListenAddress } from './held-listener.js';
+import { HeldListener, type ListenAddress, type SocketAccess } from './held-listener.js';
 import { type ExportResolver, type NbdExport, StaticExportResolver } from './nbd-export.js';
+import type { NbdServerTls } from './server-tls.js';
 
 export type { ListenAddress } from './held-listener.js';
+
+// Every request the per-export bound admits fits in one mirror write queue at once.
+assert(nbdConnectionsPerExportMax * inFlightMax <= writeQueueMax, 'the NBD bounds fit the mirror write queue');
 
 export interface NbdListener {
   /** URI of the default export (its name when the server has exactly one export). */
@@ -45,12 +65,18 @@ export interface NbdServerOptions {
   readonly log?: (message: string) => void;
   /** A client that has not finished the handshake by then is dropped; 0: no limit. Default 10 s. */
   readonly handshakeTimeoutMs?: number;
+  /** TLS offered or required on every listener (loadNbdServerTls). Default: none (NOTLS). */
+  readonly tls?: NbdServerTls;
+  /** Connections in transmission per export, 1..nbdConnectionsPerExportMax. Default 16. */
+  readonly connectionsPerExportMax?: number;
 }
 
 export class NbdServer {
   readonly #resolver: ExportResolver;
   readonly #log: (message: string) => void;
   readonly #handshakeTimeoutMs: number;
+  readonly #tls: NbdServerTls | undefined;
+  readonly #connectionsPerExportMax: number;
   readonly #listeners = new Set<Listener>();
   #closed = false;
 
@@ -60,6 +86,10 @@ export class NbdServer {
     this.#log = options.log ?? (() => undefined);
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault;
     assert(Number.isSafeInteger(this.#handshakeTimeoutMs) && this.#handshakeTimeoutMs >= 0, 'handshakeTimeoutMs is a whole number of ms');
+    this.#tls = options.tls;
+    this.#connectionsPerExportMax = options.connectionsPerExportMax ?? nbdConnectionsPerExportDefault;
+    const max = this.#connectionsPerExportMax;
+    assert(Number.isSafeInteger(max) && max >= 1 && max <= nbdConnectionsPerExportMax, `connectionsPerExportMax ${max} is within 1..${nbdConnectionsPerExportMax}`);
   }
 
   /** Sockets currently open across all listeners, in any state (handshake, transmission, draining). */
@@ -83,15 +113,36 @@ export class NbdServer {
    * Binds a listener. With `start: false` its connections are held, unanswered, until `listener.start()`
    * (bind before the device resumes, answer after). @throws ListenError; nothing is left bound then.
    */
-  async listen(address: ListenAddress, options: { start?: boolean } = {}): Promise<NbdListener> {
+  async listen(address: ListenAddress, options: { start?: boolean; socket?: SocketAccess } = {}): Promise<NbdListener> {
     assert(!this.#closed, 'NbdServer.listen after close');
-    const held = await HeldListener.listen(address, { allowHalfOpen: true, noDelay: true, log: this.#log });
+    const held = await HeldListener.listen(address, {
+      allowHalfOpen: true,
+      noDelay: true,
+      log: this.#log,
+      ...(options.socket !== undefined && { socket: options.socket }),
+    });
+    const log = this.#log;
     const listener = new Listener({
       held,
-      resolver: this.#resolver,
-      log: this.#log,
       defaultName: this.#defaultName(),
-      handshakeTimeoutMs: this.#handshakeTimeoutMs,
+      scheme: this.#tls === undefined ? 'nbd' : 'nbds',
+      connect: (socket) => {
+        if (this.#handshakingCount() >= nbdHandshakingConnectionsMax) {
+          log(`nbd: refusing a connection: ${nbdHandshakingConnectionsMax} clients are already in the handshake`);
+          socket.on('error', () => undefined);
+          socket.destroy();
+          return undefined;
+        }
+        return new NbdConnection({
+          socket,
+          resolver: this.#resolver,
+          log,
+          handshakeTimeoutMs: this.#handshakeTimeoutMs,
+          ...(this.#tls !== undefined && { tls: this.#tls }),
+          admit: (nbdExport) => this.#admit(nbdExport),
+        });
+      },
+      log,
     });
     this.#listeners.add(listener);
     listener.onClosed = () => this.#listeners.delete(listener);
@@ -104,6 +155,23 @@ export class NbdServer {
     this.#closed = true;
     await Promise.all([...this.#listeners].map((listener) => listener.close(options)));
     assert(this.#listeners.size === 0);
+  }
+
+  /** Connections that have not reached transmission (plaintext or TLS handshake), across listeners. */
+  #handshakingCount(): number {
+    let count = 0;
+    for (const listener of this.#listeners) for (const connection of listener.connections) if (connection.state === 'handshake') count++;
+    return count;
+  }
+
+  /** The per-export bound, asked before GO/EXPORT_NAME enters transmission. */
+  #admit(nbdExport: NbdExport): string | undefined {
+    let count = 0;
+    for (const listener of this.#listeners) for (const connection of listener.connections) if (connection.nbdExport === nbdExport) count++;
+    assert(count <= this.#connectionsPerExportMax, 'the bound was checked before every admission');
+    if (count < this.#connectionsPerExportMax) return undefined;
+    this.#log(`nbd: refusing a client of export "${nbdExport.name}": it has ${count} connections (--max-connections ${this.#connectionsPerExportMax})`);
+    return `export "${nbdExport.name}" has the most connections allowed (${this.#connectionsPerExportMax}); try again later`;
   }
 
   #defaultName(): string {
@@ -126,16 +194,21 @@ class Listener implements NbdListener {
   readonly #connect: (socket: Socket) => void;
   #closing: Promise<void> | undefined;
 
+  readonly #scheme: 'nbd' | 'nbds';
+
   constructor(options: {
     held: HeldListener;
-    resolver: ExportResolver;
-    log: (message: string) => void;
     defaultName: string;
-    handshakeTimeoutMs: number;
+    scheme: 'nbd' | 'nbds';
+    /** Makes the connection for an accepted socket, or refuses it (undefined: the socket is closed). */
+    connect: (socket: Socket) => NbdConnection | undefined;
+    log: (message: string) => void;
   }) {
     this.#held = options.held;
+    this.#scheme = options.scheme;
     this.#connect = (socket: Socket): void => {
-      const connection = new NbdConnection({ socket, resolver: options.resolver, log: options.log, handshakeTimeoutMs: options.handshakeTimeoutMs });
+      const connection = options.connect(socket);
+      if (connection === undefined) return;
       this.connections.add(connection);
       detach(
         connection.closed.then(() => this.connections.delete(connection)),
@@ -155,10 +228,10 @@ class Listener implements NbdListener {
     const name = encodeURIComponent(exportName);
     if ('path' in this.address) {
       const socket = this.address.path.split('/').map(encodeURIComponent).join('/');
-      return `nbd+unix:///${name}?socket=${socket}`;
+      return `${this.#scheme}+unix:///${name}?socket=${socket}`;
     }
     const host = this.address.host.includes(':') ? `[${this.address.host}]` : this.address.host;
-    return `nbd://${host}:${this.address.port}/${name}`;
+    return `${this.#scheme}://${host}:${this.address.port}/${name}`;
   }
 
   close(options: { graceful?: boolean } = {}): Promise<void> {

@@ -1,9 +1,12 @@
 /**
  * A deliberately simple NBD client over a raw socket, for tests that must send exactly the bytes they
  * choose (malformed input, the kernel's EXPORT_NAME path without structured replies). Reads are exact:
- * `read(n)` waits for n bytes or rejects when the server closes first.
+ * `read(n)` waits for n bytes or rejects when the server closes first. `startTls` upgrades the
+ * connection after NBD_OPT_STARTTLS (tests of the server's TLS modes); reads and writes then go
+ * through TLS.
  */
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import {
   decodeOptionReplyHeader,
   decodeReplyHeader,
@@ -23,24 +26,62 @@ export interface OptionReplyMessage {
 }
 
 export class RawNbdClient {
-  readonly socket: Socket;
+  #socket: Socket;
   #buffered = Buffer.alloc(0);
   #ended = false;
   #waiter: (() => void) | undefined;
 
   private constructor(socket: Socket) {
-    this.socket = socket;
-    socket.on('data', (chunk: Buffer) => {
-      this.#buffered = Buffer.concat([this.#buffered, chunk]);
-      this.#waiter?.();
+    this.#socket = socket;
+    this.#attach(socket);
+  }
+
+  /** The plain socket, or the TLS socket after `startTls`. */
+  get socket(): Socket {
+    return this.#socket;
+  }
+
+  readonly #onData = (chunk: Buffer): void => {
+    this.#buffered = Buffer.concat([this.#buffered, chunk]);
+    this.#waiter?.();
+  };
+
+  readonly #onEnd = (): void => {
+    this.#ended = true;
+    this.#waiter?.();
+  };
+
+  #attach(socket: Socket): void {
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('close', this.#onEnd);
+    socket.on('error', this.#onEnd);
+  }
+
+  /**
+   * Sends STARTTLS; on ACK runs the TLS handshake with `options` (pskCallback, ca, cert...) and resolves
+   * with the TLS socket, or rejects with the option's reply type or the handshake's error.
+   */
+  async startTls(options: ConnectionOptions): Promise<TLSSocket> {
+    const replies = await this.option(option.startTls);
+    const reply = replies[0];
+    if (reply?.replyType !== optionReply.ack) throw new Error(`STARTTLS answered reply type ${reply?.replyType ?? 'none'}`);
+    if (this.#buffered.length !== 0) throw new Error('bytes after the STARTTLS ACK');
+    const plain = this.#socket;
+    plain.off('data', this.#onData);
+    plain.off('end', this.#onEnd);
+    plain.off('close', this.#onEnd);
+    plain.off('error', this.#onEnd);
+    plain.on('error', () => undefined);
+    const secure = tlsConnect({ ...options, socket: plain });
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', () => resolve());
+      secure.once('error', reject);
+      secure.once('close', () => reject(new Error('closed during the TLS handshake')));
     });
-    const onEnd = (): void => {
-      this.#ended = true;
-      this.#waiter?.();
-    };
-    socket.on('end', onEnd);
-    socket.on('close', onEnd);
-    socket.on('error', onEnd);
+    this.#socket = secure;
+    this.#attach(secure);
+    return secure;
   }
 
   static connect(address: { path: string } | { host: string; port: number }): Promise<RawNbdClient> {
@@ -76,11 +117,11 @@ export class RawNbdClient {
   }
 
   write(data: Buffer): void {
-    this.socket.write(data);
+    this.#socket.write(data);
   }
 
   destroy(): void {
-    this.socket.destroy();
+    this.#socket.destroy();
   }
 
   /** Reads the greeting and sends client flags (fixed newstyle + no zeroes by default). */
