@@ -7,13 +7,16 @@ export type DmVerb = (typeof DM_VERBS)[number];
 const socketLine = '  --socket PATH   the daemon\'s control socket (default $UMIRROR_SOCKET, else a per-user runtime path)';
 
 export const dmVerbHelp: Record<DmVerb, string> = {
-  create: `Usage: umirror create NAME --table TABLE [--nbd HOST:PORT|unix:PATH] [--socket PATH]
+  create: `Usage: umirror create NAME --table TABLE [--nbd HOST:PORT|unix:PATH] [--readonly] [--socket PATH]
 
 Creates device NAME in the daemon, loads TABLE and resumes it (dmsetup create). Without --table the
 table is read from stdin. TABLE is kernel syntax, one target per line (mirror, linear, zero, error);
 a device may be a path or the name of another device in the same daemon (stacking).
   --nbd ADDR      serve NAME over NBD on ADDR (export name NAME; the only export there, so the
-                  default export name works too); prints the NBD URI
+                  default export name works too); prints the NBD URI. With a daemon started
+                  with --nbd, NAME is also an export of that shared listener (its URI is printed
+                  when there is no --nbd)
+  --readonly      NBD clients may only read (qemu-nbd -r): writes, trims and zeroes fail with EPERM
 ${socketLine}`,
   load: `Usage: umirror load NAME --table TABLE [--socket PATH]
 

@@ -29,7 +29,7 @@ interface Parsed {
 
 /** Options each verb accepts besides --socket, --help (and --json on reads). */
 const verbOptions: Record<DmVerb, readonly string[]> = {
-  create: ['table', 'nbd'],
+  create: ['table', 'nbd', 'readonly'],
   load: ['table'],
   clear: [],
   suspend: ['noflush'],
@@ -107,6 +107,7 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
     json: { type: 'boolean' },
     table: { type: 'string' },
     nbd: { type: 'string' },
+    readonly: { type: 'boolean' },
     noflush: { type: 'boolean' },
     inactive: { type: 'boolean' },
     watch: { type: 'boolean' },
@@ -163,7 +164,7 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
     case 'create': {
       const table = await tableText(parsed);
       const nbd = parsed.values['nbd'];
-      const result = await call({ verb, name, table, ...(typeof nbd === 'string' ? { nbd } : {}) });
+      const result = await call({ verb, name, table, ...(typeof nbd === 'string' ? { nbd } : {}), readOnly: flag('readonly') });
       const uri = isRecord(result) && typeof result['uri'] === 'string' ? result['uri'] : undefined;
       if (uri !== undefined) console.log(uri);
       return 0;

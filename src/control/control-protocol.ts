@@ -39,7 +39,7 @@ export type ControlVerb = (typeof CONTROL_VERBS)[number];
 export type RequestId = number | string | null;
 
 export type ControlRequest =
-  | { readonly id: RequestId; readonly verb: 'create'; readonly name: string; readonly table: string; readonly nbd?: string }
+  | { readonly id: RequestId; readonly verb: 'create'; readonly name: string; readonly table: string; readonly nbd?: string; readonly readOnly: boolean }
   | { readonly id: RequestId; readonly verb: 'load'; readonly name: string; readonly table: string }
   | { readonly id: RequestId; readonly verb: 'clear' | 'resume' | 'remove' | 'info'; readonly name: string }
   | { readonly id: RequestId; readonly verb: 'suspend'; readonly name: string; readonly noflush: boolean }
@@ -171,7 +171,7 @@ export function parseRequest(line: string): ControlRequest {
       return { id, verb };
     case 'create': {
       const nbd = fields.optionalString('nbd');
-      return { id, verb, name: fields.name(), table: fields.string('table'), ...(nbd === undefined ? {} : { nbd }) };
+      return { id, verb, name: fields.name(), table: fields.string('table'), ...(nbd === undefined ? {} : { nbd }), readOnly: fields.flag('readOnly') };
     }
     case 'load':
       return { id, verb, name: fields.name(), table: fields.string('table') };

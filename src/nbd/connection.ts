@@ -30,7 +30,7 @@ import { detach } from '../fail-fast.js';
 import { closeGraceMs, inFlightMax, requestBytesMax } from '../limits.js';
 import { assertRequest, encodeGreeting, NbdServerParser, type NbdRequest } from './codec.js';
 import { HandshakeSession, type Negotiated } from './handshake.js';
-import type { ExportResolver } from './nbd-export.js';
+import type { ExportResolver, NbdExport } from './nbd-export.js';
 import { command, handshakeFlag, nbdErrno } from './protocol.js';
 import { errorReply, executeRequest, type ReplyBuffers, validateRequest } from './transmission.js';
 
@@ -110,6 +110,11 @@ export class NbdConnection {
   /** Finished the handshake and the client is still there (see the banner). */
   get isClient(): boolean {
     return this.#state === 'transmission' && !this.#clientEnded;
+  }
+
+  /** The export this connection negotiated (undefined during the handshake). */
+  get nbdExport(): NbdExport | undefined {
+    return this.#negotiated?.nbdExport;
   }
 
   /** Resolves when the socket has closed. */
