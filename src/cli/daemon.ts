@@ -26,7 +26,7 @@ import { handshakeLimitOption, socketPathOption } from './option-values.js';
 import { Pidfile } from './pidfile.js';
 import { notifyReady } from './service-notify.js';
 import { defaultSocketPath } from './socket-path.js';
-import { ignoreClosedOutput, waitForStopSignal } from './stop-signal.js';
+import { closeHungUpTerminal, ignoreClosedOutput, waitForStopSignal } from './stop-signal.js';
 
 export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--nbd HOST:PORT|unix:PATH] [--metrics HOST:PORT]
                       [--pidfile PATH] [--log-level LEVEL] [--direct-io] [--handshake-limit SECONDS]
@@ -154,5 +154,6 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   log.info({ signal }, 'stopping: suspending every device');
   await stop();
   log.info('umirror daemon stopped; every device suspended');
+  if (signal === 'SIGHUP') closeHungUpTerminal();
   return 0;
 }

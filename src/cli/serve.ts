@@ -38,7 +38,7 @@ import {
 import { syncSuffix, tableErrorLines } from './output.js';
 import { Pidfile } from './pidfile.js';
 import { notifyReady } from './service-notify.js';
-import { waitForStopSignal } from './stop-signal.js';
+import { closeHungUpTerminal, ignoreClosedOutput, type StopSignal, waitForStopSignal } from './stop-signal.js';
 import { heldWritesBySegment, mirrorStopStates, stopSummary } from './stop-summary.js';
 
 /** `serve`'s --lazy-clean default in milliseconds (the library's default stays 0, the kernel's way). */
@@ -121,6 +121,9 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   const handshakeLimit = values['handshake-limit'];
   const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
   const pidfile = values.pidfile === undefined ? undefined : await Pidfile.check(values.pidfile);
+  // A terminal closed under us (SIGHUP) fails every later write with EIO: serve still stops cleanly.
+  process.stdout.on('error', ignoreClosedOutput);
+  process.stderr.on('error', ignoreClosedOutput);
   const device = new MappedDevice({
     name,
     buildTarget: targetBuilder({
@@ -207,9 +210,10 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     console.error(`umirror serve: pidfile: ${err instanceof Error ? err.message : String(err)}`);
     exitCode = 1;
   }
+  let signal: StopSignal | undefined;
   if (exitCode === 0) {
     await notifyReady({ status: `serving ${name} at ${listener.uri}`, log: (message) => console.error(`umirror serve: ${message}`) });
-    await stopSignal;
+    signal = await stopSignal;
   }
   if (ticker !== undefined) clearInterval(ticker);
   console.log('stopping: closing NBD connections, suspending the device');
@@ -224,5 +228,6 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   await drained;
   console.log(summary);
   await pidfile?.remove();
+  if (signal === 'SIGHUP') closeHungUpTerminal();
   return exitCode;
 }
