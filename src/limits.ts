@@ -170,6 +170,10 @@ export const heldIoMaxDefault = 4096;
  * silently and binds another name, so longer paths are refused.
  */
 export const unixSocketPathBytesMax = 107;
+/** Bytes of a --pidfile read at most (a pid and a newline; anything longer is not a pidfile). */
+export const pidfileBytesMax = 64;
+/** systemd-notify may wait this long for the service manager to take the message (its barrier). */
+export const serviceNotifyTimeoutMs = 15_000;
 
 /** The smallest region, in bytes. */
 export const regionBytesMin = regionSizeSectorsMin * sectorBytes;

@@ -3,12 +3,13 @@
  * dmsetup-style verbs on a control socket (docs/control-protocol.md). Structured logs (pino) go to
  * stderr, with the kernel's messages where the kernel would log them. Optional Prometheus endpoint.
  *
- * Start-up: every listener (control socket, metrics) is bound before any is started, so a busy or
- * unusable address is one log line (level fatal) and exit status 1, with nothing accepted; the ready
- * line comes only when everything answers.
+ * Start-up: every listener (control socket, metrics, the shared NBD listener) is bound before any is
+ * started, so a busy or unusable address is one log line (level fatal) and exit status 1, with nothing
+ * accepted; the pidfile, the ready line and the service manager's READY=1 come only when everything answers.
  *
- * SIGTERM/SIGINT: stop accepting control connections, stop every NBD server (requests in flight
- * finish), then suspend (flushing every dirty log) and close every device, upper devices first.
+ * SIGTERM/SIGINT/SIGHUP: stop accepting control connections, stop every NBD server (requests in flight
+ * finish), then suspend (flushing every dirty log) and close every device, upper devices first; remove
+ * the pidfile.
  */
 import { parseArgs } from 'node:util';
 import { pino, destination } from 'pino';
@@ -19,30 +20,42 @@ import { DeviceRegistry } from '../control/device-registry.js';
 import { MetricsServer } from '../control/metrics-server.js';
 import { ResyncRateSampler } from '../control/metrics.js';
 import { ControlError } from '../errors.js';
+import type { NbdListener } from '../nbd/server.js';
 import { parseNbdAddress } from './nbd-address.js';
 import { handshakeLimitOption, socketPathOption } from './option-values.js';
 import { checkNbdServeOptions, loadNbdServeOptions } from '../control/nbd-serve-options.js';
+import { Pidfile } from './pidfile.js';
+import { notifyReady } from './service-notify.js';
 import { defaultSocketPath, isDefaultRuntimePath } from './socket-path.js';
+import { closeHungUpTerminal, ignoreClosedOutput, waitForStopSignal } from './stop-signal.js';
 
-export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--metrics HOST:PORT] [--log-level LEVEL] [--direct-io]
-                      [--handshake-limit SECONDS] [--socket-mode MODE] [--socket-group GROUP]
+export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--nbd HOST:PORT|unix:PATH] [--metrics HOST:PORT]
+                      [--pidfile PATH] [--log-level LEVEL] [--direct-io] [--handshake-limit SECONDS]
+                      [--socket-mode MODE] [--socket-group GROUP]
 
 Runs the umirror daemon in the foreground. It holds named devices (umirror create/load/suspend/resume/
-remove/status/table/info/ls/wait/message talk to it) and serves each one over NBD on request
-(umirror create NAME --table ... --nbd ADDR).
+remove/status/table/info/ls/wait/message talk to it) and serves them over NBD: every device on the
+shared --nbd listener, and one device on a listener of its own with umirror create NAME --nbd ADDR.
 
-  --socket PATH        control socket (default $UMIRROR_SOCKET, else a per-user runtime path, in a
-                       folder made 0700). The socket is 0600: only this user may control the daemon.
+  --socket PATH        control socket (default $UMIRROR_SOCKET, else /run/umirror/control.sock for
+                       root, else a per-user runtime path; the default folder is made 0700). The socket
+                       is 0600: only this user may control the daemon.
   --socket-mode MODE   the control socket's permissions instead (octal; 0660 with --socket-group)
   --socket-group GROUP the control socket's group: its members may then control every device
+  --nbd ADDR           one NBD listener for every device: each is an export named after it (NBD_OPT_LIST
+                       lists them; nbdinfo --list), devices created later included; a removed
+                       device's export disappears
   --metrics HOST:PORT  serve Prometheus metrics on http://HOST:PORT/metrics
+  --pidfile PATH       write the daemon's pid there once it answers, remove it on exit; refuse to start
+                       while it names a running umirror
   --log-level LEVEL    pino level: trace, debug, info (default), warn, error
   --direct-io          open path devices with O_DIRECT (no page cache; any alignment, via bounce buffers)
   --handshake-limit S  drop an NBD client that has not finished the handshake within S seconds
                        (default 10, as qemu-nbd; 0: no limit)
 
-Logs are JSON lines (pino) on stderr. SIGTERM or Ctrl-C suspends every device (every dirty log is
-flushed clean) and exits.`;
+Logs are JSON lines (pino) on stderr. SIGTERM, Ctrl-C or a closed terminal (SIGHUP) suspends every
+device (every dirty log is flushed clean) and exits 0. Under systemd (Type=notify, $NOTIFY_SOCKET) it
+reports READY=1 once every listener answers (contrib/systemd/umirror.service).`;
 
 const logLevels: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
@@ -52,6 +65,8 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     options: {
       socket: { type: 'string' },
       metrics: { type: 'string' },
+      nbd: { type: 'string' },
+      pidfile: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       'direct-io': { type: 'boolean', default: false },
       'handshake-limit': { type: 'string' },
@@ -73,7 +88,11 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   const socketPath = socketPathOption(values.socket === undefined ? 'the default control socket' : '--socket', values.socket ?? defaultSocketPath());
   const handshakeLimit = values['handshake-limit'];
   const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
-  const log = pino({ level, base: { pid: process.pid } }, destination({ dest: 2, sync: true }));
+  const nbdAddress = values.nbd === undefined ? undefined : parseNbdAddress(values.nbd);
+  const pidfile = values.pidfile === undefined ? undefined : await Pidfile.check(values.pidfile);
+  const logDestination = destination({ dest: 2, sync: true });
+  logDestination.on('error', ignoreClosedOutput);
+  const log = pino({ level, base: { pid: process.pid } }, logDestination);
   const access = checkNbdServeOptions({
     ...(values['socket-mode'] !== undefined && { socketMode: values['socket-mode'] }),
     ...(values['socket-group'] !== undefined && { socketGroup: values['socket-group'] }),
@@ -109,20 +128,45 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
       return listenFailed('metrics', err);
     }
   }
+  let nbd: NbdListener | undefined;
+  if (nbdAddress !== undefined) {
+    try {
+      nbd = await registry.listenShared(nbdAddress);
+    } catch (err) {
+      await control.close();
+      await metrics?.close();
+      return listenFailed('nbd', err);
+    }
+  }
   control.start();
   metrics?.start();
+  nbd?.start();
   sampler.start();
-  log.info({ socket: socketPath, metrics: metrics === undefined ? undefined : `http://${metrics.address.host}:${metrics.address.port}/metrics` }, 'umirror daemon ready');
+  const stopSignal = waitForStopSignal();
+  const stop = async (): Promise<void> => {
+    sampler.stop();
+    await control.close();
+    await metrics?.close();
+    await registry.shutdown();
+    await pidfile?.remove();
+  };
+  try {
+    await pidfile?.write();
+  } catch (err) {
+    rethrowProgrammerError(err);
+    const code = typeof err === 'object' && err !== null && 'code' in err ? err.code : undefined;
+    log.fatal({ code }, `pidfile: ${err instanceof Error ? err.message : String(err)}`);
+    await stop();
+    return 1;
+  }
+  const metricsUrl = metrics === undefined ? undefined : `http://${metrics.address.host}:${metrics.address.port}/metrics`;
+  log.info({ socket: socketPath, nbd: nbd?.uri, metrics: metricsUrl, pidfile: pidfile?.path }, 'umirror daemon ready');
+  await notifyReady({ status: `serving ${socketPath}${nbd === undefined ? '' : ` and ${nbd.uri}`}`, log: (message) => log.error({}, message) });
 
-  const signal = await new Promise<string>((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-  });
+  const signal = await stopSignal;
   log.info({ signal }, 'stopping: suspending every device');
-  sampler.stop();
-  await control.close();
-  await metrics?.close();
-  await registry.shutdown();
+  await stop();
   log.info('umirror daemon stopped; every device suspended');
+  if (signal === 'SIGHUP') closeHungUpTerminal();
   return 0;
 }

@@ -7,7 +7,7 @@ export type DmVerb = (typeof DM_VERBS)[number];
 const socketLine = '  --socket PATH   the daemon\'s control socket (default $UMIRROR_SOCKET, else a per-user runtime path)';
 
 export const dmVerbHelp: Record<DmVerb, string> = {
-  create: `Usage: umirror create NAME --table TABLE [--nbd HOST:PORT|unix:PATH] [--socket PATH]
+  create: `Usage: umirror create NAME --table TABLE [--nbd HOST:PORT|unix:PATH] [--readonly] [--socket PATH]
                       [--tls off|on|require] [--tls-psk FILE | --tls-certificates DIR [--tls-verify-peer]]
                       [--max-connections N] [--socket-mode MODE] [--socket-group GROUP]
 
@@ -15,7 +15,10 @@ Creates device NAME in the daemon, loads TABLE and resumes it (dmsetup create). 
 table is read from stdin. TABLE is kernel syntax, one target per line (mirror, linear, zero, error);
 a device may be a path or the name of another device in the same daemon (stacking).
   --nbd ADDR      serve NAME over NBD on ADDR (export name NAME; the only export there, so the
-                  default export name works too); prints the NBD URI
+                  default export name works too); prints the NBD URI. With a daemon started
+                  with --nbd, NAME is also an export of that shared listener (its URI is printed
+                  when there is no --nbd)
+  --readonly      NBD clients may only read (qemu-nbd -r): writes, trims and zeroes fail with EPERM
   NBD security (as umirror serve; docs/security.md): --tls off|on|require (default: require with a
   key, else off), --tls-psk FILE (mode 600), --tls-certificates DIR, --tls-verify-peer,
   --max-connections N (1..64, default 16), and for a unix: socket --socket-mode MODE (default 0600)

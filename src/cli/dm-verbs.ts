@@ -32,7 +32,7 @@ interface Parsed {
 
 /** Options each verb accepts besides --socket, --help (and --json on reads). */
 const verbOptions: Record<DmVerb, readonly string[]> = {
-  create: ['table', 'nbd', 'tls', 'tls-psk', 'tls-certificates', 'tls-verify-peer', 'max-connections', 'socket-mode', 'socket-group'],
+  create: ['table', 'nbd', 'readonly', 'tls', 'tls-psk', 'tls-certificates', 'tls-verify-peer', 'max-connections', 'socket-mode', 'socket-group'],
   load: ['table'],
   clear: [],
   suspend: ['noflush'],
@@ -114,6 +114,7 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
     'max-connections': { type: 'string' },
     'socket-mode': { type: 'string' },
     'socket-group': { type: 'string' },
+    readonly: { type: 'boolean' },
     noflush: { type: 'boolean' },
     inactive: { type: 'boolean' },
     watch: { type: 'boolean' },
@@ -171,7 +172,14 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
       const table = await tableText(parsed);
       const nbd = parsed.values['nbd'];
       const nbdOptions = createNbdOptions(parsed);
-      const result = await call({ verb, name, table, ...(typeof nbd === 'string' ? { nbd } : {}), ...(nbdOptions !== undefined && { nbdOptions }) });
+      const result = await call({
+        verb,
+        name,
+        table,
+        ...(typeof nbd === 'string' ? { nbd } : {}),
+        ...(nbdOptions !== undefined && { nbdOptions }),
+        readOnly: flag('readonly'),
+      });
       const uri = isRecord(result) && typeof result['uri'] === 'string' ? result['uri'] : undefined;
       if (uri !== undefined) console.log(uri);
       return 0;

@@ -6,9 +6,10 @@
  * builds `0 <len> mirror disk 2 <log> <region> N <leg> 0 ... 1 handle_errors`. It prints the NBD URI, the
  * table and live status (a progress bar while resyncing). The NBD listener is bound first (a busy
  * address: one line, exit status 1, nothing created or resumed) and answers once the device is resumed;
- * a socket file left by a killed serve is replaced. SIGINT/SIGTERM close the NBD listener (requests in
- * flight finish), suspend the device (the log is flushed) and remove it, and say what the next start
- * must resync (stop-summary.ts): nothing after a clean stop.
+ * a socket file left by a killed serve is replaced. Once it answers it writes --pidfile and tells a
+ * service manager (READY=1, service-notify.ts). SIGINT/SIGTERM/SIGHUP close the NBD listener (requests in
+ * flight finish), suspend the device (the log is flushed) and remove it, say what the next start must
+ * resync (stop-summary.ts): nothing after a clean stop; then the pidfile is removed.
  *
  * Security options (docs/security.md): --tls/--tls-psk/--tls-certificates/--tls-verify-peer (nbdkit's),
  * --max-connections, --socket-mode/--socket-group; key files are read before the listener is bound,
@@ -52,11 +53,15 @@ import {
   sizeOption,
 } from './option-values.js';
 import { syncSuffix, tableErrorLines } from './output.js';
+import { Pidfile } from './pidfile.js';
+import { notifyReady } from './service-notify.js';
+import { closeHungUpTerminal, ignoreClosedOutput, type StopSignal, waitForStopSignal } from './stop-signal.js';
 import { heldWritesBySegment, mirrorStopStates, stopSummary } from './stop-summary.js';
 
 export const serveHelp = `Usage: umirror serve [--data DIR] [--size SIZE] [--legs N] [--log disk|core]
                     [--region-size SECTORS] [--table TABLE] [--nbd HOST:PORT|unix:PATH] [--name NAME]
-                    [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--handshake-limit S] [--quiet]
+                    [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--handshake-limit S]
+                    [--readonly] [--pidfile PATH] [--quiet]
                     [--tls off|on|require] [--tls-psk FILE | --tls-certificates DIR [--tls-verify-peer]]
                     [--max-connections N] [--socket-mode MODE] [--socket-group GROUP]
 
@@ -80,6 +85,9 @@ With --table, serves any kernel-syntax table (mirror, linear, zero, error lines;
                           either way; a crash resyncs at most the regions written in the last MS.
   --handshake-limit S     drop an NBD client that has not finished the handshake within S seconds
                           (default ${handshakeTimeoutMsDefault / 1000}, as qemu-nbd; 0: no limit)
+  --readonly              NBD clients may only read (qemu-nbd -r): writes, trims and zeroes fail with EPERM
+  --pidfile PATH          write serve's pid there once it answers, remove it on exit; refuse to start
+                          while it names a running umirror
   --quiet                 print the URI and table only, no live status
 
 Security (see docs/security.md):
@@ -92,8 +100,10 @@ Security (see docs/security.md):
   --socket-mode MODE      a unix: socket's permissions, octal (default 0600: only this user)
   --socket-group GROUP    a unix: socket's group (e.g. the one qemu runs in; mode 0660 unless given)
 
-Ctrl-C suspends the device (the disk log is flushed) and says what the next start must resync: nothing
-after a clean stop ("the log is clean"), else the regions a failed leg or a held write left dirty.`;
+Ctrl-C, SIGTERM or a closed terminal (SIGHUP) suspends the device (the disk log is flushed) and says
+what the next start must resync: nothing after a clean stop ("the log is clean"), else the regions a
+failed leg or a held write left dirty. Under systemd (Type=notify) it reports READY=1 once it answers
+(contrib/systemd/umirror-serve@.service).`;
 
 export async function serveCommand(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
@@ -113,6 +123,8 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       // (an fdatasync of every leg), then a mark again (measured: 4k random writes 3x faster).
       'lazy-clean': { type: 'string', default: String(serveLazyCleanMsDefault) },
       'handshake-limit': { type: 'string' },
+      readonly: { type: 'boolean', default: false },
+      pidfile: { type: 'string' },
       quiet: { type: 'boolean', default: false },
       tls: { type: 'string' },
       'tls-psk': { type: 'string' },
@@ -162,6 +174,10 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     console.error(`umirror serve: ${err.message}`);
     return 1;
   }
+  const pidfile = values.pidfile === undefined ? undefined : await Pidfile.check(values.pidfile);
+  // A terminal closed under us (SIGHUP) fails every later write with EIO: serve still stops cleanly.
+  process.stdout.on('error', ignoreClosedOutput);
+  process.stderr.on('error', ignoreClosedOutput);
   const device = new MappedDevice({
     name,
     buildTarget: targetBuilder({
@@ -175,8 +191,9 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   });
   // Bind first, answer last: a busy address stops serve before any image is created or the device
   // resumed, and no client reaches the device before it is resumed (the listener holds them).
+  const nbdExport = { ...mirrorExport({ name, device }), readOnly: values.readonly };
   const server = new NbdServer({
-    exports: [mirrorExport({ name, device })],
+    exports: [nbdExport],
     ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
     ...(settings.tls !== undefined && { tls: settings.tls }),
     ...(settings.connectionsPerExportMax !== undefined && { connectionsPerExportMax: settings.connectionsPerExportMax }),
@@ -245,11 +262,20 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
         console.log(`status: ${status.trimEnd()}${syncSuffix(mirrors)}`);
       }, 1000);
 
-  await new Promise<void>((resolve) => {
-    const stop = (): void => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
+  const stopSignal = waitForStopSignal();
+  let exitCode = 0;
+  try {
+    await pidfile?.write();
+  } catch (err) {
+    rethrowProgrammerError(err);
+    console.error(`umirror serve: pidfile: ${err instanceof Error ? err.message : String(err)}`);
+    exitCode = 1;
+  }
+  let signal: StopSignal | undefined;
+  if (exitCode === 0) {
+    await notifyReady({ status: `serving ${name} at ${listener.uri}`, log: (message) => console.error(`umirror serve: ${message}`) });
+    signal = await stopSignal;
+  }
   if (ticker !== undefined) clearInterval(ticker);
   console.log('stopping: closing NBD connections, suspending the device');
   // Drain the connections while suspending, not before: a write held by handle_errors completes only when
@@ -262,5 +288,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   await device.remove();
   await drained;
   console.log(summary);
-  return 0;
+  await pidfile?.remove();
+  if (signal === 'SIGHUP') closeHungUpTerminal();
+  return exitCode;
 }

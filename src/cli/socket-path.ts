@@ -1,16 +1,42 @@
 /**
- * Where the daemon's control socket lives: `--socket PATH`, else $UMIRROR_SOCKET, else a per-user
- * runtime path: $XDG_RUNTIME_DIR/umirror/control.sock, or <tmpdir>/umirror-<uid>/control.sock.
+ * Where the daemon's control socket lives: `--socket PATH`, else $UMIRROR_SOCKET, else a runtime path:
+ * for root /run/umirror/control.sock when /run is writable (the folder contrib/systemd/umirror.service
+ * makes with RuntimeDirectory=umirror; root's $XDG_RUNTIME_DIR is ignored so a login shell and the
+ * service agree), else $XDG_RUNTIME_DIR/umirror/control.sock; else
+ * <tmpdir>/umirror-<uid>/control.sock.
  */
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 
-export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
+export const systemRuntimeDir = '/run';
+
+/** What the default depends on besides the environment (tests pass their own). */
+export interface SocketPathSystem {
+  readonly uid: number;
+  /** True when `path` is a folder this process may create entries in. */
+  readonly writable: (path: string) => boolean;
+}
+
+const thisSystem: SocketPathSystem = {
+  uid: userInfo().uid,
+  writable: (path) => {
+    try {
+      accessSync(path, fsConstants.W_OK | fsConstants.X_OK);
+      return true;
+    } catch {
+      return false; // Missing or read-only: the next candidate is used.
+    }
+  },
+};
+
+export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env, system: SocketPathSystem = thisSystem): string {
   const fromEnv = env['UMIRROR_SOCKET'];
   if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  if (system.uid === 0 && system.writable(systemRuntimeDir)) return join(systemRuntimeDir, 'umirror', 'control.sock');
   const runtime = env['XDG_RUNTIME_DIR'];
   if (runtime !== undefined && runtime !== '') return join(runtime, 'umirror', 'control.sock');
-  return join(tmpdir(), `umirror-${userInfo().uid}`, 'control.sock');
+  return join(tmpdir(), `umirror-${system.uid}`, 'control.sock');
 }
 
 /**

@@ -55,6 +55,7 @@ export type ControlRequest =
       readonly table: string;
       readonly nbd?: string;
       readonly nbdOptions?: CreateNbdOptions;
+      readonly readOnly: boolean;
     }
   | { readonly id: RequestId; readonly verb: 'load'; readonly name: string; readonly table: string }
   | { readonly id: RequestId; readonly verb: 'clear' | 'resume' | 'remove' | 'info'; readonly name: string }
@@ -212,7 +213,15 @@ export function parseRequestValue(value: unknown): ControlRequest {
     case 'create': {
       const nbd = fields.optionalString('nbd');
       const nbdOptions = fields.createNbdOptions();
-      return { id, verb, name: fields.name(), table: fields.string('table'), ...(nbd === undefined ? {} : { nbd }), ...(nbdOptions !== undefined && { nbdOptions }) };
+      return {
+        id,
+        verb,
+        name: fields.name(),
+        table: fields.string('table'),
+        ...(nbd === undefined ? {} : { nbd }),
+        ...(nbdOptions !== undefined && { nbdOptions }),
+        readOnly: fields.flag('readOnly'),
+      };
     }
     case 'load':
       return { id, verb, name: fields.name(), table: fields.string('table') };

@@ -1,7 +1,8 @@
 /**
  * DeviceRegistry: the daemon's named devices (dm core's name -> mapped_device table, with dm-ioctl's
  * verbs). Each entry is a MappedDevice, the names of other entries its tables hold open (stacking), and
- * an optional NBD server of its own. The control server calls one method per verb; every failure is a
+ * an optional NBD server of its own. With a shared NBD listener (`daemon --nbd`, listenShared()) every
+ * ready entry is also an export named after it there, and disappears from it when removed. The control server calls one method per verb; every failure is a
  * ControlError (KernelControlError when the kernel would have logged lines), and a failed verb changes
  * nothing.
  *
@@ -24,6 +25,7 @@ import { ControlError, ListenError, TableError, TlsKeyError, type ControlErrno }
 import { rethrowProgrammerError } from '../fail-fast.js';
 import { deviceCloseWaitMs, devicesMaxDefault, sectorBytes } from '../limits.js';
 import { MirrorSet, type KernelLogLevel } from '../mirror/mirror-set.js';
+import type { ExportResolver, NbdExport } from '../nbd/nbd-export.js';
 import { NbdServer, type ListenAddress, type NbdListener } from '../nbd/server.js';
 import { MappedDevice, type MappedDeviceInfo } from '../target/mapped-device.js';
 import { kernelTableLogLines } from '../target/table-lines.js';
@@ -57,7 +59,6 @@ export interface RegistryOptions {
 export interface DeviceNbd {
   readonly server: NbdServer;
   readonly listener: NbdListener;
-  readonly metered: MeteredDevice;
 }
 
 export interface RegistryEntry {
@@ -65,6 +66,10 @@ export interface RegistryEntry {
   readonly md: MappedDevice;
   /** Entries this entry's tables hold open, with how many handles each. */
   readonly holds: Map<string, number>;
+  /** What NBD clients reach, on the entry's own listener and on the shared one: one object, metered. */
+  readonly nbdExport: NbdExport;
+  readonly metered: MeteredDevice;
+  /** The entry's own listener (`create --nbd`). */
   nbd: DeviceNbd | undefined;
   ready: boolean;
 }
@@ -73,6 +78,7 @@ export interface DeviceInfo extends MappedDeviceInfo {
   /** Stacked openers plus NBD clients (connections past the handshake whose client is still there). */
   readonly openCount: number;
   readonly nbdConnections: number;
+  /** The device's own listener's URI, else its export's on the shared listener. */
   readonly nbdUri?: string;
 }
 
@@ -103,6 +109,15 @@ export class DeviceRegistry {
   readonly #entries = new Map<string, RegistryEntry>();
   readonly #log: RegistryLog;
   readonly #options: RegistryOptions;
+  #shared: DeviceNbd | undefined;
+  /** The shared listener's exports: ready entries only, so nothing reaches a device not resumed yet. */
+  readonly #sharedExports: ExportResolver = {
+    list: () => this.entries().map((entry) => entry.nbdExport),
+    get: (name) => {
+      const entry = this.#entries.get(name);
+      return entry?.ready === true ? entry.nbdExport : undefined;
+    },
+  };
 
   constructor(options: RegistryOptions) {
     this.#options = options;
@@ -115,10 +130,28 @@ export class DeviceRegistry {
   }
 
   /**
-   * `dmsetup create NAME --table T` (+ our --nbd and its security options): create, load, resume; all
-   * or nothing. Key files are read first: a bad one fails the verb (EINVAL) before anything is opened.
+   * Binds the shared NBD listener (`daemon --nbd`): every ready device is an export named after it
+   * (NBD_OPT_LIST lists them), devices created later included. Connections are held until the caller
+   * starts the listener. @throws ListenError (nothing is left bound).
    */
-  async create(options: { name: string; table: string; nbd?: string; nbdOptions?: CreateNbdOptions }): Promise<{ uri?: string }> {
+  async listenShared(address: ListenAddress): Promise<NbdListener> {
+    assert(this.#shared === undefined, 'one shared listener');
+    const server = new NbdServer({
+      exports: this.#sharedExports,
+      log: (message) => this.#log.warn({}, message),
+      ...(this.#options.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: this.#options.handshakeTimeoutMs }),
+    });
+    const listener = await server.listen(address, { start: false });
+    this.#shared = { server, listener };
+    return listener;
+  }
+
+  /**
+   * `dmsetup create NAME --table T` (+ our --nbd with its security options, --readonly): create, load,
+   * resume; all or nothing. Key files are read first: a bad one fails the verb (EINVAL) before anything
+   * is opened.
+   */
+  async create(options: { name: string; table: string; nbd?: string; nbdOptions?: CreateNbdOptions; readOnly?: boolean }): Promise<{ uri?: string }> {
     checkDeviceName(options.name);
     if (this.#entries.has(options.name)) throw new ControlError('EEXIST', `Device ${options.name} already exists`);
     if (this.#entries.size >= (this.#options.devicesMax ?? devicesMaxDefault)) {
@@ -127,7 +160,10 @@ export class DeviceRegistry {
     const address = options.nbd === undefined ? undefined : this.#parseAddress(options.nbd);
     if (address === undefined && options.nbdOptions !== undefined) throw new ControlError('EINVAL', `Cannot create ${options.name}: NBD options need --nbd`);
     const settings = address === undefined ? {} : await this.#nbdSettings(options.name, address, options.nbdOptions ?? {});
-    const entry: RegistryEntry = { name: options.name, md: this.#newDevice(options.name), holds: new Map(), nbd: undefined, ready: false };
+    const md = this.#newDevice(options.name);
+    const metered = new MeteredDevice(md);
+    const nbdExport: NbdExport = { ...mirrorExport({ name: options.name, device: md }), device: metered.device, readOnly: options.readOnly === true };
+    const entry: RegistryEntry = { name: options.name, md, holds: new Map(), nbdExport, metered, nbd: undefined, ready: false };
     this.#entries.set(options.name, entry);
     // The NBD listener is bound before the resume and answers only after it: a busy address fails the
     // verb with the device never resumed, and no client reaches a device that is not resumed yet.
@@ -149,8 +185,9 @@ export class DeviceRegistry {
     nbd?.listener.start();
     entry.ready = true;
     entry.md.onEvent((eventNr) => this.#log.info({ device: entry.name, eventNr, status: entry.md.status().trimEnd() }, 'device event'));
-    this.#log.info({ device: entry.name, table: entry.md.table().trimEnd(), nbd: entry.nbd?.listener.uri }, 'device created');
-    return entry.nbd === undefined ? {} : { uri: entry.nbd.listener.uri };
+    const uri = this.#uri(entry);
+    this.#log.info({ device: entry.name, table: entry.md.table().trimEnd(), nbd: uri, readOnly: options.readOnly === true }, 'device created');
+    return uri === undefined ? {} : { uri };
   }
 
   /** `dmsetup load`: builds the inactive table. */
@@ -181,19 +218,21 @@ export class DeviceRegistry {
    * `dmsetup remove`: refused while another device stacks on it or NBD clients are connected. Sockets
    * that are not clients (a handshake in progress, a client gone while its write is held) are closed:
    * the NBD server closes while the device suspends, since a held write ends only with the suspend.
+   * On the shared listener the export disappears first (no new client reaches it), then its sockets close.
    */
   async remove(name: string): Promise<void> {
     const entry = this.#get(name);
     const stacked = entry.md.info().openCount;
-    const clients = entry.nbd?.server.clientCount ?? 0;
+    const clients = this.#nbdClients(entry);
     if (stacked > 0 || clients > 0) {
       throw new ControlError('EBUSY', `Cannot remove ${name}: device is open (${stacked} stacked, ${clients} NBD clients)`);
     }
     entry.ready = false;
     try {
       const serverClosed = entry.nbd?.server.close({ graceful: true });
+      const sharedClosed = this.#shared?.server.disconnect(entry.nbdExport, { graceful: true });
       entry.nbd = undefined;
-      await Promise.all([entry.md.remove(), serverClosed]);
+      await Promise.all([entry.md.remove(), serverClosed, sharedClosed]);
     } catch (err) {
       entry.ready = !entry.md.closed;
       if (!entry.ready) this.#entries.delete(name);
@@ -260,6 +299,7 @@ export class DeviceRegistry {
   async shutdown(): Promise<void> {
     for (const entry of this.#entries.values()) entry.ready = false;
     const servers = [...this.#entries.values()].map((entry) => entry.nbd?.server.close({ graceful: true }));
+    servers.push(this.#shared?.server.close({ graceful: true }));
     while (this.#entries.size > 0) {
       const free = [...this.#entries.values()].filter((entry) => entry.md.info().openCount === 0);
       // A cycle cannot exist (opens that would make one are refused), so some device is always free.
@@ -288,15 +328,34 @@ export class DeviceRegistry {
     return entry;
   }
 
+  /**
+   * NBD sockets reaching the device: all of its own listener's (a handshake included) and those of the
+   * shared listener that chose its export. Undefined when no listener serves it.
+   */
+  nbdSocketCount(entry: RegistryEntry): number | undefined {
+    if (entry.nbd === undefined && this.#shared === undefined) return undefined;
+    return (entry.nbd?.server.connectionCount ?? 0) + (this.#shared?.server.connectionCountOf(entry.nbdExport) ?? 0);
+  }
+
   #info(entry: RegistryEntry): DeviceInfo {
     const info = entry.md.info();
-    const nbdConnections = entry.nbd?.server.clientCount ?? 0;
+    const nbdConnections = this.#nbdClients(entry);
+    const nbdUri = this.#uri(entry);
     return {
       ...info,
       openCount: info.openCount + nbdConnections,
       nbdConnections,
-      ...(entry.nbd === undefined ? {} : { nbdUri: entry.nbd.listener.uri }),
+      ...(nbdUri === undefined ? {} : { nbdUri }),
     };
+  }
+
+  /** NBD clients holding the device open, on its own listener and on the shared one. */
+  #nbdClients(entry: RegistryEntry): number {
+    return (entry.nbd?.server.clientCount ?? 0) + (this.#shared?.server.clientCountOf(entry.nbdExport) ?? 0);
+  }
+
+  #uri(entry: RegistryEntry): string | undefined {
+    return entry.nbd?.listener.uri ?? this.#shared?.listener.uriFor(entry.name);
   }
 
   #parseAddress(text: string): ListenAddress {
@@ -327,9 +386,8 @@ export class DeviceRegistry {
 
   /** Binds the device's NBD listener, holding connections until `listener.start()`. */
   async #bind(entry: RegistryEntry, address: ListenAddress, settings: NbdServeSettings): Promise<DeviceNbd> {
-    const metered = new MeteredDevice(entry.md);
     const server = new NbdServer({
-      exports: [{ ...mirrorExport({ name: entry.name, device: entry.md }), device: metered.device }],
+      exports: [entry.nbdExport],
       log: (message) => this.#log.warn({ device: entry.name }, message),
       ...(this.#options.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: this.#options.handshakeTimeoutMs }),
       ...(settings.tls !== undefined && { tls: settings.tls }),
@@ -337,7 +395,7 @@ export class DeviceRegistry {
     });
     try {
       const listener = await server.listen(address, { start: false, ...(settings.socket !== undefined && { socket: settings.socket }) });
-      return { server, listener, metered };
+      return { server, listener };
     } catch (err) {
       rethrowProgrammerError(err);
       await server.close();

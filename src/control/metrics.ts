@@ -107,11 +107,11 @@ export function renderMetrics(registry: DeviceRegistry, sampler: ResyncRateSampl
       const mirror = segment.target;
       if (mirror instanceof MirrorSet) addMirror(out, { labels: { ...device, segment: String(segment.line.startSectors) }, mirror, sampler });
     }
-    const nbd = entry.nbd;
-    out.add({ name: 'umirror_nbd_connections', help: 'Open NBD client connections.', type: 'gauge', labels: device, value: nbd?.server.connectionCount ?? 0 });
-    if (nbd === undefined) continue;
+    const nbdSockets = registry.nbdSocketCount(entry);
+    out.add({ name: 'umirror_nbd_connections', help: 'Open NBD client connections.', type: 'gauge', labels: device, value: nbdSockets ?? 0 });
+    if (nbdSockets === undefined) continue;
     for (const op of REQUEST_OPS) {
-      const stats = nbd.metered.stats[op];
+      const stats = entry.metered.stats[op];
       const labels = { ...device, op };
       out.add({ name: 'umirror_nbd_requests_total', help: 'NBD requests served.', type: 'counter', labels, value: stats.requestsTotal });
       out.add({ name: 'umirror_nbd_request_errors_total', help: 'NBD requests answered with an error.', type: 'counter', labels, value: stats.errorsTotal });

@@ -109,6 +109,30 @@ export class NbdServer {
     return count;
   }
 
+  /** Connections (in transmission or draining) that negotiated `nbdExport`. */
+  connectionCountOf(nbdExport: NbdExport): number {
+    let count = 0;
+    for (const connection of this.#connections()) if (connection.nbdExport === nbdExport) count++;
+    return count;
+  }
+
+  /** Clients (see clientCount) of one export: a server with many exports counts them per export. */
+  clientCountOf(nbdExport: NbdExport): number {
+    let count = 0;
+    for (const connection of this.#connections()) if (connection.nbdExport === nbdExport && connection.isClient) count++;
+    return count;
+  }
+
+  /**
+   * Shuts down every connection that negotiated `nbdExport`, on every listener (its device goes away;
+   * the resolver must no longer name it, so no new connection reaches it). Graceful: as close().
+   */
+  disconnect(nbdExport: NbdExport, options: { graceful?: boolean } = {}): Promise<void> {
+    const graceful = options.graceful ?? true;
+    const closing = [...this.#connections()].filter((c) => c.nbdExport === nbdExport).map((c) => c.shutdown({ graceful }));
+    return Promise.all(closing).then(() => undefined);
+  }
+
   /**
    * Binds a listener. With `start: false` its connections are held, unanswered, until `listener.start()`
    * (bind before the device resumes, answer after). @throws ListenError; nothing is left bound then.
@@ -172,6 +196,10 @@ export class NbdServer {
     if (count < this.#connectionsPerExportMax) return undefined;
     this.#log(`nbd: refusing a client of export "${nbdExport.name}": it has ${count} connections (--max-connections ${this.#connectionsPerExportMax})`);
     return `export "${nbdExport.name}" has the most connections allowed (${this.#connectionsPerExportMax}); try again later`;
+  }
+
+  *#connections(): Generator<NbdConnection> {
+    for (const listener of this.#listeners) yield* listener.connections;
   }
 
   #defaultName(): string {

@@ -70,7 +70,8 @@ test('LineDecoder strips a CR before the newline', () => {
 
 test('parseRequest accepts every verb with its fields and round-trips through encodeLine', () => {
   const requests: ControlRequest[] = [
-    { id: 1, verb: 'create', name: 'm', table: '0 8 zero', nbd: 'unix:/tmp/s' },
+    { id: 1, verb: 'create', name: 'm', table: '0 8 zero', nbd: 'unix:/tmp/s', readOnly: false },
+    { id: 'r', verb: 'create', name: 'r', table: '0 8 zero', readOnly: true },
     { id: 'a', verb: 'load', name: 'm', table: '0 8 zero' },
     { id: 2, verb: 'suspend', name: 'm', noflush: true },
     { id: 3, verb: 'resume', name: 'm' },
