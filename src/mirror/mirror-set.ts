@@ -258,17 +258,19 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   }
 
   /**
-   * Resolves once nothing happens in the set: no worker pass runs or is wanted, no leg I/O the worker
-   * issued is in flight, no recovery is in flight and no raised event waits to reach dm core. Held
+   * Resolves once nothing happens in the set: no worker pass runs or is wanted, no leg I/O the set
+   * issued is in flight, no recovery is in flight and no raised event waits to reach dm core; then one
+   * more turn of the event loop, so the requests completed meanwhile have reached their callers. Held
    * writes do not count. While the set resyncs this waits for the resync (or a suspend) to end.
    */
   async idle(): Promise<void> {
-    while (this.#worker.busy || this.#reads.inFlight > 0 || this.#rh.recoveryInFlight > 0 || this.#events.pending) {
+    do {
       await this.#worker.quiet();
       await this.#reads.quiet();
       await this.#recovery.drained();
       await this.#events.flushed();
-    }
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    } while (this.#worker.busy || this.#reads.inFlight > 0 || this.#rh.recoveryInFlight > 0 || this.#events.pending);
   }
 
   /** What the status formatters need, taken now (mirror-status.ts). */
