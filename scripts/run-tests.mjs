@@ -31,7 +31,7 @@ if (files.length === 0) {
   process.exit(1);
 }
 // The oracle tests boot a VM that keeps a core busy for a minute: they run after the rest, alone, so
-// they do not slow down timing-sensitive tests.
+// the rest does not wait for a core.
 const isOracle = (path) => path.startsWith(join(root, 'oracle'));
 const phases = [files.filter((f) => !isOracle(f)), files.filter(isOracle)].filter((list) => list.length > 0);
 let status = 0;

@@ -90,17 +90,20 @@ export const nbdClientPskIdentityBytesMax = 128;
 /** NBD client TLS: the longest pre-shared key (OpenSSL 1.1's PSK_MAX_PSK_LEN); psktool makes 32 bytes. */
 export const nbdClientPskKeyBytesMax = 256;
 
-/** Legs in one mirror set: the kernel's DM_KCOPYD_MAX_REGIONS + 1. */
+/** Legs in one mirror set: at least two (dm-raid1's "Invalid number of mirrors")... */
+export const legsMin = 2;
+/** ...and at most the kernel's DM_KCOPYD_MAX_REGIONS + 1. */
 export const legsMax = 9;
 /** Targets of one copier job: kcopyd's DM_KCOPYD_MAX_REGIONS. */
 export const copierTargetsMax = 8;
 /** Bytes of one copier sub-job (kcopyd splits jobs into 128 KiB pieces by default; we use larger). */
 export const copierChunkBytes = 1024 * 1024;
-/** Copier sub-jobs in flight per job. */
+/** Copier sub-jobs in flight per job, unless the Copier is told otherwise. */
 export const copierInFlightMax = 4;
-
-/** Legs in one mirror set at least: a mirror of one leg is no mirror ("Invalid number of mirrors"). */
-export const legsMin = 2;
+/** The largest in-flight window a Copier accepts (its `inFlightMax` option). */
+export const copierInFlightCeiling = 1024;
+/** Longest single sleep of a throttled copier chunk; a rate change wakes sleepers sooner anyway. */
+export const copierThrottleSleepMsMax = 1000;
 
 /**
  * The setting `recoveryParallel` (`--recovery-parallel`): regions recovered at once. dm-raid1 uses 1
@@ -109,6 +112,10 @@ export const legsMin = 2;
 export const recoveryParallelMin = 1;
 export const recoveryParallelDefault = 4;
 export const recoveryParallelMax = 64;
+/** Client I/O within this window makes recovery run at the busy rate (MirrorSet's rate controller). */
+export const recoveryBusyWindowMs = 100;
+/** The recovery rate while clients are busy, unless the mirror set is told otherwise. */
+export const recoveryBusyBytesPerSecondDefault = 64 * 1024 * 1024;
 
 /**
  * Region size bounds in sectors: dm-log requires >= 2 and a power of two, and reads the size as an
@@ -246,6 +253,13 @@ assert(copierTargetsMax === legsMax - 1, 'a recovery copies the default leg to e
 assert(copierChunkBytes % sectorBytes === 0 && isPowerOfTwo(copierChunkBytes));
 assert(legsMin >= 2 && legsMin <= legsMax);
 assert(recoveryParallelMin >= 1 && recoveryParallelMin <= recoveryParallelDefault && recoveryParallelDefault <= recoveryParallelMax);
+assert(legsMin === 2 && legsMin <= legsMax, 'a mirror set has 2..legsMax legs');
+assert(readRetriesMax >= legsMax, 'a read may try every leg once');
+assert(copierInFlightMax >= 1 && copierInFlightMax <= copierInFlightCeiling);
+assert(copierChunkBytes <= requestBytesMax, 'a copier chunk is one leg request, which a remote leg accepts');
+assert(copierThrottleSleepMsMax > 0 && copierThrottleSleepMsMax < 2 ** 31 - 1, "a throttle sleep fits in Node's timer range");
+assert(recoveryBusyWindowMs > 0, 'a busy window is not empty');
+assert(recoveryBusyBytesPerSecondDefault >= copierChunkBytes, 'a busy recovery still copies a chunk per second');
 assert(isPowerOfTwo(regionSizeSectorsMin) && isPowerOfTwo(regionSizeSectorsMax));
 assert(isPowerOfTwo(regionSizeSectorsDefault) && regionSizeSectorsMin <= regionSizeSectorsDefault && regionSizeSectorsDefault <= regionSizeSectorsMax);
 assert(isPowerOfTwo(directAlignBytesMax) && isPowerOfTwo(directMemAlignBytesDefault) && directMemAlignBytesDefault <= directAlignBytesMax);

@@ -27,7 +27,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { assert, assertCount } from '../assert.js';
 import { BlockError, toBlockError } from '../errors.js';
 import { isProgrammerError, rethrowProgrammerError } from '../fail-fast.js';
-import { copierChunkBytes, copierInFlightMax, copierTargetsMax } from '../limits.js';
+import { copierChunkBytes, copierInFlightCeiling, copierInFlightMax, copierTargetsMax, copierThrottleSleepMsMax, sectorBytes } from '../limits.js';
 import type { BlockDevice } from '../block/block-device.js';
 
 export interface CopyEndpoint {
@@ -62,9 +62,6 @@ export interface CopierOptions {
   readonly throttle?: { readonly bytesPerSecond: number };
 }
 
-/** Longest single sleep of a throttled chunk; a rate change wakes sleepers sooner anyway. */
-const throttleSleepMaxMs = 1000;
-
 export class Copier {
   readonly chunkBytes: number;
   readonly inFlightMax: number;
@@ -78,12 +75,12 @@ export class Copier {
 
   constructor(options: CopierOptions = {}) {
     const chunkBytes = options.chunkBytes ?? copierChunkBytes;
-    if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0 || chunkBytes % 512 !== 0) {
-      throw new RangeError(`chunkBytes must be a positive multiple of 512, got ${chunkBytes}`);
+    if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0 || chunkBytes % sectorBytes !== 0) {
+      throw new RangeError(`chunkBytes must be a positive multiple of ${sectorBytes}, got ${chunkBytes}`);
     }
     const inFlightMax = options.inFlightMax ?? copierInFlightMax;
-    if (!Number.isSafeInteger(inFlightMax) || inFlightMax < 1 || inFlightMax > 1024) {
-      throw new RangeError(`inFlightMax must be 1..1024, got ${inFlightMax}`);
+    if (!Number.isSafeInteger(inFlightMax) || inFlightMax < 1 || inFlightMax > copierInFlightCeiling) {
+      throw new RangeError(`inFlightMax must be 1..${copierInFlightCeiling}, got ${inFlightMax}`);
     }
     this.chunkBytes = chunkBytes;
     this.inFlightMax = inFlightMax;
@@ -207,8 +204,13 @@ export class Copier {
       }
       const wake = this.#throttleChanged.signal;
       const stop = signal === undefined ? wake : AbortSignal.any([wake, signal]);
-      // Woken early by a rate change or abort: the loop re-plans or throws.
-      await sleep(Math.min(startMs - nowMs, throttleSleepMaxMs), undefined, { signal: stop }).catch(rethrowProgrammerError);
+      try {
+        await sleep(Math.min(startMs - nowMs, copierThrottleSleepMsMax), undefined, { signal: stop });
+      } catch (err) {
+        rethrowProgrammerError(err);
+        // Woken early by a rate change or abort: the loop re-plans, or throws the job's abort reason.
+        assert(stop.aborted, 'a throttle sleep ends early only when aborted');
+      }
     }
   }
 }

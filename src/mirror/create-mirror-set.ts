@@ -42,6 +42,8 @@ export interface CreateMirrorSetOptions {
   readonly onMessage?: (level: KernelLogLevel, message: string) => void;
   readonly raiseEvent?: () => void;
   readonly messageLimiter?: RateLimiter;
+  /** Monotonic clock in ms for the mirror set (MirrorSetOptions.now). */
+  readonly now?: () => number;
 }
 
 export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<MirrorSet> {
@@ -100,6 +102,7 @@ export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<
       ...(options.onMessage === undefined ? {} : { onMessage: options.onMessage }),
       ...(options.raiseEvent === undefined ? {} : { raiseEvent: options.raiseEvent }),
       ...(options.messageLimiter === undefined ? {} : { messageLimiter: options.messageLimiter }),
+      ...(options.now === undefined ? {} : { now: options.now }),
     });
     return mirror;
   } catch (err) {

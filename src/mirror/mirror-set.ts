@@ -1,95 +1,61 @@
 /**
- * MirrorSet: the mirror target (the kernel's dm-raid1.c). It is a BlockDevice and a Target: legs, the
- * default leg, the per-set worker, the read and write paths, failure handling, recovery, events,
- * suspend/resume and status. Bookkeeping of regions is the RegionHash's, persistence the DirtyLog's,
- * copying the Copier's; table parsing and formatting live in table.ts.
+ * MirrorSet: the mirror target (the kernel's dm-raid1.c). It is a BlockDevice and a Target, and wires
+ * the parts dm-raid1.c is made of:
  *
- * Writes, per worker pass (do_writes):
- *   region state   action
- *   CLEAN, DIRTY   inc pending (CLEAN -> DIRTY marks the log), then to every leg
- *   NOSYNC         inc pending, then to the default leg only
- *   RECOVERING     delayed until the region's recovery ends
- *   flush, trim    to every leg, not region-counted
- * The log is flushed ONCE for the whole batch, after every mark and before any data write (group
- * commit). If that flush fails and handle_errors is set, the batch's writes go to the failure list and
- * no data goes out ahead of its dirty mark.
+ *   MirrorSet (this file)  the BlockDevice entry points (mirror_map), suspend/resume, status, wiring
+ *   LegSet                 legs, the default leg, fail_mirror, choose_mirror, mirror_flush
+ *   WriteQueue             the bounded write queue and its admission (no deadlock, see write-queue.ts)
+ *   MirrorWorker           the pass in do_mirror's order, the write and failure paths
+ *   ReadPath               mirror_map for reads, do_reads, read retries
+ *   Recovery               do_recovery, the copy of one region, the throttle, ms->in_sync
+ *   MirrorEvents           listeners, dm events, kernel messages
+ *   mirror-status.ts       status, table, IMA and JSON from a snapshot
+ * Bookkeeping of regions is the RegionHash's, persistence the DirtyLog's, copying the Copier's; table
+ * parsing lives in table.ts.
  *
- * Write completion: all legs ok -> done. Some legs failed -> failLeg(write) each, then (do_failures)
- * the region is marked NOSYNC in the log, and the write is
- *   - failed with EIO when no leg is valid, or when keep_log is set and the log has failed;
- *   - held until suspend with handle_errors (and no keep_log): a noflush suspend requeues it into the
- *     next table, a plain suspend fails it with EIO;
- *   - acknowledged otherwise (the kernel's "pretend"; the data is on every valid leg).
- *
- * Reads: in-sync regions are read from a valid leg (the default leg first, as the kernel; with
- * readPolicy "balance" and handle_errors, any valid leg); out-of-sync regions only from the default leg,
- * and only while it is valid, else EIO. A failed read marks the leg R and is retried on another valid
- * in-sync leg; with no such leg the read fails with EIO. Never stale data. The messages depend on the
- * path the read took (see #readFailed).
- *
- * Recovery: regions out of sync are copied from the default leg to every other leg, up to
- * recoveryParallelMax regions at once (dm: 1). The default leg does not change while the set is out of
- * sync. Sync complete raises an event once and resets the legs' error flags.
+ * A write travels: WriteQueue.submit (the overlap gate, spans, region pieces that view the caller's
+ * buffer, admission), then the worker's pass writes the pieces to the legs (mirror-worker.ts). A read is
+ * split at region boundaries here; ReadPath sends in-sync pieces to a leg at once, the others through the
+ * pass.
  *
  * Suspend: presuspend releases held writes (requeue or EIO), stops recovery, waits until recovery I/O
  * has drained and the worker is idle; postsuspend runs a last pass (clears flushed) and suspends the
- * log. Resume resumes the log (rereads it) and restarts recovery.
+ * log. Resume resumes the log (rereads it) and restarts recovery. idle() waits until nothing happens
+ * (tests wait on it instead of sleeping).
  *
- * Where we differ from the kernel (see README "Differences from dm-raid1"):
- *   - A failed write on the default leg moves the default to a valid leg even without handle_errors
- *     (when in sync), so no read is served from a leg known to have dropped a write. Other errors move
- *     it only with handle_errors, as the kernel.
- *   - A recovery whose source read failed leaves the region out of sync even without handle_errors:
- *     nothing was copied, so calling it in sync could serve unsynchronised data later.
- *   - The default leg never changes while the set is out of sync, keep_log or not: the kernel switches
- *     under keep_log, and then serves out-of-sync regions from a leg that may not hold them.
- *   - After a failed leg flush (sticky for the table, as the kernel's flush_failure), the regions written
- *     since are NOSYNC in the region hash while the log counts them in sync: they are read from the
- *     default leg only, and the default leg no longer changes (the kernel reads them from any leg it
- *     chooses, and switches the default once the sync count is full again).
- *   - Where the kernel "pretends" a failed write succeeded (no handle_errors, or keep_log), we do so only
- *     when the default leg holds the data; otherwise the write fails with EIO.
+ * Where we differ from the kernel (README "Differences from dm-raid1"), each where it happens: the
+ * default leg moves on a write error and never while the set is out of sync or after a failed leg flush
+ * (leg-set.ts); a recovery that could not read its source leaves the region out of sync (recovery.ts); a
+ * failed write is "pretended" only when the default leg holds the data, and a failed trim resyncs its
+ * region (mirror-worker.ts); overlapping writes are ordered (overlap-gate.ts).
  */
-import { assert, unreachable } from '../assert.js';
-import type { BlockCapabilities, ReadOptions, WriteOptions, ZeroOptions } from '../block/block-device.js';
+import { assert } from '../assert.js';
+import type { BlockCapabilities, BlockDevice, ReadOptions, WriteOptions, ZeroOptions } from '../block/block-device.js';
 import { BlockDeviceBase } from '../block/block-device-base.js';
 import { Copier } from '../copy/copier.js';
 import type { DirtyLog } from '../dirty-log/dirty-log.js';
-import { BlockError } from '../errors.js';
-import { detach, failFast, rethrowProgrammerError, settleOperating } from '../fail-fast.js';
-import {
-  legsMax,
-  readRetriesMax,
-  recoveryParallelDefault,
-  requestBytesMax,
-  sectorBytes,
-  spanPiecesMax,
-  writeQueueMax,
-} from '../limits.js';
-import { RegionHash, type Region } from '../region/region-hash.js';
-import { RequeueRequest, type SuspendOptions, type Target } from '../target/target.js';
-import { Leg, type LegErrorKind } from './leg.js';
-import { isRegionCounted, newMirrorIo, splitByRegion, type MirrorIo, type MirrorIoInit } from './mirror-io.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
+import { legsMax, legsMin, recoveryBusyBytesPerSecondDefault, recoveryParallelDefault, sectorBytes } from '../limits.js';
+import { RegionHash } from '../region/region-hash.js';
+import type { SuspendOptions, Target } from '../target/target.js';
+import { Leg } from './leg.js';
+import { LegSet, type ReadPolicy } from './leg-set.js';
+import { MirrorEvents, type KernelLogLevel, type MirrorEvent } from './mirror-events.js';
+import { splitByRegion, type RegionWriteIo } from './mirror-io.js';
+import { newMirrorStats, statusInfo, statusMeasure, statusTable, type MirrorSnapshot, type MirrorStats } from './mirror-status.js';
 import { MirrorWorker } from './mirror-worker.js';
-import { OverlapGate } from './overlap-gate.js';
 import { RateLimiter } from './rate-limit.js';
-import { formatMeasure, formatMirrorStatus, formatMirrorTable, type MirrorFeatures } from './table.js';
+import { ReadPath } from './read-path.js';
+import { Recovery } from './recovery.js';
+import type { MirrorFeatures } from './table.js';
+import { WriteQueue } from './write-queue.js';
 
-export type ReadPolicy = 'default' | 'balance';
-
-/** Client I/O within this window makes recovery run at the busy rate. */
-const clientBusyWindowMs = 100;
-const recoveryBusyBytesPerSecondDefault = 64 * 1024 * 1024;
-export type KernelLogLevel = 'error' | 'warn' | 'info';
-
-export type MirrorEvent =
-  | { readonly kind: 'leg-failed'; readonly leg: number; readonly errorKind: LegErrorKind }
-  | { readonly kind: 'default-leg-changed'; readonly from: number; readonly to: number }
-  | { readonly kind: 'sync-complete' }
-  | { readonly kind: 'log-failed' };
+export type { KernelLogLevel, MirrorEvent } from './mirror-events.js';
+export type { ReadPolicy } from './leg-set.js';
+export type { MirrorStats } from './mirror-status.js';
 
 export interface MirrorLegOptions {
-  readonly device: import('../block/block-device.js').BlockDevice;
+  readonly device: BlockDevice;
   /** The device as written in the table. */
   readonly tableName: string;
   readonly offsetSectors: number;
@@ -105,8 +71,8 @@ export interface MirrorSetOptions {
   readonly features: MirrorFeatures;
   readonly recoveryParallelMax?: number;
   /**
-   * Recovery rate while clients are busy (I/O in the last 100 ms), bytes/s; unlimited when idle.
-   * Default 64 MiB/s; null: never throttle.
+   * Recovery rate while clients are busy (I/O in the last recoveryBusyWindowMs), bytes/s; unlimited when
+   * idle. Default recoveryBusyBytesPerSecondDefault (64 MiB/s); null: never throttle.
    */
   readonly recoveryBusyBytesPerSecond?: number | null;
   readonly readPolicy?: ReadPolicy;
@@ -116,18 +82,10 @@ export interface MirrorSetOptions {
   readonly onMessage?: (level: KernelLogLevel, message: string) => void;
   /** dm_table_event: raised on leg failure (handle_errors), log failure and sync complete. */
   readonly raiseEvent?: () => void;
-  /** Rate limit of the kernel's *_LIMIT messages (10 per 5 s by default; tests pass a fake clock). */
+  /** Rate limit of the kernel's *_LIMIT messages (10 per 5 s by default, on `now`). */
   readonly messageLimiter?: RateLimiter;
-}
-
-export interface MirrorStats {
-  readsTotal: number;
-  writesTotal: number;
-  readBytesTotal: number;
-  writeBytesTotal: number;
-  recoveredRegionsTotal: number;
-  recoveryBytesTotal: number;
-  logFlushFailuresTotal: number;
+  /** Monotonic clock in ms (default performance.now): the recovery throttle's busy window. */
+  readonly now?: () => number;
 }
 
 export class MirrorSet extends BlockDeviceBase implements Target {
@@ -142,57 +100,21 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   readonly features: MirrorFeatures;
   readonly log: DirtyLog;
   readonly legs: readonly Leg[];
-  readonly stats: MirrorStats = {
-    readsTotal: 0,
-    writesTotal: 0,
-    readBytesTotal: 0,
-    writeBytesTotal: 0,
-    recoveredRegionsTotal: 0,
-    recoveryBytesTotal: 0,
-    logFlushFailuresTotal: 0,
-  };
-  readonly #displayNames: readonly string[];
-  readonly #rh: RegionHash<MirrorIo>;
+  readonly stats: MirrorStats = newMirrorStats();
+  readonly #events: MirrorEvents;
+  readonly #legSet: LegSet;
+  readonly #rh: RegionHash<RegionWriteIo>;
+  readonly #reads: ReadPath;
+  readonly #writes: WriteQueue;
+  readonly #recovery: Recovery;
   readonly #worker: MirrorWorker;
-  readonly #copier: Copier;
-  readonly #readPolicy: ReadPolicy;
-  readonly #onMessage: (level: KernelLogLevel, message: string) => void;
-  readonly #messageLimiter: RateLimiter;
-  readonly #raiseEvent: () => void;
-  readonly #listeners = new Set<(event: MirrorEvent) => void>();
-
-  readonly #recoveryBusyBytesPerSecond: number | null;
-  /** When the last client request arrived (ms, performance.now()), for the recovery rate controller. */
-  #lastClientIoMs = -Infinity;
-  #defaultLeg: Leg;
-  /** ms->in_sync: every region in sync and the sync-complete event raised. */
-  #inSync = false;
-  #logFailure = false;
-  #legFailure = false;
-  /** Serializes overlapping writes, trims and zeroes (not in the kernel: see overlap-gate.ts). */
-  readonly #overlaps = new OverlapGate();
-  /** ms->suspend: set at presuspend; held writes are released and new failures not held. */
-  #suspending = false;
-  #noflushSuspending = false;
   #suspended = false;
   #destroyed = false;
-  #eventCount = 0;
-  #eventPending = false;
-  #balanceNext = 0;
-
-  /** Queues the worker takes at the start of each pass. */
-  #writes: MirrorIo[] = [];
-  #reads: MirrorIo[] = [];
-  #failures: MirrorIo[] = [];
-  #holds: MirrorIo[] = [];
-  /** Spans waiting for room in #writes, in arrival order (bounded admission, see #enqueue). */
-  #admissions: { readonly ios: readonly MirrorIo[]; readonly admitted: () => void }[] = [];
-  #recoveryIdleWaiters: (() => void)[] = [];
 
   constructor(options: MirrorSetOptions) {
     super();
     assert(Number.isSafeInteger(options.lengthSectors) && options.lengthSectors > 0, 'lengthSectors > 0');
-    assert(options.legs.length >= 2 && options.legs.length <= legsMax, `2..${legsMax} legs`);
+    assert(options.legs.length >= legsMin && options.legs.length <= legsMax, `${legsMin}..${legsMax} legs`);
     assert(!options.features.keepLog || options.features.handleErrors, 'keep_log requires handle_errors');
     this.name = options.name ?? 'mirror';
     this.lengthSectors = options.lengthSectors;
@@ -209,7 +131,6 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     for (const leg of this.legs) {
       assert(leg.offsetBytes + this.sizeBytes <= leg.device.sizeBytes, `leg ${leg.tableName} is too small`);
     }
-    this.#displayNames = options.legs.map((leg) => leg.displayName ?? leg.tableName);
     this.logicalBlockBytes = Math.max(...this.legs.map((leg) => leg.device.logicalBlockBytes));
     this.capabilities = {
       flush: true,
@@ -217,31 +138,56 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       trim: this.legs.every((leg) => leg.device.capabilities.trim),
       writeZeroes: this.legs.every((leg) => leg.device.capabilities.writeZeroes),
     };
-    const firstLeg = this.legs[0];
-    assert(firstLeg !== undefined);
-    this.#defaultLeg = firstLeg;
-    this.#copier = options.copier ?? new Copier();
-    this.#readPolicy = options.readPolicy ?? 'default';
-    this.#recoveryBusyBytesPerSecond =
-      options.recoveryBusyBytesPerSecond === undefined ? recoveryBusyBytesPerSecondDefault : options.recoveryBusyBytesPerSecond;
-    this.#onMessage = options.onMessage ?? (() => undefined);
-    this.#messageLimiter = options.messageLimiter ?? new RateLimiter();
-    this.#raiseEvent = options.raiseEvent ?? (() => undefined);
-    this.#worker = new MirrorWorker(() => this.#pass());
-    this.#rh = new RegionHash<MirrorIo>({
+    const now = options.now ?? (() => performance.now());
+    this.#events = new MirrorEvents({
+      onMessage: options.onMessage ?? (() => undefined),
+      raiseEvent: options.raiseEvent ?? (() => undefined),
+      messageLimiter: options.messageLimiter ?? new RateLimiter({ now }),
+    });
+    this.#legSet = new LegSet({
+      legs: this.legs,
+      displayNames: options.legs.map((leg) => leg.displayName ?? leg.tableName),
+      features: this.features,
+      readPolicy: options.readPolicy ?? 'default',
+      events: this.#events,
+      name: this.name,
+      // After a failed leg flush, regions written since are NOSYNC on the default leg's word alone.
+      defaultPinned: () => !this.#recovery.inSync || this.#rh.flushFailure,
+    });
+    this.#writes = new WriteQueue({ regionBytes: this.regionBytes, wake: () => this.#worker.wake() });
+    this.#rh = new RegionHash<RegionWriteIo>({
       log: options.log,
       regionCount: this.regionCount,
       recoveryParallelMax: options.recoveryParallelMax ?? recoveryParallelDefault,
       callbacks: {
-        dispatchDelayed: (writes) => {
-          this.#writes.unshift(...writes);
-          this.#worker.wake();
-        },
+        dispatchDelayed: (writes) => this.#writes.requeue(writes),
         wakeup: () => this.#worker.wake(),
-        recoveryIdle: () => {
-          for (const resolve of this.#recoveryIdleWaiters.splice(0)) resolve();
-        },
+        recoveryIdle: () => this.#recovery.recoveryIdle(),
       },
+    });
+    this.#recovery = new Recovery({
+      name: this.name,
+      rh: this.#rh,
+      log: this.log,
+      legSet: this.#legSet,
+      copier: options.copier ?? new Copier(),
+      events: this.#events,
+      stats: this.stats,
+      regionBytes: this.regionBytes,
+      sizeBytes: this.sizeBytes,
+      busyBytesPerSecond:
+        options.recoveryBusyBytesPerSecond === undefined ? recoveryBusyBytesPerSecondDefault : options.recoveryBusyBytesPerSecond,
+      now,
+    });
+    this.#reads = new ReadPath({ name: this.name, rh: this.#rh, legSet: this.#legSet, events: this.#events, wake: () => this.#worker.wake() });
+    this.#worker = new MirrorWorker({
+      features: this.features,
+      rh: this.#rh,
+      legSet: this.#legSet,
+      recovery: this.#recovery,
+      reads: this.#reads,
+      writes: this.#writes,
+      stats: this.stats,
     });
     this.checkGeometry();
     // A mirror set starts suspended, as a freshly loaded table: resume() starts it.
@@ -251,11 +197,11 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   // ---- Observation -------------------------------------------------------------------------------
 
   get defaultLegIndex(): number {
-    return this.#defaultLeg.index;
+    return this.#legSet.defaultLeg.index;
   }
 
   get inSync(): boolean {
-    return this.#inSync;
+    return this.#recovery.inSync;
   }
 
   get suspended(): boolean {
@@ -264,7 +210,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
 
   /** Events raised so far (a counter that only grows). */
   get eventCount(): number {
-    return this.#eventCount;
+    return this.#events.count;
   }
 
   get recoveryInFlight(): number {
@@ -282,7 +228,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
 
   /** Writes held until suspend (handle_errors after a leg failure). */
   get heldWrites(): number {
-    return this.#holds.length;
+    return this.#worker.heldWrites;
   }
 
   /** Regions in the region hash (the memory this set spends beyond its log bitmaps). */
@@ -295,7 +241,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
    * failed leg flush a region goes NOSYNC while the log still counts it in sync, as in the kernel).
    */
   regionInSync(regionIndex: number): boolean {
-    return this.log.inSync(regionIndex) && this.#rh.getState(regionIndex) !== 'NOSYNC';
+    return this.#reads.regionInSync(regionIndex);
   }
 
   syncCount(): number {
@@ -304,74 +250,84 @@ export class MirrorSet extends BlockDeviceBase implements Target {
 
   /** Health letters, one per leg in table order ("AD"). */
   healthLetters(): string {
-    return this.legs.map((leg) => leg.health).join('');
+    return this.#legSet.healthLetters();
   }
 
   onEvent(listener: (event: MirrorEvent) => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    return this.#events.on(listener);
+  }
+
+  /**
+   * Resolves once nothing happens in the set: no worker pass runs or is wanted, no leg I/O the set
+   * issued is in flight, no recovery is in flight and no raised event waits to reach dm core; then one
+   * more turn of the event loop, so the requests completed meanwhile have reached their callers. Held
+   * writes do not count. While the set resyncs this waits for the resync (or a suspend) to end.
+   */
+  async idle(): Promise<void> {
+    do {
+      await this.#worker.quiet();
+      await this.#reads.quiet();
+      await this.#recovery.drained();
+      await this.#events.flushed();
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    } while (this.#worker.busy || this.#reads.inFlight > 0 || this.#rh.recoveryInFlight > 0 || this.#events.pending);
+  }
+
+  /** What the status formatters need, taken now (mirror-status.ts). */
+  snapshot(): MirrorSnapshot {
+    return {
+      legs: this.legs.map((leg) => ({ displayName: this.#legSet.displayName(leg), offsetBytes: leg.offsetBytes, health: leg.health })),
+      features: this.features,
+      regionCount: this.regionCount,
+      syncCount: this.log.syncCount(),
+      log: { type: this.log.type, statusInfo: this.log.statusInfo(), statusTable: this.log.statusTable() },
+    };
   }
 
   statusInfo(): string {
-    return formatMirrorStatus({
-      legs: this.#displayNames,
-      syncCount: this.log.syncCount(),
-      regionCount: this.regionCount,
-      health: this.healthLetters(),
-      logInfo: this.log.statusInfo(),
-    });
+    return statusInfo(this.snapshot());
   }
 
   statusTable(): string {
-    return formatMirrorTable(
-      {
-        log: { type: this.log.type, args: [] },
-        legs: this.legs.map((leg) => ({ device: this.#displayName(leg), offsetSectors: leg.offsetBytes / sectorBytes })),
-        features: this.features,
-      },
-      { logTable: this.log.statusTable(), displayName: (device) => device },
-    );
+    return statusTable(this.snapshot());
   }
 
   /** The IMA measurement string (`dmsetup measure`). */
   statusMeasure(): string {
-    return formatMeasure({ legs: this.#displayNames, health: this.healthLetters(), features: this.features });
+    return statusMeasure(this.snapshot());
   }
 
   // ---- Lifecycle ---------------------------------------------------------------------------------
 
   async resume(): Promise<void> {
     assert(!this.#destroyed, 'resume after destroy');
-    this.#suspending = false;
-    this.#noflushSuspending = false;
+    this.#worker.endSuspend();
     this.#suspended = false;
     try {
       await this.log.resume();
     } catch (err) {
       rethrowProgrammerError(err);
-      this.#message('warn', 'log resume failed');
+      this.#events.message('warn', 'log resume failed');
     }
     // The reread log may call regions out of sync that were in sync at suspend (a log device that
     // died, a leg flush failure that zeroed the clean bits, bits changed on disk): the set is then out
     // of sync again, so the default leg stays put while they resync (do_recovery sets it back and
     // raises sync complete). The kernel keeps in_sync here, and would move the default leg mid-resync.
-    if (this.log.syncCount() < this.regionCount) this.#inSync = false;
+    if (this.log.syncCount() < this.regionCount) this.#recovery.markOutOfSync();
     this.#rh.startRecovery();
     this.#worker.wake();
   }
 
   async presuspend(options: SuspendOptions = {}): Promise<void> {
-    this.#suspending = true;
-    this.#noflushSuspending = options.noflush === true;
-    // Release held writes: with ms->suspend set, hold() now completes them (requeue or EIO).
-    for (const io of this.#holds.splice(0)) this.#hold(io);
+    // With ms->suspend set, held writes complete now (requeue or EIO) and new failures are not held.
+    this.#worker.beginSuspend({ noflush: options.noflush === true });
     this.#rh.stopRecovery();
-    await this.#recoveryDrained();
+    await this.#recovery.drained();
     try {
       await this.log.presuspend();
     } catch (err) {
       rethrowProgrammerError(err);
-      this.#message('warn', 'log presuspend failed');
+      this.#events.message('warn', 'log presuspend failed');
     }
     this.#worker.wake();
     await this.#worker.idle();
@@ -387,7 +343,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       await this.log.postsuspend();
     } catch (err) {
       rethrowProgrammerError(err);
-      this.#message('warn', 'log postsuspend failed');
+      this.#events.message('warn', 'log postsuspend failed');
     }
     this.#suspended = true;
   }
@@ -406,567 +362,55 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   }
 
   protected async doClose(): Promise<void> {
-    for (const io of this.#holds.splice(0)) this.#settle(io, new BlockError('ESHUTDOWN', 'mirror set closed'));
+    this.#worker.closeHolds();
     await this.log.close();
     await Promise.all(this.legs.map((leg) => leg.device.close()));
   }
 
   // ---- BlockDevice entry points (offsets relative to the start of the set) ------------------------
 
-  protected async doRead(offsetBytes: number, lengthBytes: number, options: ReadOptions): Promise<Buffer> {
-    void options;
-    this.#lastClientIoMs = performance.now();
+  protected async doRead(offsetBytes: number, lengthBytes: number, _options: ReadOptions): Promise<Buffer> {
+    this.#recovery.clientIo();
     this.stats.readsTotal += 1;
     this.stats.readBytesTotal += lengthBytes;
     const pieces = splitByRegion({ offsetBytes, lengthBytes, regionBytes: this.regionBytes });
-    if (pieces.length === 1) {
-      const only = pieces[0];
-      assert(only !== undefined);
-      return this.#submitRead(only);
-    }
-    const parts = await Promise.all(pieces.map((piece) => this.#submitRead(piece)));
+    const only = pieces.length === 1 ? pieces[0] : undefined;
+    // One region (the usual read): the leg's buffer is the answer, with no copy.
+    if (only !== undefined) return this.#reads.read(only);
+    const parts = await Promise.all(pieces.map((piece) => this.#reads.read(piece)));
     return Buffer.concat(parts, lengthBytes);
   }
 
   protected async doWrite(offsetBytes: number, data: Uint8Array, options: WriteOptions): Promise<void> {
     this.stats.writesTotal += 1;
     this.stats.writeBytesTotal += data.length;
-    await this.#submitRange({ kind: 'write', offsetBytes, lengthBytes: data.length, data, fua: options.fua === true });
+    this.#recovery.clientIo();
+    await this.#writes.submit({ kind: 'write', fua: options.fua === true }, { offsetBytes, lengthBytes: data.length, data });
   }
 
   protected override async doWriteZeroes(offsetBytes: number, lengthBytes: number, options: ZeroOptions): Promise<void> {
     this.stats.writesTotal += 1;
-    await this.#submitRange({ kind: 'zero', offsetBytes, lengthBytes, fua: options.fua === true, noHole: options.noHole === true });
+    this.#recovery.clientIo();
+    await this.#writes.submit({ kind: 'zero', fua: options.fua === true, noHole: options.noHole === true }, { offsetBytes, lengthBytes });
   }
 
   protected override async doTrim(offsetBytes: number, lengthBytes: number, options: WriteOptions): Promise<void> {
-    await this.#submitRange({ kind: 'trim', offsetBytes, lengthBytes, fua: options.fua === true });
+    this.#recovery.clientIo();
+    await this.#writes.submit({ kind: 'trim', fua: options.fua === true }, { offsetBytes, lengthBytes });
   }
 
   protected async doFlush(): Promise<void> {
-    this.#lastClientIoMs = performance.now();
-    await this.#queueAndWait([{ kind: 'flush', offsetBytes: 0, lengthBytes: 0, regionIndex: -1 }]);
+    this.#recovery.clientIo();
+    await this.#writes.flush();
   }
 
   /** Flushes every leg; a leg that fails is failed with kind `flush` (mirror_flush, the log's callback). */
-  async flushLegs(): Promise<void> {
-    const results = await settleOperating(this.legs.map((leg) => leg.device.flush()));
-    let failed = false;
-    results.forEach((result, index) => {
-      if (result.status === 'rejected') {
-        failed = true;
-        const leg = this.legs[index];
-        assert(leg !== undefined);
-        this.#failLeg(leg, 'flush');
-      }
-    });
-    if (failed) throw new BlockError('EIO', `${this.name}: a leg failed to flush`);
-  }
-
-  /**
-   * A write, zero or trim of any length: it enters the overlap gate for its whole range, then runs in spans
-   * of at most requestBytesMax bytes, one after another (an NBD request is one span). Each span is split at
-   * region boundaries and its pieces enter the write queue together (#enqueue).
-   */
-  async #submitRange(request: {
-    readonly kind: 'write' | 'zero' | 'trim';
-    readonly offsetBytes: number;
-    readonly lengthBytes: number;
-    readonly data?: Uint8Array;
-    readonly fua: boolean;
-    readonly noHole?: boolean;
-  }): Promise<void> {
-    this.#lastClientIoMs = performance.now();
-    const { kind, offsetBytes, lengthBytes, data } = request;
-    assert(lengthBytes > 0, 'an empty request never reaches the mirror set');
-    assert(kind !== 'write' || (data !== undefined && data.length === lengthBytes), 'a write carries its data');
-    const endBytes = offsetBytes + lengthBytes;
-    // Overlapping writes reach the legs one after the other, so the legs apply them in one order.
-    const leave = await this.#overlaps.enter(offsetBytes, endBytes);
-    try {
-      for (let spanBytes = offsetBytes; spanBytes < endBytes; spanBytes += requestBytesMax) {
-        const pieces = splitByRegion({
-          offsetBytes: spanBytes,
-          lengthBytes: Math.min(requestBytesMax, endBytes - spanBytes),
-          regionBytes: this.regionBytes,
-        });
-        assert(pieces.length <= spanPiecesMax, 'a span has at most spanPiecesMax pieces');
-        await this.#queueAndWait(
-          pieces.map((piece) => ({
-            kind,
-            ...piece,
-            ...(data === undefined
-              ? {}
-              : { data: data.subarray(piece.offsetBytes - offsetBytes, piece.offsetBytes - offsetBytes + piece.lengthBytes) }),
-            fua: request.fua,
-            noHole: request.noHole === true,
-          })),
-        );
-      }
-    } finally {
-      leave();
-    }
-  }
-
-  /** Queues the pieces of one span (or one flush) and waits for all of them; throws the first error. */
-  async #queueAndWait(inits: readonly MirrorIoInit[]): Promise<void> {
-    const ios: MirrorIo[] = [];
-    const dones: Promise<Buffer | undefined>[] = [];
-    for (const init of inits) {
-      const { io, done } = newMirrorIo(init);
-      ios.push(io);
-      dones.push(done);
-    }
-    await this.#enqueue(ios);
-    const results = await Promise.allSettled(dones);
-    for (const result of results) if (result.status === 'rejected') throw result.reason;
-  }
-
-  /**
-   * Bounded admission to the write queue. The pieces of a span enter together: at once when nobody waits
-   * and they fit, else in arrival order once a pass has taken the queue (#admitWaiting). The worker is
-   * woken whenever pieces are queued or a span starts waiting, so a waiting span always has a pass coming.
-   * No deadlock for any request size: a span has at most spanPiecesMax <= writeQueueMax pieces
-   * (limits.ts), so it fits the empty queue a pass leaves behind, and a pass never waits for admission.
-   */
-  #enqueue(ios: readonly MirrorIo[]): Promise<void> {
-    assert(ios.length > 0 && ios.length <= spanPiecesMax, 'a span has 1..spanPiecesMax pieces');
-    this.#worker.wake();
-    if (this.#admissions.length === 0 && this.#writes.length + ios.length <= writeQueueMax) {
-      for (const io of ios) this.#writes.push(io);
-      return Promise.resolve();
-    }
-    return new Promise<void>((admitted) => this.#admissions.push({ ios, admitted }));
-  }
-
-  /** Admits waiting spans, first come first served, while they fit (called after a pass took the queue). */
-  #admitWaiting(): void {
-    for (let next = this.#admissions[0]; next !== undefined; next = this.#admissions[0]) {
-      if (this.#writes.length + next.ios.length > writeQueueMax) break;
-      this.#admissions.shift();
-      for (const io of next.ios) this.#writes.push(io);
-      next.admitted();
-    }
-    if (this.#writes.length > 0) this.#worker.wake();
-  }
-
-  #submitRead(piece: { offsetBytes: number; lengthBytes: number; regionIndex: number }): Promise<Buffer> {
-    const { io, done } = newMirrorIo({ kind: 'read', ...piece });
-    // mirror_map: in-sync reads go straight to a leg; others through the worker (do_reads).
-    if (this.regionInSync(io.regionIndex)) {
-      const leg = this.#chooseLeg();
-      if (leg === undefined) this.#settle(io, new BlockError('EIO', `${this.name}: no valid leg to read from`));
-      else this.#issueRead(io, leg, { mapped: true });
-    } else {
-      this.#reads.push(io);
-      this.#worker.wake();
-    }
-    return done.then((data) => {
-      assert(data !== undefined && data.length === piece.lengthBytes, 'a read returns its length');
-      return data;
-    });
-  }
-
-  // ---- The worker pass (do_mirror) ---------------------------------------------------------------
-
-  async #pass(): Promise<void> {
-    const reads = this.#reads.splice(0);
-    const writes = this.#writes.splice(0);
-    const failures = this.#failures.splice(0);
-    // The queue is empty now: the first waiting span fits, so every waiting span gets in, in turn.
-    this.#admitWaiting();
-    assert(this.#admissions.length === 0 || this.#writes.length > 0, 'a waiting span always has a pass coming');
-    try {
-      await this.#rh.updateStates({ errorsHandled: this.features.handleErrors });
-    } catch (err) {
-      rethrowProgrammerError(err);
-      // The log recorded its own failure (health D or F) and raised its event.
-      this.#noteLogFailure();
-    }
-    this.#doRecovery();
-    this.#doReads(reads);
-    await this.#doWrites(writes);
-    this.#doFailures(failures);
-  }
-
-  #doRecovery(): void {
-    if (!this.#suspending) this.#rh.recoveryPrepare();
-    for (let region = this.#rh.recoveryStart(); region !== null; region = this.#rh.recoveryStart()) {
-      // #recover settles every copy error itself: anything it throws is a broken invariant.
-      detach(this.#recover(region), failFast);
-    }
-    if (!this.#inSync && this.log.syncCount() === this.regionCount) {
-      this.#inSync = true;
-      this.#message('info', `${this.name}: sync complete`);
-      for (const leg of this.legs) leg.resetErrors();
-      this.#legFailure = false;
-      // The flush failure stays (the kernel's rh->flush_failure lives as long as the table).
-      this.#event({ kind: 'sync-complete' });
-    }
-  }
-
-  async #recover(region: Region<MirrorIo>): Promise<void> {
-    // Rate controller: full speed when clients are idle, bounded while they are busy.
-    const busy = performance.now() - this.#lastClientIoMs < clientBusyWindowMs;
-    const rate = busy ? this.#recoveryBusyBytesPerSecond : null;
-    if (this.#copier.bytesPerSecond !== rate) this.#copier.setThrottle(rate);
-    // Paired with the check after the copy: the default leg is pinned only while the set is out of sync.
-    assert(!this.#inSync, 'recovery runs only while the set is out of sync');
-    const source = this.#defaultLeg;
-    const startBytes = region.index * this.regionBytes;
-    const lengthBytes = Math.min(this.regionBytes, this.sizeBytes - startBytes);
-    assert(lengthBytes > 0);
-    const targets = this.legs.filter((leg) => leg !== source);
-    const result = await this.#copier.copy({
-      source: { device: source.device, offsetBytes: source.offsetBytes + startBytes },
-      targets: targets.map((leg) => ({ device: leg.device, offsetBytes: leg.offsetBytes + startBytes })),
-      lengthBytes,
-    });
-    assert(source === this.#defaultLeg, 'the default leg changed during recovery');
-    if (result.readError !== null) {
-      this.#messageLimited('recovery_complete', 'error', 'Unable to read primary mirror during recovery');
-      this.#failLeg(source, 'sync');
-    }
-    let writeErrorBits = 0;
-    result.writeErrors.forEach((error, index) => {
-      if (error === null) return;
-      writeErrorBits |= 1 << index;
-    });
-    if (writeErrorBits !== 0) {
-      this.#messageLimited('recovery_complete', 'error', `Write error during recovery (error = 0x${writeErrorBits.toString(16)})`);
-      result.writeErrors.forEach((error, index) => {
-        const leg = targets[index];
-        if (error !== null && leg !== undefined) this.#failLeg(leg, 'sync');
-      });
-    }
-    const success = result.readError === null && writeErrorBits === 0;
-    if (success) {
-      this.stats.recoveredRegionsTotal += 1;
-      this.stats.recoveryBytesTotal += result.bytesCopied;
-    }
-    this.#rh.recoveryEnd(region, { success, keepOutOfSync: result.readError !== null });
-  }
-
-  #doReads(reads: MirrorIo[]): void {
-    for (const io of reads) {
-      let leg: Leg | undefined = this.#defaultLeg;
-      if (this.regionInSync(io.regionIndex)) leg = this.#chooseLeg();
-      else if (!leg.valid) leg = undefined;
-      if (leg === undefined) {
-        this.#message('error', 'Mirror read failed.');
-        this.#settle(io, new BlockError('EIO', `Cannot read region ${io.regionIndex}: no valid in-sync leg`));
-      } else {
-        this.#issueRead(io, leg, { mapped: false });
-      }
-    }
-  }
-
-  async #doWrites(writes: MirrorIo[]): Promise<void> {
-    if (writes.length === 0) return;
-    const sync: MirrorIo[] = [];
-    const nosync: MirrorIo[] = [];
-    for (const io of writes) {
-      if (!isRegionCounted(io.kind)) {
-        sync.push(io);
-        continue;
-      }
-      const state = this.#rh.getState(io.regionIndex);
-      switch (state) {
-        case 'CLEAN':
-        case 'DIRTY':
-          sync.push(io);
-          break;
-        case 'NOSYNC':
-          nosync.push(io);
-          break;
-        case 'RECOVERING':
-          this.#rh.delay(io.regionIndex, io);
-          break;
-        default:
-          unreachable(state);
-      }
-    }
-    for (const io of [...sync, ...nosync]) {
-      if (!isRegionCounted(io.kind)) continue;
-      this.#rh.inc(io.regionIndex);
-      io.counted = true;
-    }
-    // Group commit: one log flush for the whole batch, before any data write of the batch.
-    try {
-      await this.#rh.flush();
-    } catch (err) {
-      rethrowProgrammerError(err);
-      this.#noteLogFailure();
-    }
-    if (this.#logFailure && this.features.handleErrors) {
-      this.#failures.push(...sync);
-      if (sync.length > 0) this.#worker.wake();
-    } else {
-      // Both settle their request on every operating error: anything they throw is a broken invariant.
-      for (const io of sync) detach(this.#issueWrite(io, this.legs), failFast);
-    }
-    for (const io of nosync) {
-      if (this.#legFailure && this.features.handleErrors && !this.features.keepLog) {
-        this.#failures.push(io);
-        this.#worker.wake();
-      } else {
-        detach(this.#issueNosyncWrite(io), failFast);
-      }
-    }
-  }
-
-  #doFailures(failures: MirrorIo[]): void {
-    for (const io of failures) {
-      if (!this.#logFailure) {
-        this.#inSync = false;
-        if (io.kind === 'flush') this.#rh.markFlushFailure();
-        else if (io.counted) this.#rh.markNosync(io.regionIndex);
-      }
-      if (this.#validLeg() === undefined || (this.features.keepLog && this.#logFailure)) {
-        this.#settle(io, new BlockError('EIO', `Cannot write region ${io.regionIndex}: no valid leg`));
-      } else if (this.features.handleErrors && !this.features.keepLog) {
-        this.#hold(io);
-      } else if (io.failedLegs.includes(this.#defaultLeg)) {
-        // Ours: the kernel would pretend success, but the default leg (the source of every later read and
-        // resync of this region) does not hold the data. EIO, not a write that is lost later.
-        this.#settle(io, new BlockError('EIO', `Cannot write region ${io.regionIndex}: the default leg failed`));
-      } else {
-        this.#settle(io, undefined);
-      }
-    }
-  }
-
-  #hold(io: MirrorIo): void {
-    if (this.#suspending) {
-      if (this.#noflushSuspending) this.#settle(io, new RequeueRequest());
-      else this.#settle(io, new BlockError('EIO', `Write to region ${io.regionIndex} failed: held write released by suspend`));
-      return;
-    }
-    this.#holds.push(io);
-  }
-
-  // ---- Issuing I/O to legs -----------------------------------------------------------------------
-
-  /**
-   * Reads from one leg. `mapped`: the read of an in-sync region issued at submission (mirror_map, its
-   * failure handled as mirror_end_io does); otherwise issued by the worker (do_reads, read_callback).
-   */
-  #issueRead(io: MirrorIo, leg: Leg, options: { mapped: boolean }): void {
-    io.readAttempts += 1;
-    io.readLeg = leg;
-    leg.stats.readsTotal += 1;
-    leg.stats.readBytesTotal += io.lengthBytes;
-    detach(
-      leg.device.read(leg.offsetBytes + io.offsetBytes, io.lengthBytes).then((data) => this.#settle(io, data)),
-      (err: unknown) => this.#readFailed(io, leg, { err, mapped: options.mapped }),
-    );
-  }
-
-  /**
-   * A leg failed a read. The read is retried through the worker while the default leg is valid or the
-   * region is in sync on another valid leg (default_ok || mirror_available), else it fails with EIO.
-   * The kernel's messages differ by path (test/scenario/oracle/read-path.out):
-   *   mapped (mirror_end_io): "Mirror read failed from X. Trying alternative device.", then the leg
-   *     fails; with no retry "All replicated volumes dead, failing I/O".
-   *   worker (read_callback): the leg fails, then "Read failure on mirror device X. Trying alternative
-   *     device." or "Read failure on mirror device X.  Failing I/O." followed by end_io's
-   *     "Mirror read failed." (the two spaces are the kernel's).
-   */
-  #readFailed(io: MirrorIo, leg: Leg, options: { err: unknown; mapped: boolean }): void {
-    const name = this.#displayName(leg);
-    if (options.mapped) this.#message('error', `Mirror read failed from ${name}. Trying alternative device.`);
-    this.#failLeg(leg, 'read');
-    const retry =
-      io.readAttempts < Math.min(readRetriesMax, this.legs.length) &&
-      (this.#defaultLeg.valid || (this.regionInSync(io.regionIndex) && this.#chooseLeg() !== undefined));
-    if (retry) {
-      if (!options.mapped) this.#message('warn', `Read failure on mirror device ${name}. Trying alternative device.`);
-      this.#reads.push(io);
-      this.#worker.wake();
-      return;
-    }
-    if (options.mapped) {
-      this.#message('error', 'All replicated volumes dead, failing I/O');
-    } else {
-      this.#message('error', `Read failure on mirror device ${name}.  Failing I/O.`);
-      this.#message('error', 'Mirror read failed.');
-    }
-    const cause = options.err;
-    this.#settle(io, new BlockError('EIO', `Cannot read region ${io.regionIndex}: every valid leg failed`, { cause }));
-  }
-
-  async #issueWrite(io: MirrorIo, legs: readonly Leg[]): Promise<void> {
-    const results = await settleOperating(legs.map((leg) => this.#legOp(io, leg)));
-    const failed: Leg[] = [];
-    results.forEach((result, index) => {
-      const leg = legs[index];
-      if (result.status === 'rejected' && leg !== undefined) failed.push(leg);
-    });
-    if (failed.length === 0) {
-      this.#settle(io, undefined);
-      return;
-    }
-    if (io.kind === 'trim') {
-      // A failed discard fails the request but degrades no leg (write_callback). Unlike the kernel we
-      // resync the region, since the legs that did discard may now differ from those that did not.
-      if (!this.#logFailure) {
-        this.#inSync = false;
-        this.#rh.markNosync(io.regionIndex);
-      }
-      this.#settle(io, new BlockError('ENOTSUP', `Trim of region ${io.regionIndex} failed on a leg`));
-      return;
-    }
-    io.failedLegs.push(...failed);
-    for (const leg of failed) this.#failLeg(leg, 'write');
-    this.#failures.push(io);
-    this.#worker.wake();
-  }
-
-  /** A write to a NOSYNC region goes to the default leg only; its error goes straight back (end_io). */
-  async #issueNosyncWrite(io: MirrorIo): Promise<void> {
-    try {
-      await this.#legOp(io, this.#defaultLeg);
-    } catch (err) {
-      rethrowProgrammerError(err);
-      this.#settle(io, err);
-      return;
-    }
-    this.#settle(io, undefined);
-  }
-
-  #legOp(io: MirrorIo, leg: Leg): Promise<void> {
-    const at = leg.offsetBytes + io.offsetBytes;
-    if (io.kind === 'flush') {
-      leg.stats.flushesTotal += 1;
-    } else {
-      leg.stats.writesTotal += 1;
-      leg.stats.writeBytesTotal += io.lengthBytes;
-    }
-    switch (io.kind) {
-      case 'write':
-        assert(io.data !== undefined);
-        return leg.device.write(at, io.data, { fua: io.fua });
-      case 'zero':
-        return leg.device.writeZeroes(at, io.lengthBytes, { fua: io.fua, noHole: io.noHole });
-      case 'trim':
-        return leg.device.trim(at, io.lengthBytes, { fua: io.fua });
-      case 'flush':
-        return leg.device.flush();
-      case 'read':
-        return unreachable(io.kind as never, 'reads are not issued as leg operations');
-      default:
-        return unreachable(io.kind);
-    }
-  }
-
-  /** Completes a request exactly once and gives back its region pending count (mirror_end_io). */
-  #settle(io: MirrorIo, outcome: Buffer | undefined | unknown): void {
-    assert(!io.settled, 'a request completes once');
-    io.settled = true;
-    if (io.counted) {
-      io.counted = false;
-      this.#rh.dec(io.regionIndex);
-    }
-    if (outcome instanceof Error) io.reject(outcome);
-    else io.resolve(outcome instanceof Buffer ? outcome : undefined);
-  }
-
-  // ---- Legs and failures (fail_mirror) -----------------------------------------------------------
-
-  #failLeg(leg: Leg, kind: LegErrorKind): void {
-    this.#legFailure = true;
-    const first = leg.recordError(kind);
-    if (!first) return;
-    if (this.features.handleErrors) this.#event({ kind: 'leg-failed', leg: leg.index, errorKind: kind });
-    if (leg !== this.#defaultLeg) return;
-    // After a failed leg flush, regions written since are NOSYNC on the default leg's word alone.
-    if (!this.#inSync || this.#rh.flushFailure) {
-      // Better to keep the failing leg than to read regions another leg never received. The kernel
-      // switches here under keep_log; we do not (see the banner).
-      if (this.features.handleErrors && !this.features.keepLog) {
-        this.#message('error', `Primary mirror (${this.#displayName(leg)}) failed while out-of-sync: Reads may fail.`);
-      }
-      return;
-    }
-    const next = this.#validLeg();
-    if (next === undefined) {
-      if (this.features.handleErrors) this.#message('warn', 'All sides of mirror have failed.');
-      return;
-    }
-    // The kernel switches only with handle_errors; we switch on a write error too (never read a leg that
-    // dropped a write), but not on other errors (a read error keeps the default leg: RAR, not RAA).
-    if (!this.features.handleErrors && kind !== 'write') return;
-    const from = this.#defaultLeg.index;
-    this.#defaultLeg = next;
-    this.#notify({ kind: 'default-leg-changed', from, to: next.index });
-  }
-
-  #noteLogFailure(): void {
-    this.stats.logFlushFailuresTotal += 1;
-    this.#logFailure = true;
+  flushLegs(): Promise<void> {
+    return this.#legSet.flush();
   }
 
   /** The dirty log reports its device failed (its context's raiseEvent): an event, handled or not. */
   logDeviceFailed(): void {
-    this.#event({ kind: 'log-failed' });
-  }
-
-  #validLeg(): Leg | undefined {
-    return this.legs.find((leg) => leg.valid);
-  }
-
-  /** choose_mirror: the default leg if valid, else the nearest valid leg before it (or balanced). */
-  #chooseLeg(): Leg | undefined {
-    const count = this.legs.length;
-    if (this.#readPolicy === 'balance' && this.features.handleErrors) {
-      for (let tries = 0; tries < count; tries++) {
-        const leg = this.legs[this.#balanceNext % count];
-        this.#balanceNext = (this.#balanceNext + 1) % count;
-        if (leg !== undefined && leg.valid) return leg;
-      }
-      return undefined;
-    }
-    for (let step = 0; step < count; step++) {
-      const leg = this.legs[(this.#defaultLeg.index - step + count) % count];
-      if (leg !== undefined && leg.valid) return leg;
-    }
-    return undefined;
-  }
-
-  #displayName(leg: Leg): string {
-    return this.#displayNames[leg.index] ?? leg.tableName;
-  }
-
-  #recoveryDrained(): Promise<void> {
-    if (this.#rh.recoveryInFlight === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#recoveryIdleWaiters.push(resolve));
-  }
-
-  #event(event: MirrorEvent): void {
-    this.#notify(event);
-    // dm's trigger_event is a work item, and schedule_work on a pending work is a no-op: events raised
-    // together (both legs failing one write) reach dm core as one (reference fail-write D: event 2).
-    if (this.#eventPending) return;
-    this.#eventPending = true;
-    queueMicrotask(() => {
-      this.#eventPending = false;
-      this.#eventCount += 1;
-      this.#raiseEvent();
-    });
-  }
-
-  #notify(event: MirrorEvent): void {
-    for (const listener of this.#listeners) listener(event);
-  }
-
-  #message(level: KernelLogLevel, message: string): void {
-    this.#onMessage(level, message);
-  }
-
-  /** DMERR_LIMIT / DMWARN_LIMIT: rate limited; `site` names the kernel function in the suppressed note. */
-  #messageLimited(site: string, level: KernelLogLevel, message: string): void {
-    const { allowed, suppressed } = this.#messageLimiter.take();
-    if (suppressed > 0) this.#onMessage('warn', `${site}: ${suppressed} callbacks suppressed`);
-    if (allowed) this.#onMessage(level, message);
+    this.#events.raise({ kind: 'log-failed' });
   }
 }

@@ -31,10 +31,12 @@ export class OverlapGate {
     for (let blockers = this.#overlapping(startBytes, endBytes); blockers.length > 0; blockers = this.#overlapping(startBytes, endBytes)) {
       await Promise.all(blockers.map((entry) => entry.left));
     }
-    let leave!: () => void;
+    let leave: (() => void) | undefined;
     const left = new Promise<void>((resolve) => {
       leave = resolve;
     });
+    assert(leave !== undefined, 'the promise executor runs at once');
+    const resolveLeft = leave;
     const entry: Entry = { startBytes, endBytes, left };
     this.#inside.add(entry);
     let done = false;
@@ -42,7 +44,7 @@ export class OverlapGate {
       assert(!done, 'a write leaves the gate once');
       done = true;
       this.#inside.delete(entry);
-      leave();
+      resolveLeft();
     };
   }
 

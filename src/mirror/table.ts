@@ -34,7 +34,7 @@
 import { assert, assertCount } from '../assert.js';
 import type { LogSpec } from '../dirty-log/dirty-log.js';
 import { TableError } from '../errors.js';
-import { legsMax } from '../limits.js';
+import { legsMax, legsMin } from '../limits.js';
 import { checkDeviceArea, scanOffsetSectors, scanUnsigned32, type DeviceArea } from '../target/device-area.js';
 
 export interface MirrorLegSpec {
@@ -56,8 +56,8 @@ export interface MirrorTableArgs {
 /** dm-raid1's target version, as `dmsetup targets` and the IMA string print it. */
 export const mirrorTargetVersion = '1.14.0';
 
-/** The fewest legs a mirror set takes. */
-export const legsMin = 2;
+/** The fewest legs a mirror set takes (the bound lives in limits.ts; re-exported for the CLI). */
+export { legsMin };
 
 export interface ParseMirrorArgsOptions {
   /** The segment length (ti->len); passed on for the log's region-size check. */

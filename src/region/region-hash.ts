@@ -31,6 +31,7 @@
  */
 import { assert, assertCount, unreachable } from '../assert.js';
 import type { DirtyLog } from '../dirty-log/dirty-log.js';
+import { recoveryParallelMax } from '../limits.js';
 
 export type RegionState = 'CLEAN' | 'DIRTY' | 'NOSYNC' | 'RECOVERING';
 export type RegionList = 'none' | 'clean' | 'quiesced' | 'recovered' | 'failedRecovered';
@@ -89,7 +90,7 @@ export class RegionHash<Delayed> {
   constructor(options: RegionHashOptions<Delayed>) {
     assertCount(options.regionCount, 'regionCount');
     assert(options.regionCount === options.log.regionCount, 'region hash and log disagree on the region count');
-    assert(options.recoveryParallelMax >= 1, 'recoveryParallelMax must be >= 1');
+    checkRecoveryParallel(options.recoveryParallelMax);
     this.log = options.log;
     this.regionCount = options.regionCount;
     this.#recoveryParallelMax = options.recoveryParallelMax;
@@ -110,7 +111,7 @@ export class RegionHash<Delayed> {
   }
 
   set recoveryParallelMax(value: number) {
-    assert(Number.isSafeInteger(value) && value >= 1, 'recoveryParallelMax must be an integer >= 1');
+    checkRecoveryParallel(value);
     this.#recoveryParallelMax = value;
   }
 
@@ -365,4 +366,10 @@ export class RegionHash<Delayed> {
     assert(Number.isSafeInteger(regionIndex) && regionIndex >= 0 && regionIndex < this.regionCount,
       `region index ${regionIndex} out of range (${this.regionCount} regions)`);
   }
+}
+
+/** The recovery slots of a region hash: 1..recoveryParallelMax (limits.ts; dm uses 1). */
+function checkRecoveryParallel(value: number): void {
+  assert(Number.isSafeInteger(value) && value >= 1, 'recoveryParallelMax must be an integer >= 1');
+  assert(value <= recoveryParallelMax, `recoveryParallelMax must be <= ${recoveryParallelMax}`);
 }

@@ -11,7 +11,6 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { open, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { referenceSections } from '../helpers/dmsetup-emulator.js';
 import { startDaemon, until, type CliResult, type Daemon } from '../helpers/daemon-process.js';
 import { startFailingLeg, type FailingLeg } from '../helpers/failing-leg.js';
@@ -140,7 +139,11 @@ test('umirror daemon, fail-write A: a held write completes after suspend --noflu
   const write = backgroundWrite(r.uri, { flush: true });
   await heldWriteStatus(r);
   await seen.line('status');
-  await sleep(1000);
+  // Once the mirror holds the write (its metric says so) nothing completes it before the suspend.
+  await until('the write held by the mirror', async () => {
+    const metrics = await (await fetch(r.daemon.metricsUrl)).text();
+    return metrics.includes('umirror_mirror_held_writes{device="m",segment="0"} 1\n');
+  });
   assert.equal(write.settled(), false, 'the write is still held by the mirror');
   assert.deepEqual(JSON.parse((await waiter.done).stdout), { eventNr: 2 });
   await seen.event();

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import type { BlockDevice } from '../../src/block/block-device.js';
 import { targetBuilder } from '../../src/control/build-target.js';
 import { sectorBytes } from '../../src/limits.js';
+import { MirrorSet } from '../../src/mirror/mirror-set.js';
 import { MappedDevice } from '../../src/target/mapped-device.js';
 import { pattern } from '../conformance/block-device.suite.js';
 import { mirrorFixture, shared, waitFor, waitInSync, type MirrorFixture } from '../helpers/mirror-fixture.js';
@@ -68,7 +69,7 @@ describe('MirrorSet faults', () => {
     assert.equal(f.mirror.healthLetters(), 'AD');
     assert.equal(f.mirror.syncCount(), 15);
     assert.equal(f.mirror.heldWrites, 0);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await f.mirror.idle();
     assert.equal(f.mirror.eventCount, 1, 'no event without handle_errors');
     assert.deepEqual(await f.mirror.read(0, 4096), data);
     await f.mirror.destroy();
@@ -106,7 +107,10 @@ describe('MirrorSet faults', () => {
     await waitFor(() => md.status().includes(' 15/16 1 AD '), 'the leg failure');
     assert.equal(md.status(), '0 2048 mirror 2 l0 l1 15/16 1 AD 1 core\n');
     await waitFor(() => md.eventNr === 2, 'the leg-failed event');
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    const mirror = md.segments()[0]?.target;
+    assert.ok(mirror instanceof MirrorSet);
+    await mirror.idle();
+    assert.equal(mirror.heldWrites, 1);
     assert.equal(await Promise.race([result, Promise.resolve('pending')]), 'pending', 'the write is held');
     await md.suspend({ noflush: true });
     assert.equal(md.status(), '0 2048 mirror 2 l0 l1 15/16 1 AD 1 core\n');
@@ -130,7 +134,7 @@ describe('MirrorSet faults', () => {
     assert.deepEqual(await settle(f.mirror.write(10 * 4096, pattern(4096, 5))), { ok: false, code: 'EIO' });
     assert.equal(f.mirror.healthLetters(), 'DD');
     assert.equal(f.mirror.syncCount(), 15);
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await f.mirror.idle();
     assert.equal(f.mirror.eventCount, 2);
     assert.ok(f.messages.includes('All sides of mirror have failed.'));
     await f.mirror.destroy();
@@ -154,7 +158,7 @@ describe('MirrorSet faults', () => {
       assert.ok(f.messages.includes('Mirror read failed from l0. Trying alternative device.'));
       assert.deepEqual(await f.mirror.read(20 * 4096, 4096), Buffer.alloc(4096));
       assert.equal(f.mirror.healthLetters(), 'RA');
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await f.mirror.idle();
       assert.equal(f.mirror.eventCount, handleErrors ? 2 : 1);
       if (handleErrors) {
         assert.equal(f.mirror.defaultLegIndex, 1);
@@ -201,7 +205,7 @@ describe('MirrorSet faults', () => {
         await waitInSync(f.mirror);
         assert.equal(f.mirror.statusInfo(), '2 l0 l1 16/16 1 AA 1 core');
       }
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await f.mirror.idle();
       assert.equal(f.mirror.eventCount, 1);
       await f.mirror.destroy();
     });
@@ -216,7 +220,7 @@ describe('MirrorSet faults', () => {
     await f.mirror.write(10 * 4096, pattern(4096, 7));
     await waitFor(() => f.mirror.healthLetters() === 'AF', 'the flush failure');
     assert.equal(f.mirror.statusInfo(), '2 l0 l1 16/16 1 AF 3 disk log A');
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await f.mirror.idle();
     assert.equal(f.mirror.eventCount, 1);
     const logDevice = await f.open('log');
     const bits = await logDevice.read(1024, 2);

@@ -95,7 +95,7 @@ async function resumeAndFailDefaultLeg(r: Rig, options: { outOfSync: number }): 
 
   // Every copy started from l0 ends (with l0 still the default leg), and the rest fail their reads.
   await waitFor(() => r.mirror.recoveryInFlight === 0, 'the copies in flight to end');
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  await r.mirror.idle();
   assert.equal(r.mirror.defaultLegIndex, 0);
   assert.equal(r.mirror.inSync, false);
   assert.deepEqual(

@@ -357,7 +357,7 @@ describe('seed regressions (dm-raid1 history)', () => {
     assert.equal(inFlight(), 0, 'no leg I/O in flight after suspend');
     assert.equal(p.mirror.recoveryInFlight, 0);
     const count = p.journal.entries.length;
-    await new Promise((resolve) => setTimeout(resolve, 60));
+    await p.mirror.idle();
     assert.equal(inFlight(), 0);
     assert.equal(p.journal.entries.length, count, 'nothing started after suspend');
     assert.ok(p.mirror.syncCount() < p.mirror.regionCount, 'the suspend interrupted the resync');

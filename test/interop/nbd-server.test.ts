@@ -548,8 +548,9 @@ describe('NbdServer pipelining, backpressure and shutdown', () => {
     const { server, client } = await serveRaw(device);
     const total = inFlightMax + 6;
     client.write(Buffer.concat(Array.from({ length: total }, (_, i) => encodeRequest(req(command.read, { cookieLo: i, offsetBytes: i * 512, lengthBytes: 512 })))));
+    // The server parses the whole packet in one go and stops at inFlightMax requests running: once they
+    // run, the other six wait in its parser, where the graceful close answers them.
     while (device.inFlight < inFlightMax) await new Promise((resolve) => setTimeout(resolve, 5));
-    await new Promise((resolve) => setTimeout(resolve, 20));
     const closing = server.close({ graceful: true });
     const errors: number[] = [];
     for (let i = 0; i < total; i++) errors.push((await replyOf(client, { structured: true })).error);

@@ -21,7 +21,7 @@ import { mirrorFixture, waitInSync } from '../helpers/mirror-fixture.js';
  */
 async function idle(mirror: MirrorSet): Promise<void> {
   await waitInSync(mirror);
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  await mirror.idle();
 }
 
 /** A resumed two-leg set over plain memory legs and a nosync core log: the cheapest per piece. */

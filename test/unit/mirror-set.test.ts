@@ -5,7 +5,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { blockDeviceSuite, pattern, supportsAll } from '../conformance/block-device.suite.js';
-import { type MirrorFixture, mirrorFixture, waitInSync } from '../helpers/mirror-fixture.js';
+import { type MirrorFixture, mirrorFixture, waitFor, waitInSync } from '../helpers/mirror-fixture.js';
 import type { BlockDevice } from '../../src/block/block-device.js';
 import { sectorBytes } from '../../src/limits.js';
 import { Copier } from '../../src/copy/copier.js';
@@ -88,12 +88,14 @@ describe('MirrorSet', () => {
 
   test('MirrorSet recovery runs unthrottled when idle and at the busy rate while clients write', async () => {
     const copier = new Copier();
+    // A clock that stands still: a client request stays within the busy window however slow the machine.
+    const now = (): number => 0;
     const { mirror } = await mirrorFixture({
       legCount: 2,
       lengthSectors: 8192,
       regionSectors: 64,
       resume: false,
-      extra: { copier, recoveryBusyBytesPerSecond: 4 * 1024 * 1024 },
+      extra: { copier, recoveryBusyBytesPerSecond: 4 * 1024 * 1024, now },
     });
     await mirror.resume();
     await waitInSync(mirror);
@@ -104,13 +106,13 @@ describe('MirrorSet', () => {
       lengthSectors: 8192,
       regionSectors: 64,
       resume: false,
-      extra: { copier, recoveryBusyBytesPerSecond: 4 * 1024 * 1024 },
+      extra: { copier, recoveryBusyBytesPerSecond: 4 * 1024 * 1024, now },
     });
     const writing = busy.mirror.write(0, pattern(4096, 1));
     await busy.mirror.resume();
     await writing;
     await busy.mirror.write(8192, pattern(4096, 2));
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await waitFor(() => copier.bytesPerSecond !== null, 'a recovery to start after the writes');
     assert.equal(copier.bytesPerSecond, 4 * 1024 * 1024, 'recovery is throttled while clients are busy');
     await Promise.all([mirror.destroy(), busy.mirror.destroy()]);
   });
