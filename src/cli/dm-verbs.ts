@@ -10,7 +10,9 @@ import { ControlClient, type ControlCall } from '../control/control-client.js';
 import type { DeviceInfo, TableView } from '../control/device-registry.js';
 import { ControlError } from '../errors.js';
 import { failureLines, infoLines } from './dm-output.js';
-import { progressBar, syncSuffix, syncTotals } from './output.js';
+import { resyncing, syncProgressText, syncSuffix, syncTotals, type SyncCounts } from './output.js';
+import { LiveLines, ProgressRate } from './progress.js';
+import { sectorBytes } from '../limits.js';
 import { defaultSocketPath } from './socket-path.js';
 import { parseNbdAddress } from './nbd-address.js';
 import { deviceNameOption, eventNrArgument, sectorArgument, socketPathOption } from './option-values.js';
@@ -188,7 +190,15 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
       const infos = await Promise.all(names.map((n) => call({ verb: 'info', name: n }).then(asInfo)));
       if (parsed.json) console.log(JSON.stringify(parsed.positionals.length > 0 ? infos[0] : infos));
       else if (infos.length === 0) console.log('No devices found');
-      else for (const info of infos) console.log(infoLines(info).join('\n'));
+      else {
+        // mdadm --detail's "Resync Status": read from the status of each device's mirror segments.
+        const views = await Promise.all(infos.map((info) => call({ verb: 'status', name: info.name, inactive: false }).then(asView)));
+        infos.forEach((info, index) => {
+          const view = views[index];
+          const mirrors = view === undefined ? [] : viewMirrors(view);
+          console.log(infoLines(info, { resyncStatus: resyncStatus(mirrors) }).join('\n'));
+        });
+      }
       return 0;
     }
     case 'ls': {
@@ -232,18 +242,44 @@ async function printViews(options: { client: ControlClient; verb: 'status' | 'ta
 }
 
 /**
- * `status --watch [NAME]`: prints the status lines (with a resync bar) whenever they change, until
- * interrupted. Without NAME it watches every device, each line prefixed by "NAME: " as `status` prints
- * them, and reports devices that come and go; a device removed between the listing and its status is
- * reported as gone, not as an error.
+ * mdadm --detail's "Resync Status" words: `27% complete` while resyncing, `27% in sync, waiting for a new
+ * table (a leg failed: AD)` when a failed leg holds the resync; undefined when in sync (no line).
+ */
+function resyncStatus(mirrors: readonly SyncCounts[]): string | undefined {
+  const { synced, total } = syncTotals(mirrors);
+  if (synced >= total) return undefined;
+  const percent = Math.floor((synced * 100) / total);
+  if (resyncing(mirrors)) return `${percent}% complete`;
+  return `${percent}% in sync, waiting for a new table (a leg failed: ${mirrors.map((m) => m.health).join(', ')})`;
+}
+
+/** The mirror segments of a status view with their sizes, as the progress displays need them. */
+function viewMirrors(view: TableView): SyncCounts[] {
+  return view.mirrors.map((m) => {
+    const segment = view.segments.find((s) => s.start === m.start);
+    return { ...m, sizeBytes: (segment?.length ?? 0) * sectorBytes };
+  });
+}
+
+/**
+ * `status --watch [NAME]`: the status lines with resync progress (mdstat's bar, percent, finish time and
+ * speed), until interrupted. On a terminal the block is redrawn in place every interval; elsewhere a
+ * device's lines are printed again whenever they change (so once per interval while it resyncs).
+ * Without NAME it watches every device, each line prefixed by "NAME: " as `status` prints them, and
+ * reports devices that come and go; a device removed between the listing and its status is reported as
+ * gone, not as an error.
  */
 async function watchStatus(options: { client: ControlClient; name: string }): Promise<number> {
   const all = options.name === '';
+  const live = new LiveLines(process.stdout);
   const last = new Map<string, string>();
+  const rates = new Map<string, ProgressRate>();
   let announcedNone = false;
   for (;;) {
     const names = all ? (await listDevices(options.client)).map((d) => d.name) : [options.name];
     const seen = new Set<string>();
+    const block: string[] = [];
+    const changed: string[] = [];
     for (const name of names) {
       let view: TableView;
       try {
@@ -253,38 +289,63 @@ async function watchStatus(options: { client: ControlClient; name: string }): Pr
         throw err;
       }
       seen.add(name);
+      const rate = rates.get(name) ?? new ProgressRate();
+      rates.set(name, rate);
+      const suffix = syncSuffix(viewMirrors(view), { rate });
       const lines = view.text.trimEnd().split('\n');
-      const text = lines.map((line, index) => `${all ? `${name}: ` : ''}${line}${index === lines.length - 1 ? syncSuffix(view.mirrors) : ''}`).join('\n');
-      if (last.get(name) !== text) console.log(text);
+      const text = lines.map((line, index) => `${all ? `${name}: ` : ''}${line}${index === lines.length - 1 ? suffix : ''}`).join('\n');
+      block.push(text);
+      if (last.get(name) !== text) changed.push(text);
       last.set(name, text);
     }
     for (const name of [...last.keys()]) {
       if (seen.has(name)) continue;
-      console.log(`${name}: removed`);
+      if (!live.tty) changed.push(`${name}: removed`);
       last.delete(name);
+      rates.delete(name);
     }
-    if (all && last.size === 0 && !announcedNone) console.log('No devices found');
+    if (all && last.size === 0 && (live.tty || !announcedNone)) {
+      block.push('No devices found');
+      changed.push('No devices found');
+    }
     announcedNone = all && last.size === 0;
+    live.show((live.tty ? block : changed).flatMap((text) => text.split('\n')));
     await sleep(watchIntervalMs);
   }
 }
 
 /**
- * `wait --progress`: a resync progress bar until every mirror segment is in sync. A mirror with a failed
- * leg does not resync its out-of-sync regions until a new table is loaded (they wait, as the kernel's
- * do), so the wait would never end: it says so and exits 1 instead.
+ * `wait --progress`: resync progress (mdstat's bar, percent, finish time and speed) on stderr until every
+ * mirror segment is in sync; redrawn in place on a terminal, a line per change elsewhere. A mirror with
+ * a failed leg does not resync its out-of-sync regions until a new table is loaded (they wait, as the
+ * kernel's do), so the wait would never end: it says so and exits 1 instead.
  */
 async function waitProgress(options: { client: ControlClient; name: string; json: boolean }): Promise<number> {
+  const live = new LiveLines(process.stderr);
+  const rate = new ProgressRate();
   let last = '';
   for (;;) {
     const view = asView(await options.client.request({ verb: 'status', name: options.name, inactive: false }));
-    const { synced, total } = syncTotals(view.mirrors);
-    const line = options.json ? JSON.stringify({ syncRegions: synced, regionCount: total }) : `${options.name}: resync ${progressBar(synced, total)} ${synced}/${total} regions`;
-    if (line !== last) (options.json ? console.log : console.error)(line);
-    last = line;
-    if (synced === total) return 0;
+    const mirrors = viewMirrors(view);
+    const totals = syncTotals(mirrors);
+    const { synced, total } = totals;
+    rate.sample({ atMs: performance.now(), doneBytes: totals.syncedBytes });
+    if (options.json) {
+      const line = JSON.stringify({ syncRegions: synced, regionCount: total });
+      if (line !== last) console.log(line);
+      last = line;
+    } else {
+      const line = `${options.name}: ${synced >= total ? `in sync (${synced}/${total} regions)` : syncProgressText(totals, { resyncing: resyncing(mirrors), rate })}`;
+      if (line !== last || live.tty) live.show([line]);
+      last = line;
+    }
+    if (synced === total) {
+      live.end();
+      return 0;
+    }
     const failed = view.mirrors.filter((m) => !/^A+$/.test(m.health) && m.syncRegions < m.regionCount);
     if (failed.length > 0) {
+      live.end();
       const health = failed.map((m) => m.health).join(', ');
       console.error(`${options.name}: a leg failed (${health}): ${total - synced} regions stay out of sync until a new table is loaded`);
       return 1;

@@ -21,7 +21,7 @@ import { type ImageSet, prepareImages, removeImages } from '../control/images.js
 import { mirrorExport } from '../control/mirror-export.js';
 import { MirrorSet } from '../mirror/mirror-set.js';
 import { NbdServer, type NbdListener } from '../nbd/server.js';
-import { MappedDevice } from '../target/mapped-device.js';
+import { MappedDevice, type Segment } from '../target/mapped-device.js';
 import { defaultNbdPort, parseNbdAddress } from './nbd-address.js';
 import {
   deviceNameOption,
@@ -35,6 +35,7 @@ import {
   sizeOption,
 } from './option-values.js';
 import { syncSuffix, tableErrorLines } from './output.js';
+import { LiveLines, ProgressRate } from './progress.js';
 import { heldWritesBySegment, mirrorStopStates, stopSummary } from './stop-summary.js';
 
 /** `serve`'s --lazy-clean default in milliseconds (the library's default stays 0, the kernel's way). */
@@ -169,19 +170,22 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   console.log(`table:  ${device.table().trimEnd()}`);
   console.log(`status: ${device.status().trimEnd()}`);
 
-  let lastStatus = device.status();
+  // The live status line: redrawn in place on a terminal, printed again on change elsewhere (tests and
+  // logs read those lines). The rate behind the speed and finish time is sampled every tick.
+  const live = new LiveLines(process.stdout);
+  const rate = new ProgressRate();
+  let lastStatus = `status: ${device.status().trimEnd()}`;
   const ticker = values.quiet
     ? undefined
     : setInterval(() => {
-        const status = device.status();
-        if (status === lastStatus) return;
-        lastStatus = status;
         const mirrors = device
           .segments()
-          .map((s) => s.target)
-          .filter((t): t is MirrorSet => t instanceof MirrorSet)
-          .map((m) => ({ syncRegions: m.syncCount(), regionCount: m.regionCount, health: m.healthLetters() }));
-        console.log(`status: ${status.trimEnd()}${syncSuffix(mirrors)}`);
+          .filter((s): s is Segment & { target: MirrorSet } => s.target instanceof MirrorSet)
+          .map((s) => ({ syncRegions: s.target.syncCount(), regionCount: s.target.regionCount, health: s.target.healthLetters(), sizeBytes: s.line.lengthSectors * sectorBytes }));
+        const line = `status: ${device.status().trimEnd()}${syncSuffix(mirrors, { rate })}`;
+        if (line === lastStatus && !live.tty) return;
+        lastStatus = line;
+        live.show([line]);
       }, 1000);
 
   await new Promise<void>((resolve) => {
@@ -190,6 +194,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     process.once('SIGTERM', stop);
   });
   if (ticker !== undefined) clearInterval(ticker);
+  live.end();
   console.log('stopping: closing NBD connections, suspending the device');
   // Drain the connections while suspending, not before: a write held by handle_errors completes only when
   // the suspend releases it (with EIO), and I/O that reached the device once it was suspended completes

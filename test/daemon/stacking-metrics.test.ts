@@ -137,7 +137,7 @@ test('progress: wait --progress draws a resync bar to 100%; status --watch print
   await ok(['create', 'r', '--table', `0 131072 mirror core 1 1024 2 ${a} 0 ${b} 0`]);
   const progress = await d.cli(['wait', '--progress', 'r']);
   assert.equal(progress.code, 0, progress.stderr);
-  assert.match(progress.stderr.trimEnd().split('\n').at(-1) ?? '', /^r: resync \[#+\] 100\.0% 128\/128 regions$/);
+  assert.match(progress.stderr.trimEnd().split('\n').at(-1) ?? '', /^r: in sync \(128\/128 regions\)$/);
   const json = await d.cli(['wait', '--progress', '--json', 'r']);
   assert.deepEqual(JSON.parse(json.stdout.trim()), { syncRegions: 128, regionCount: 128 });
   const watch = d.spawnCli(['status', '--watch', 'r']);
