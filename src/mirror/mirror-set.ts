@@ -104,7 +104,10 @@ export interface MirrorSetOptions {
   readonly onMessage?: (level: KernelLogLevel, message: string) => void;
   /** dm_table_event: raised on leg failure (handle_errors), log failure and sync complete. */
   readonly raiseEvent?: () => void;
-  /** Rate limit of the kernel's *_LIMIT messages (10 per 5 s by default; tests pass a fake clock). */
+  /**
+   * Rate limit of the kernel's *_LIMIT messages (10 per 5 s by default; tests pass a fake clock): used
+   * for recovery_complete's, and forked for each other call site, as each DM*_LIMIT keeps its own state.
+   */
   readonly messageLimiter?: RateLimiter;
 }
 
@@ -146,6 +149,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   readonly #readPolicy: ReadPolicy;
   readonly #onMessage: (level: KernelLogLevel, message: string) => void;
   readonly #messageLimiter: RateLimiter;
+  /** Limiters of the other *_LIMIT call sites, by site (made on first use). */
+  readonly #siteLimiters = new Map<string, RateLimiter>();
   readonly #raiseEvent: () => void;
   readonly #listeners = new Set<(event: MirrorEvent) => void>();
 
@@ -597,7 +602,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       if (this.log.inSync(io.regionIndex)) leg = this.#chooseLeg();
       else if (!leg.valid) leg = undefined;
       if (leg === undefined) {
-        this.#message('error', 'Mirror read failed.');
+        this.#messageLimited('mirror_end_io', 'error', 'Mirror read failed.');
         this.#settle(io, new BlockError('EIO', `Cannot read region ${io.regionIndex}: no valid in-sync leg`));
       } else {
         this.#issueRead(io, leg, { mapped: false });
@@ -724,7 +729,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       io.readAttempts < Math.min(readRetriesMax, this.legs.length) &&
       (this.#defaultLeg.valid || (this.log.inSync(io.regionIndex) && this.#chooseLeg() !== undefined));
     if (retry) {
-      if (!options.mapped) this.#message('warn', `Read failure on mirror device ${name}. Trying alternative device.`);
+      if (!options.mapped) this.#messageLimited('read_callback', 'warn', `Read failure on mirror device ${name}. Trying alternative device.`);
       this.#reads.push(io);
       this.#worker.wake();
       return;
@@ -732,8 +737,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     if (options.mapped) {
       this.#message('error', 'All replicated volumes dead, failing I/O');
     } else {
-      this.#message('error', `Read failure on mirror device ${name}.  Failing I/O.`);
-      this.#message('error', 'Mirror read failed.');
+      this.#messageLimited('read_callback', 'error', `Read failure on mirror device ${name}.  Failing I/O.`);
+      this.#messageLimited('mirror_end_io', 'error', 'Mirror read failed.');
     }
     const cause = options.err;
     this.#settle(io, new BlockError('EIO', `Cannot read region ${io.regionIndex}: every valid leg failed`, { cause }));
@@ -906,9 +911,18 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     this.#onMessage(level, message);
   }
 
-  /** DMERR_LIMIT / DMWARN_LIMIT: rate limited; `site` names the kernel function in the suppressed note. */
+  /**
+   * DMERR_LIMIT / DMWARN_LIMIT: rate limited per call site (the site is the kernel function and the
+   * level: read_callback has one of each); `site` names the function in the suppressed note.
+   */
   #messageLimited(site: string, level: KernelLogLevel, message: string): void {
-    const { allowed, suppressed } = this.#messageLimiter.take();
+    const key = `${site}:${level}`;
+    let limiter = site === 'recovery_complete' ? this.#messageLimiter : this.#siteLimiters.get(key);
+    if (limiter === undefined) {
+      limiter = this.#messageLimiter.fork();
+      this.#siteLimiters.set(key, limiter);
+    }
+    const { allowed, suppressed } = limiter.take();
     if (suppressed > 0) this.#onMessage('warn', `${site}: ${suppressed} callbacks suppressed`);
     if (allowed) this.#onMessage(level, message);
   }
