@@ -1,7 +1,8 @@
 /**
  * `umirror daemon`: holds many named devices, like the kernel holds dm devices, and answers the
- * dmsetup-style verbs on a control socket (docs/control-protocol.md). Structured logs (pino) go to
- * stderr, with the kernel's messages where the kernel would log them. Optional Prometheus endpoint.
+ * dmsetup-style verbs on a control socket (docs/control-protocol.md). Logs (logger.ts: JSON lines, or
+ * text on a terminal) go to stderr, with the kernel's messages where the kernel would log them, and NBD
+ * clients connecting and disconnecting. Optional Prometheus endpoint.
  *
  * Start-up: every listener (control socket, metrics) is bound before any is started, so a busy or
  * unusable address is one log line (level fatal) and exit status 1, with nothing accepted; the ready
@@ -11,7 +12,6 @@
  * finish), then suspend (flushing every dirty log) and close every device, upper devices first.
  */
 import { parseArgs } from 'node:util';
-import { pino, destination } from 'pino';
 import { ListenError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
 import { ControlServer } from '../control/control-server.js';
@@ -22,9 +22,10 @@ import { ControlError } from '../errors.js';
 import { parseNbdAddress } from './nbd-address.js';
 import { handshakeLimitOption, socketPathOption } from './option-values.js';
 import { defaultSocketPath } from './socket-path.js';
+import { createLogger, logFormatOption, logLevelOption } from './logger.js';
 
-export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--metrics HOST:PORT] [--log-level LEVEL] [--direct-io]
-                      [--handshake-limit SECONDS]
+export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--metrics HOST:PORT] [--log-level LEVEL] [--log-format text|json]
+                      [--direct-io] [--handshake-limit SECONDS]
 
 Runs the umirror daemon in the foreground. It holds named devices (umirror create/load/suspend/resume/
 remove/status/table/info/ls/wait/message talk to it) and serves each one over NBD on request
@@ -32,15 +33,15 @@ remove/status/table/info/ls/wait/message talk to it) and serves each one over NB
 
   --socket PATH        control socket (default $UMIRROR_SOCKET, else a per-user runtime path)
   --metrics HOST:PORT  serve Prometheus metrics on http://HOST:PORT/metrics
-  --log-level LEVEL    pino level: trace, debug, info (default), warn, error
+  --log-level LEVEL    trace, debug, info (default), warn, error, fatal, silent; debug adds each control
+                       request (verb, device, time taken, error) and every table loaded
+  --log-format FORMAT  text (default on a terminal) or json (default otherwise: one object a line)
   --direct-io          open path devices with O_DIRECT (no page cache; any alignment, via bounce buffers)
   --handshake-limit S  drop an NBD client that has not finished the handshake within S seconds
                        (default 10, as qemu-nbd; 0: no limit)
 
-Logs are JSON lines (pino) on stderr. SIGTERM or Ctrl-C suspends every device (every dirty log is
+Logs go to stderr. SIGTERM or Ctrl-C suspends every device (every dirty log is
 flushed clean) and exits.`;
-
-const logLevels: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 export async function daemonCommand(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
@@ -49,6 +50,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
       socket: { type: 'string' },
       metrics: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
+      'log-format': { type: 'string' },
       'direct-io': { type: 'boolean', default: false },
       'handshake-limit': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -60,14 +62,14 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     return 0;
   }
   // Every value is checked before anything is bound or created.
-  const level = values['log-level'];
-  if (!logLevels.includes(level)) throw new ControlError('EINVAL', `--log-level must be one of ${logLevels.join(', ')}, got ${JSON.stringify(level)}`);
+  const level = logLevelOption(values['log-level']);
+  const logFormat = logFormatOption(values['log-format']);
   const metricsAddress = values.metrics === undefined ? undefined : parseNbdAddress(values.metrics, '--metrics');
   if (metricsAddress !== undefined && 'path' in metricsAddress) throw new ControlError('EINVAL', '--metrics needs HOST:PORT, not a Unix socket');
   const socketPath = socketPathOption(values.socket === undefined ? 'the default control socket' : '--socket', values.socket ?? defaultSocketPath());
   const handshakeLimit = values['handshake-limit'];
   const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
-  const log = pino({ level, base: { pid: process.pid } }, destination({ dest: 2, sync: true }));
+  const log = createLogger({ level, format: logFormat });
 
   const registry = new DeviceRegistry({
     log,

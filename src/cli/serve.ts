@@ -36,6 +36,7 @@ import {
 } from './option-values.js';
 import { syncSuffix, tableErrorLines } from './output.js';
 import { LiveLines, ProgressRate } from './progress.js';
+import { createLogger, logFormatOption, logLevelOption } from './logger.js';
 import { heldWritesBySegment, mirrorStopStates, stopSummary } from './stop-summary.js';
 
 /** `serve`'s --lazy-clean default in milliseconds (the library's default stays 0, the kernel's way). */
@@ -44,6 +45,7 @@ export const serveLazyCleanMsDefault = 1000;
 export const serveHelp = `Usage: umirror serve [--data DIR] [--size SIZE] [--legs N] [--log disk|core]
                     [--region-size SECTORS] [--table TABLE] [--nbd HOST:PORT|unix:PATH] [--name NAME]
                     [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--quiet]
+                    [--log-level LEVEL] [--log-format text|json]
 
 Serve one mirrored device over NBD in the foreground.
 
@@ -66,6 +68,12 @@ With --table, serves any kernel-syntax table (mirror, linear, zero, error lines;
   --handshake-limit S     drop an NBD client that has not finished the handshake within S seconds
                           (default 10, as qemu-nbd; 0: no limit)
   --quiet                 print the URI and table only, no live status
+  --log-level LEVEL       trace, debug, info (default), warn, error, fatal, silent; debug adds the table
+                          loaded and NBD clients' negotiated options
+  --log-format FORMAT     text (default on a terminal) or json (default otherwise: one object a line)
+
+The URI, table, status and stop lines go to stdout; logs (the kernel's messages, NBD clients connecting
+and disconnecting) go to stderr.
 
 Ctrl-C suspends the device (the disk log is flushed) and says what the next start must resync: nothing
 after a clean stop ("the log is clean"), else the regions a failed leg or a held write left dirty.`;
@@ -89,6 +97,8 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       'lazy-clean': { type: 'string', default: String(serveLazyCleanMsDefault) },
       'handshake-limit': { type: 'string' },
       quiet: { type: 'boolean', default: false },
+      'log-level': { type: 'string', default: 'info' },
+      'log-format': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -109,6 +119,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   const lazyCleanMs = lazyCleanOption(values['lazy-clean']);
   const handshakeLimit = values['handshake-limit'];
   const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
+  const logger = createLogger({ level: logLevelOption(values['log-level']), format: logFormatOption(values['log-format']) });
   const device = new MappedDevice({
     name,
     buildTarget: targetBuilder({
@@ -116,13 +127,22 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       ...(recoveryParallel === undefined ? {} : { recoveryParallelMax: recoveryParallel }),
       ...(values['read-balance'] ? { readPolicy: 'balance' as const } : {}),
       log: { lazyCleanMs },
-      onMessage: (_device, level, message) => console.error(`${level}: device-mapper: raid1: ${message}`),
-      onLogWarning: (_device, line) => console.error(`warn: device-mapper: dirty region log: ${line}`),
+      onMessage: (device, level, message) => logger[level]({ device }, `device-mapper: raid1: ${message}`),
+      onLogWarning: (device, line) => logger.warn({ device }, `device-mapper: dirty region log: ${line}`),
     }),
   });
   // Bind first, answer last: a busy address stops serve before any image is created or the device
   // resumed, and no client reaches the device before it is resumed (the listener holds them).
-  const server = new NbdServer({ exports: [mirrorExport({ name, device })], ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }) });
+  const server = new NbdServer({
+    exports: [mirrorExport({ name, device })],
+    log: (message) => logger.warn({ device: name }, message),
+    onClient: (event) => {
+      const fields = { device: name, peer: event.peer, export: event.exportName };
+      logger.info(fields, `nbd client ${event.kind}ed`);
+      if (event.kind === 'connect') logger.debug({ ...fields, structuredReplies: event.structuredReplies }, 'nbd client options');
+    },
+    ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
+  });
   let listener: NbdListener;
   try {
     listener = await server.listen(address, { start: false });
@@ -140,6 +160,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       for (const path of images.created) console.log(`created ${path}`);
       table = images.table;
     }
+    logger.debug({ device: name, table: table.trim() }, 'loading table');
     try {
       await device.load(table);
     } catch (err) {

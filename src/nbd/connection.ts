@@ -45,9 +45,22 @@ export const outgoingBuffersMax = 1024;
 
 export type ConnectionState = 'handshake' | 'transmission' | 'draining' | 'closed';
 
+/**
+ * A client that finished the handshake ('connect') and, later, its connection closing ('disconnect');
+ * a client dropped during the handshake has neither. `peer` is HOST:PORT, or "unix" for a Unix socket.
+ */
+export interface NbdClientEvent {
+  readonly kind: 'connect' | 'disconnect';
+  readonly peer: string;
+  readonly exportName: string;
+  readonly structuredReplies: boolean;
+}
+
 export class NbdConnection {
   readonly #socket: Socket;
   readonly #log: (message: string) => void;
+  readonly #onClient: (event: NbdClientEvent) => void;
+  readonly #peer: string;
   readonly #parser = new NbdServerParser({ payloadBytesMax: requestBytesMax, skipBytesMax: 2 * requestBytesMax });
   readonly #session: HandshakeSession;
   readonly #closed: Promise<void>;
@@ -65,15 +78,25 @@ export class NbdConnection {
   #flushScheduled = false;
   #handshakeTimer: NodeJS.Timeout | undefined;
 
-  constructor(options: { socket: Socket; resolver: ExportResolver; log: (message: string) => void; handshakeTimeoutMs?: number }) {
+  constructor(options: {
+    socket: Socket;
+    resolver: ExportResolver;
+    log: (message: string) => void;
+    handshakeTimeoutMs?: number;
+    onClient?: (event: NbdClientEvent) => void;
+  }) {
     this.#socket = options.socket;
     this.#log = options.log;
+    this.#onClient = options.onClient ?? (() => undefined);
+    const address = options.socket.remoteAddress;
+    this.#peer = address === undefined ? 'unix' : `${address.includes(':') ? `[${address}]` : address}:${options.socket.remotePort ?? 0}`;
     this.#session = new HandshakeSession(options.resolver);
     this.#socket.setNoDelay(true);
     this.#closed = new Promise((resolve) => this.#socket.once('close', () => resolve()));
     this.#socket.on('close', () => {
       this.#state = 'closed';
       this.#clearHandshakeTimer();
+      if (this.#negotiated !== undefined) this.#clientEvent('disconnect', this.#negotiated);
     });
     const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 0;
     assert(Number.isSafeInteger(handshakeTimeoutMs) && handshakeTimeoutMs >= 0);
@@ -165,6 +188,7 @@ export class NbdConnection {
             this.#negotiated = step.negotiated;
             this.#parser.enterTransmission();
             this.#state = 'transmission';
+            this.#clientEvent('connect', step.negotiated);
           }
           break;
         }
@@ -295,6 +319,10 @@ export class NbdConnection {
     this.#clientEnded = true;
     if (this.#state === 'handshake' || this.#state === 'transmission') this.#pump();
     else this.#finishIfIdle();
+  }
+
+  #clientEvent(kind: NbdClientEvent['kind'], negotiated: Negotiated): void {
+    this.#onClient({ kind, peer: this.#peer, exportName: negotiated.nbdExport.name, structuredReplies: negotiated.structuredReplies });
   }
 
   #clearHandshakeTimer(): void {

@@ -21,11 +21,12 @@ import type { Socket } from 'node:net';
 import { assert } from '../assert.js';
 import { detach } from '../fail-fast.js';
 import { handshakeTimeoutMsDefault } from '../limits.js';
-import { NbdConnection } from './connection.js';
+import { NbdConnection, type NbdClientEvent } from './connection.js';
 import { HeldListener, type ListenAddress } from './held-listener.js';
 import { type ExportResolver, type NbdExport, StaticExportResolver } from './nbd-export.js';
 
 export type { ListenAddress } from './held-listener.js';
+export type { NbdClientEvent } from './connection.js';
 
 export interface NbdListener {
   /** URI of the default export (its name when the server has exactly one export). */
@@ -45,12 +46,15 @@ export interface NbdServerOptions {
   readonly log?: (message: string) => void;
   /** A client that has not finished the handshake by then is dropped; 0: no limit. Default 10 s. */
   readonly handshakeTimeoutMs?: number;
+  /** Clients connecting (handshake finished) and disconnecting, for the logs. Default: none. */
+  readonly onClient?: (event: NbdClientEvent) => void;
 }
 
 export class NbdServer {
   readonly #resolver: ExportResolver;
   readonly #log: (message: string) => void;
   readonly #handshakeTimeoutMs: number;
+  readonly #onClient: ((event: NbdClientEvent) => void) | undefined;
   readonly #listeners = new Set<Listener>();
   #closed = false;
 
@@ -59,6 +63,7 @@ export class NbdServer {
     this.#resolver = isResolver(exports) ? exports : new StaticExportResolver(exports);
     this.#log = options.log ?? (() => undefined);
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault;
+    this.#onClient = options.onClient;
     assert(Number.isSafeInteger(this.#handshakeTimeoutMs) && this.#handshakeTimeoutMs >= 0, 'handshakeTimeoutMs is a whole number of ms');
   }
 
@@ -92,6 +97,7 @@ export class NbdServer {
       log: this.#log,
       defaultName: this.#defaultName(),
       handshakeTimeoutMs: this.#handshakeTimeoutMs,
+      ...(this.#onClient === undefined ? {} : { onClient: this.#onClient }),
     });
     this.#listeners.add(listener);
     listener.onClosed = () => this.#listeners.delete(listener);
@@ -132,10 +138,17 @@ class Listener implements NbdListener {
     log: (message: string) => void;
     defaultName: string;
     handshakeTimeoutMs: number;
+    onClient?: (event: NbdClientEvent) => void;
   }) {
     this.#held = options.held;
     this.#connect = (socket: Socket): void => {
-      const connection = new NbdConnection({ socket, resolver: options.resolver, log: options.log, handshakeTimeoutMs: options.handshakeTimeoutMs });
+      const connection = new NbdConnection({
+        socket,
+        resolver: options.resolver,
+        log: options.log,
+        handshakeTimeoutMs: options.handshakeTimeoutMs,
+        ...(options.onClient === undefined ? {} : { onClient: options.onClient }),
+      });
       this.connections.add(connection);
       detach(
         connection.closed.then(() => this.connections.delete(connection)),
