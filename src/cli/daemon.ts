@@ -17,12 +17,12 @@ import { rethrowProgrammerError } from '../fail-fast.js';
 import { ControlServer } from '../control/control-server.js';
 import { DeviceRegistry } from '../control/device-registry.js';
 import { MetricsServer } from '../control/metrics-server.js';
-import { ResyncRateSampler } from '../control/metrics.js';
 import { ControlError } from '../errors.js';
 import { parseNbdAddress } from './nbd-address.js';
 import { handshakeLimitOption, socketPathOption } from './option-values.js';
 import { defaultSocketPath } from './socket-path.js';
 import { createLogger, logFormatOption, logLevelOption } from './logger.js';
+import { packageVersion } from './package-version.js';
 
 export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--metrics HOST:PORT] [--log-level LEVEL] [--log-format text|json]
                       [--direct-io] [--handshake-limit SECONDS]
@@ -78,7 +78,6 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
   });
   const control = new ControlServer({ registry, log });
-  const sampler = new ResyncRateSampler(registry);
   const listenFailed = (what: string, err: unknown): number => {
     rethrowProgrammerError(err);
     if (!(err instanceof ListenError)) throw err;
@@ -93,7 +92,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   let metrics: MetricsServer | undefined;
   if (metricsAddress !== undefined) {
     try {
-      metrics = await MetricsServer.listen({ ...metricsAddress, registry, sampler, log: (message) => log.error({}, `metrics: ${message}`) });
+      metrics = await MetricsServer.listen({ ...metricsAddress, registry, version: packageVersion(), log: (message) => log.error({}, `metrics: ${message}`) });
     } catch (err) {
       await control.close();
       return listenFailed('metrics', err);
@@ -101,7 +100,6 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   }
   control.start();
   metrics?.start();
-  sampler.start();
   log.info({ socket: socketPath, metrics: metrics === undefined ? undefined : `http://${metrics.address.host}:${metrics.address.port}/metrics` }, 'umirror daemon ready');
 
   const signal = await new Promise<string>((resolve) => {
@@ -109,7 +107,6 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     process.once('SIGTERM', () => resolve('SIGTERM'));
   });
   log.info({ signal }, 'stopping: suspending every device');
-  sampler.stop();
   await control.close();
   await metrics?.close();
   await registry.shutdown();

@@ -3,7 +3,6 @@
  * The `umirror` command: dispatches a verb. `serve` runs one device in the foreground (the main job);
  * `create-images` makes image files; the dmsetup-style verbs talk to a daemon (see control/).
  */
-import { readFileSync } from 'node:fs';
 import { ControlError } from '../errors.js';
 import { serveCommand, serveHelp } from './serve.js';
 import { createImagesCommand, createImagesHelp } from './create-images.js';
@@ -11,6 +10,7 @@ import { daemonCommand, daemonHelp } from './daemon.js';
 import { dmVerbCommand } from './dm-verbs.js';
 import { DM_VERBS, dmVerbHelp } from './dm-verbs-help.js';
 import { hoistSocketOption } from './socket-path.js';
+import { packageVersion } from './package-version.js';
 
 const usage = `Usage: umirror <command> [options]
 
@@ -43,14 +43,6 @@ const commands: Record<string, { run: (argv: readonly string[]) => Promise<numbe
   daemon: { run: daemonCommand, help: daemonHelp },
   ...Object.fromEntries(DM_VERBS.map((verb) => [verb, { run: (argv: readonly string[]) => dmVerbCommand(verb, argv), help: dmVerbHelp[verb] }])),
 };
-
-/** The version in package.json (dist/cli/main.js -> ../../package.json), as `umirror --version` prints it. */
-function packageVersion(): string {
-  const parsed: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
-  const version = typeof parsed === 'object' && parsed !== null && 'version' in parsed ? parsed.version : undefined;
-  if (typeof version !== 'string') throw new ControlError('EIO', 'package.json has no version');
-  return version;
-}
 
 async function main(argv: readonly string[]): Promise<number> {
   const [verb, ...rest] = hoistSocketOption(argv);
