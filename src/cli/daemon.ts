@@ -1,7 +1,8 @@
 /**
  * `umirror daemon`: holds many named devices, like the kernel holds dm devices, and answers the
- * dmsetup-style verbs on a control socket (docs/control-protocol.md). Structured logs (pino) go to
- * stderr, with the kernel's messages where the kernel would log them. Optional Prometheus endpoint.
+ * dmsetup-style verbs on a control socket (docs/control-protocol.md). Logs (logger.ts: JSON lines, or
+ * text on a terminal) go to stderr, with the kernel's messages where the kernel would log them, and NBD
+ * clients connecting and disconnecting. Optional Prometheus endpoint.
  *
  * Start-up: every listener (control socket, metrics, the shared NBD listener) is bound before any is
  * started, so a busy or unusable address is one log line (level fatal) and exit status 1, with nothing
@@ -12,26 +13,26 @@
  * the pidfile.
  */
 import { parseArgs } from 'node:util';
-import { pino, destination } from 'pino';
 import { ListenError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
 import { ControlServer } from '../control/control-server.js';
 import { DeviceRegistry } from '../control/device-registry.js';
 import { MetricsServer } from '../control/metrics-server.js';
-import { ResyncRateSampler } from '../control/metrics.js';
 import { ControlError } from '../errors.js';
 import type { NbdListener } from '../nbd/server.js';
 import { parseNbdAddress } from './nbd-address.js';
 import { handshakeLimitOption, socketPathOption } from './option-values.js';
 import { checkNbdServeOptions, loadNbdServeOptions } from '../control/nbd-serve-options.js';
+import { createLogger, logFormatOption, logLevelOption } from './logger.js';
+import { packageVersion } from './package-version.js';
 import { Pidfile } from './pidfile.js';
 import { notifyReady } from './service-notify.js';
 import { defaultSocketPath, isDefaultRuntimePath } from './socket-path.js';
 import { closeHungUpTerminal, ignoreClosedOutput, waitForStopSignal } from './stop-signal.js';
 
 export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--nbd HOST:PORT|unix:PATH] [--metrics HOST:PORT]
-                      [--pidfile PATH] [--log-level LEVEL] [--direct-io] [--handshake-limit SECONDS]
-                      [--socket-mode MODE] [--socket-group GROUP]
+                      [--pidfile PATH] [--log-level LEVEL] [--log-format text|json] [--direct-io]
+                      [--handshake-limit SECONDS] [--socket-mode MODE] [--socket-group GROUP]
 
 Runs the umirror daemon in the foreground. It holds named devices (umirror create/load/suspend/resume/
 remove/status/table/info/ls/wait/message talk to it) and serves them over NBD: every device on the
@@ -48,16 +49,16 @@ shared --nbd listener, and one device on a listener of its own with umirror crea
   --metrics HOST:PORT  serve Prometheus metrics on http://HOST:PORT/metrics
   --pidfile PATH       write the daemon's pid there once it answers, remove it on exit; refuse to start
                        while it names a running umirror
-  --log-level LEVEL    pino level: trace, debug, info (default), warn, error
+  --log-level LEVEL    trace, debug, info (default), warn, error, fatal, silent; debug adds each control
+                       request (verb, device, time taken, error) and every table loaded
+  --log-format FORMAT  text (default on a terminal) or json (default otherwise: one object a line)
   --direct-io          open path devices with O_DIRECT (no page cache; any alignment, via bounce buffers)
   --handshake-limit S  drop an NBD client that has not finished the handshake within S seconds
                        (default 10, as qemu-nbd; 0: no limit)
 
-Logs are JSON lines (pino) on stderr. SIGTERM, Ctrl-C or a closed terminal (SIGHUP) suspends every
-device (every dirty log is flushed clean) and exits 0. Under systemd (Type=notify, $NOTIFY_SOCKET) it
-reports READY=1 once every listener answers (contrib/systemd/umirror.service).`;
-
-const logLevels: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+Logs go to stderr. SIGTERM, Ctrl-C or a closed terminal (SIGHUP) suspends every device (every dirty
+log is flushed clean) and exits 0. Under systemd (Type=notify, $NOTIFY_SOCKET) it reports READY=1 once
+every listener answers (contrib/systemd/umirror.service).`;
 
 export async function daemonCommand(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({
@@ -68,6 +69,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
       nbd: { type: 'string' },
       pidfile: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
+      'log-format': { type: 'string' },
       'direct-io': { type: 'boolean', default: false },
       'handshake-limit': { type: 'string' },
       'socket-mode': { type: 'string' },
@@ -81,8 +83,8 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     return 0;
   }
   // Every value is checked before anything is bound or created.
-  const level = values['log-level'];
-  if (!logLevels.includes(level)) throw new ControlError('EINVAL', `--log-level must be one of ${logLevels.join(', ')}, got ${JSON.stringify(level)}`);
+  const level = logLevelOption(values['log-level']);
+  const logFormat = logFormatOption(values['log-format']);
   const metricsAddress = values.metrics === undefined ? undefined : parseNbdAddress(values.metrics, '--metrics');
   if (metricsAddress !== undefined && 'path' in metricsAddress) throw new ControlError('EINVAL', '--metrics needs HOST:PORT, not a Unix socket');
   const socketPath = socketPathOption(values.socket === undefined ? 'the default control socket' : '--socket', values.socket ?? defaultSocketPath());
@@ -90,9 +92,9 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
   const nbdAddress = values.nbd === undefined ? undefined : parseNbdAddress(values.nbd);
   const pidfile = values.pidfile === undefined ? undefined : await Pidfile.check(values.pidfile);
-  const logDestination = destination({ dest: 2, sync: true });
-  logDestination.on('error', ignoreClosedOutput);
-  const log = pino({ level, base: { pid: process.pid } }, logDestination);
+  // A terminal closed under us (SIGHUP) fails later log writes with EIO: the daemon still stops cleanly.
+  process.stderr.on('error', ignoreClosedOutput);
+  const log = createLogger({ level, format: logFormat });
   const access = checkNbdServeOptions({
     ...(values['socket-mode'] !== undefined && { socketMode: values['socket-mode'] }),
     ...(values['socket-group'] !== undefined && { socketGroup: values['socket-group'] }),
@@ -106,7 +108,6 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
   });
   const control = new ControlServer({ registry, log });
-  const sampler = new ResyncRateSampler(registry);
   const listenFailed = (what: string, err: unknown): number => {
     rethrowProgrammerError(err);
     if (!(err instanceof ListenError)) throw err;
@@ -122,7 +123,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   let metrics: MetricsServer | undefined;
   if (metricsAddress !== undefined) {
     try {
-      metrics = await MetricsServer.listen({ ...metricsAddress, registry, sampler, log: (message) => log.error({}, `metrics: ${message}`) });
+      metrics = await MetricsServer.listen({ ...metricsAddress, registry, version: packageVersion(), log: (message) => log.error({}, `metrics: ${message}`) });
     } catch (err) {
       await control.close();
       return listenFailed('metrics', err);
@@ -141,10 +142,8 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   control.start();
   metrics?.start();
   nbd?.start();
-  sampler.start();
   const stopSignal = waitForStopSignal();
   const stop = async (): Promise<void> => {
-    sampler.stop();
     await control.close();
     await metrics?.close();
     await registry.shutdown();

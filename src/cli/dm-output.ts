@@ -25,7 +25,8 @@ const ioctlOf: Record<string, string> = {
 /** Verbs for which dmsetup says "Device does not exist." about an unknown name. */
 const lookupVerbs = new Set(['status', 'table', 'info', 'wait', 'ls']);
 
-export function infoLines(info: DeviceInfo): string[] {
+/** `info`'s lines; `resyncStatus` adds mdadm --detail's "Resync Status" line while out of sync. */
+export function infoLines(info: DeviceInfo, options: { resyncStatus?: string | undefined } = {}): string[] {
   return [
     `Name:              ${info.name}`,
     `State:             ${info.state}`,
@@ -33,6 +34,7 @@ export function infoLines(info: DeviceInfo): string[] {
     `Open count:        ${info.openCount}`,
     `Event number:      ${info.eventNr}`,
     `Number of targets: ${info.targetCount}`,
+    ...(options.resyncStatus === undefined ? [] : [`Resync Status:     ${options.resyncStatus}`]),
     ...(info.nbdUri === undefined ? [] : [`NBD URI:           ${info.nbdUri}`]),
     '',
   ];

@@ -1,18 +1,18 @@
 /**
  * `umirror VERB --help` for the dmsetup-style verbs (docs/cli.md has the same with examples).
  */
-export const DM_VERBS = ['create', 'load', 'clear', 'suspend', 'resume', 'remove', 'status', 'table', 'info', 'ls', 'wait', 'message'] as const;
+export const DM_VERBS = ['create', 'load', 'clear', 'suspend', 'resume', 'remove', 'status', 'table', 'info', 'deps', 'ls', 'wait', 'message'] as const;
 export type DmVerb = (typeof DM_VERBS)[number];
 
 const socketLine = '  --socket PATH   the daemon\'s control socket (default $UMIRROR_SOCKET, else a per-user runtime path)';
 
 export const dmVerbHelp: Record<DmVerb, string> = {
-  create: `Usage: umirror create NAME --table TABLE [--nbd HOST:PORT|unix:PATH] [--readonly] [--socket PATH]
+  create: `Usage: umirror create NAME [--table TABLE | TABLE_FILE] [--nbd HOST:PORT|unix:PATH] [--readonly] [--socket PATH]
                       [--tls off|on|require] [--tls-psk FILE | --tls-certificates DIR [--tls-verify-peer]]
                       [--max-connections N] [--socket-mode MODE] [--socket-group GROUP]
 
 Creates device NAME in the daemon, loads TABLE and resumes it (dmsetup create). Without --table the
-table is read from stdin. TABLE is kernel syntax, one target per line (mirror, linear, zero, error);
+table is read from TABLE_FILE, else from stdin. TABLE is kernel syntax, one target per line (mirror, linear, zero, error);
 a device may be a path or the name of another device in the same daemon (stacking).
   --nbd ADDR      serve NAME over NBD on ADDR (export name NAME; the only export there, so the
                   default export name works too); prints the NBD URI. With a daemon started
@@ -24,10 +24,10 @@ a device may be a path or the name of another device in the same daemon (stackin
   --max-connections N (1..64, default 16), and for a unix: socket --socket-mode MODE (default 0600)
   and --socket-group GROUP. Key files are read by the daemon when the device is created.
 ${socketLine}`,
-  load: `Usage: umirror load NAME --table TABLE [--socket PATH]
+  load: `Usage: umirror load NAME [--table TABLE | TABLE_FILE] [--socket PATH]
 
 Loads TABLE as NAME's inactive table (dmsetup load); the next resume swaps it in. Without --table the
-table is read from stdin.
+table is read from TABLE_FILE, else from stdin.
 ${socketLine}`,
   clear: `Usage: umirror clear NAME [--socket PATH]
 
@@ -43,10 +43,13 @@ ${socketLine}`,
 
 Resumes NAME (dmsetup resume), swapping in the inactive table if one was loaded; held I/O is issued.
 ${socketLine}`,
-  remove: `Usage: umirror remove NAME [--socket PATH]
+  remove: `Usage: umirror remove [-f|--force] NAME... [--socket PATH]
 
-Removes NAME (dmsetup remove): a flushing suspend, then the device is destroyed. Refused (Device or
-resource busy) while another device stacks on NAME or NBD clients are connected.
+Removes each NAME (dmsetup remove): a flushing suspend, then the device is destroyed. Refused (Device
+or resource busy) while another device stacks on NAME or NBD clients are connected. Several names are
+removed in turn; the exit status is 1 when any failed.
+  -f, --force     first replace the table with an error target of the same size (suspend --noflush,
+                  load, resume), so held and new I/O fails, then remove (dmsetup remove --force)
 ${socketLine}`,
   status: `Usage: umirror status [--inactive] [--json] [--watch] [NAME] [--socket PATH]
 
@@ -68,9 +71,17 @@ ${socketLine}`,
 Prints Name:, State:, Tables present:, Open count:, Event number: and Number of targets: lines (and
 NBD URI: when served), as dmsetup info. Without NAME: every device.
 ${socketLine}`,
-  ls: `Usage: umirror ls [--json] [--socket PATH]
+  deps: `Usage: umirror deps [NAME] [--socket PATH]
+
+Prints the devices NAME's live table holds open (dmsetup deps -o devname): "N dependencies\t: (DEV) ...",
+newest first as the kernel lists them; a DEV is a path or another device of the daemon. Without NAME:
+every device, each line prefixed by "NAME: ".
+${socketLine}`,
+  ls: `Usage: umirror ls [--json] [--tree] [--socket PATH]
 
 Lists the daemon's devices ("No devices found" when there are none).
+  --tree          every device with the devices it stacks on below it, as dmsetup ls --tree draws
+                  it (paths as leaves in parentheses)
 ${socketLine}`,
   wait: `Usage: umirror wait [-v] [--json] NAME [EVENT_NR] [--socket PATH]
        umirror wait --progress [--json] NAME [--socket PATH]

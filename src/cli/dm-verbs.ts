@@ -5,6 +5,7 @@
  * dmsetup's messages on stderr (dm-output.ts). `--json` on the read verbs prints the result as JSON.
  */
 import { resolve } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ControlClient, type ControlCall } from '../control/control-client.js';
@@ -13,11 +14,16 @@ import type { DeviceInfo, TableView } from '../control/device-registry.js';
 import { ControlError } from '../errors.js';
 import { progressWatchIntervalMs } from '../limits.js';
 import { failureLines, infoLines } from './dm-output.js';
-import { progressBar, syncSuffix, syncTotals } from './output.js';
+import { depsLine, tableDependencies, treeLines, utf8Locale } from './dm-tree.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
+import { resyncing, syncProgressText, syncSuffix, syncTotals, type SyncCounts } from './output.js';
+import { LiveLines, ProgressRate } from './progress.js';
+import { sectorBytes } from '../limits.js';
 import { defaultSocketPath } from './socket-path.js';
 import { parseNbdAddress } from './nbd-address.js';
 import { deviceNameOption, eventNrArgument, sectorArgument, socketPathOption } from './option-values.js';
 import { dmVerbHelp, type DmVerb } from './dm-verbs-help.js';
+import { parseArgsMessage } from './option-values.js';
 
 interface Parsed {
   readonly socket: string;
@@ -37,25 +43,27 @@ const verbOptions: Record<DmVerb, readonly string[]> = {
   clear: [],
   suspend: ['noflush'],
   resume: [],
-  remove: [],
+  remove: ['force'],
   status: ['json', 'inactive', 'watch'],
   table: ['json', 'inactive'],
   info: ['json'],
-  ls: ['json'],
+  deps: [],
+  ls: ['json', 'tree'],
   wait: ['json', 'progress', 'verbose'],
   message: [],
 };
 
 const positionalCounts: Record<DmVerb, readonly [number, number]> = {
-  create: [1, 1],
-  load: [1, 1],
+  create: [1, 2],
+  load: [1, 2],
   clear: [1, 1],
   suspend: [1, 1],
   resume: [1, 1],
-  remove: [1, 1],
+  remove: [1, Infinity],
   status: [0, 1],
   table: [0, 1],
   info: [0, 1],
+  deps: [0, 1],
   ls: [0, 0],
   wait: [1, 2],
   message: [3, Infinity],
@@ -77,6 +85,18 @@ export async function dmVerbCommand(verb: DmVerb, argv: readonly string[]): Prom
     console.log(dmVerbHelp[verb]);
     return 0;
   }
+  // The table of create/load is read before the daemon is asked anything, as dmsetup reads its file.
+  let table = '';
+  if (verb === 'create' || verb === 'load') {
+    try {
+      table = await tableText(parsed);
+    } catch (err) {
+      if (!(err instanceof ControlError)) throw err;
+      console.error(err.message);
+      console.error('Command failed.');
+      return 1;
+    }
+  }
   let client: ControlClient;
   try {
     client = await ControlClient.connect(parsed.socket);
@@ -88,7 +108,8 @@ export async function dmVerbCommand(verb: DmVerb, argv: readonly string[]): Prom
   }
   const name = parsed.positionals[0] ?? '';
   try {
-    return await runVerb({ verb, parsed, client, name });
+    if (verb === 'remove') return await removeDevices({ client, names: parsed.positionals, force: parsed.values['force'] === true });
+    return await runVerb({ verb, parsed, client, name, table });
   } catch (err) {
     if (!(err instanceof ControlError)) throw err;
     if (parsed.json) console.log(JSON.stringify({ error: { code: err.code, message: err.message } }));
@@ -120,6 +141,8 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
     watch: { type: 'boolean' },
     progress: { type: 'boolean' },
     verbose: { type: 'boolean', short: 'v' },
+    force: { type: 'boolean', short: 'f' },
+    tree: { type: 'boolean' },
   } as const;
   const { values, positionals } = parseArgs({ args: [...argv], options: all, allowPositionals: true, strict: true });
   for (const [key, value] of Object.entries(values)) {
@@ -135,6 +158,8 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
   // Every value is checked here, before the daemon is asked anything.
   const socket = socketPathOption(values.socket === undefined ? 'the default control socket' : '--socket', values.socket ?? defaultSocketPath());
   if (!help && positionals[0] !== undefined) deviceNameOption(positionals[0]);
+  if (!help && verb === 'remove') for (const name of positionals) deviceNameOption(name);
+  if (values.table !== undefined && positionals[1] !== undefined) throw new ControlError('EINVAL', `give the table with --table or in TABLE_FILE, not both`);
   if (values.nbd !== undefined) parseNbdAddress(values.nbd);
   if (verb === 'wait' && values.progress === true && positionals.length > 1) throw new ControlError('EINVAL', 'wait --progress takes no EVENT_NR');
   const eventNr = verb === 'wait' && !help && values.progress !== true ? eventNrArgument(positionals[1] ?? '0') : 0;
@@ -154,22 +179,26 @@ class InvalidSector extends ControlError {
   }
 }
 
-/** The line a command line the verb refuses gets, or undefined for an error that is not about it. */
+/**
+ * The line a command line the verb refuses gets, or undefined for an error that is not about it. An
+ * option the parser does not know (or without its value) is named in one sentence, with where to look.
+ */
 function commandLineError(verb: DmVerb, err: unknown): string | undefined {
   if (err instanceof InvalidSector) return err.message;
   if (err instanceof ControlError) return `umirror ${verb}: ${err.message}`;
   const code = err instanceof TypeError ? (err as { code?: unknown }).code : undefined;
-  if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_')) return `umirror ${verb}: ${err instanceof Error ? err.message : ''}`;
+  if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_') && err instanceof Error) {
+    return `umirror ${verb}: ${parseArgsMessage(err.message)} (see 'umirror ${verb} --help')`;
+  }
   return undefined;
 }
 
-async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlClient; name: string }): Promise<number> {
-  const { verb, parsed, client, name } = options;
+async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlClient; name: string; table: string }): Promise<number> {
+  const { verb, parsed, client, name, table } = options;
   const call = (request: ControlCall): Promise<unknown> => client.request(request);
   const flag = (key: string): boolean => parsed.values[key] === true;
   switch (verb) {
     case 'create': {
-      const table = await tableText(parsed);
       const nbd = parsed.values['nbd'];
       const nbdOptions = createNbdOptions(parsed);
       const result = await call({
@@ -185,13 +214,22 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
       return 0;
     }
     case 'load':
-      await call({ verb, name, table: await tableText(parsed) });
+      await call({ verb, name, table });
       return 0;
     case 'clear':
     case 'resume':
     case 'remove':
       await call({ verb, name });
       return 0;
+    case 'deps': {
+      const names = parsed.positionals.length > 0 ? parsed.positionals : (await listDevices(client)).map((d) => d.name);
+      if (names.length === 0) console.log('No devices found');
+      for (const device of names) {
+        const view = asView(await call({ verb: 'table', name: device, inactive: false }));
+        console.log(depsLine({ dependencies: tableDependencies(view.text), ...(parsed.positionals.length === 0 ? { name: device } : {}) }));
+      }
+      return 0;
+    }
     case 'suspend':
       await call({ verb, name, noflush: flag('noflush') });
       return 0;
@@ -204,11 +242,26 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
       const infos = await Promise.all(names.map((n) => call({ verb: 'info', name: n }).then(asInfo)));
       if (parsed.json) console.log(JSON.stringify(parsed.positionals.length > 0 ? infos[0] : infos));
       else if (infos.length === 0) console.log('No devices found');
-      else for (const info of infos) console.log(infoLines(info).join('\n'));
+      else {
+        // mdadm --detail's "Resync Status": read from the status of each device's mirror segments.
+        const views = await Promise.all(infos.map((info) => call({ verb: 'status', name: info.name, inactive: false }).then(asView)));
+        infos.forEach((info, index) => {
+          const view = views[index];
+          const mirrors = view === undefined ? [] : viewMirrors(view);
+          console.log(infoLines(info, { resyncStatus: resyncStatus(mirrors) }).join('\n'));
+        });
+      }
       return 0;
     }
     case 'ls': {
       const devices = await listDevices(client);
+      if (flag('tree') && !parsed.json) {
+        if (devices.length === 0) console.log('No devices found');
+        const tables = new Map<string, string[]>();
+        for (const device of devices) tables.set(device.name, tableDependencies(asView(await call({ verb: 'table', name: device.name, inactive: false })).text));
+        for (const line of treeLines(tables, { utf8: utf8Locale() })) console.log(line);
+        return 0;
+      }
       if (parsed.json) console.log(JSON.stringify(devices));
       else if (devices.length === 0) console.log('No devices found');
       else for (const device of devices) console.log(device.nbdUri === undefined ? device.name : `${device.name}\t(${device.nbdUri})`);
@@ -248,18 +301,44 @@ async function printViews(options: { client: ControlClient; verb: 'status' | 'ta
 }
 
 /**
- * `status --watch [NAME]`: prints the status lines (with a resync bar) whenever they change, until
- * interrupted. Without NAME it watches every device, each line prefixed by "NAME: " as `status` prints
- * them, and reports devices that come and go; a device removed between the listing and its status is
- * reported as gone, not as an error.
+ * mdadm --detail's "Resync Status" words: `27% complete` while resyncing, `27% in sync, waiting for a new
+ * table (a leg failed: AD)` when a failed leg holds the resync; undefined when in sync (no line).
+ */
+function resyncStatus(mirrors: readonly SyncCounts[]): string | undefined {
+  const { synced, total } = syncTotals(mirrors);
+  if (synced >= total) return undefined;
+  const percent = Math.floor((synced * 100) / total);
+  if (resyncing(mirrors)) return `${percent}% complete`;
+  return `${percent}% in sync, waiting for a new table (a leg failed: ${mirrors.map((m) => m.health).join(', ')})`;
+}
+
+/** The mirror segments of a status view with their sizes, as the progress displays need them. */
+function viewMirrors(view: TableView): SyncCounts[] {
+  return view.mirrors.map((m) => {
+    const segment = view.segments.find((s) => s.start === m.start);
+    return { ...m, sizeBytes: (segment?.length ?? 0) * sectorBytes };
+  });
+}
+
+/**
+ * `status --watch [NAME]`: the status lines with resync progress (mdstat's bar, percent, finish time and
+ * speed), until interrupted. On a terminal the block is redrawn in place every interval; elsewhere a
+ * device's lines are printed again whenever they change (so once per interval while it resyncs).
+ * Without NAME it watches every device, each line prefixed by "NAME: " as `status` prints them, and
+ * reports devices that come and go; a device removed between the listing and its status is reported as
+ * gone, not as an error.
  */
 async function watchStatus(options: { client: ControlClient; name: string }): Promise<number> {
   const all = options.name === '';
+  const live = new LiveLines(process.stdout);
   const last = new Map<string, string>();
+  const rates = new Map<string, ProgressRate>();
   let announcedNone = false;
   for (;;) {
     const names = all ? (await listDevices(options.client)).map((d) => d.name) : [options.name];
     const seen = new Set<string>();
+    const block: string[] = [];
+    const changed: string[] = [];
     for (const name of names) {
       let view: TableView;
       try {
@@ -269,38 +348,63 @@ async function watchStatus(options: { client: ControlClient; name: string }): Pr
         throw err;
       }
       seen.add(name);
+      const rate = rates.get(name) ?? new ProgressRate();
+      rates.set(name, rate);
+      const suffix = syncSuffix(viewMirrors(view), { rate });
       const lines = view.text.trimEnd().split('\n');
-      const text = lines.map((line, index) => `${all ? `${name}: ` : ''}${line}${index === lines.length - 1 ? syncSuffix(view.mirrors) : ''}`).join('\n');
-      if (last.get(name) !== text) console.log(text);
+      const text = lines.map((line, index) => `${all ? `${name}: ` : ''}${line}${index === lines.length - 1 ? suffix : ''}`).join('\n');
+      block.push(text);
+      if (last.get(name) !== text) changed.push(text);
       last.set(name, text);
     }
     for (const name of [...last.keys()]) {
       if (seen.has(name)) continue;
-      console.log(`${name}: removed`);
+      if (!live.tty) changed.push(`${name}: removed`);
       last.delete(name);
+      rates.delete(name);
     }
-    if (all && last.size === 0 && !announcedNone) console.log('No devices found');
+    if (all && last.size === 0 && (live.tty || !announcedNone)) {
+      block.push('No devices found');
+      changed.push('No devices found');
+    }
     announcedNone = all && last.size === 0;
+    live.show((live.tty ? block : changed).flatMap((text) => text.split('\n')));
     await sleep(progressWatchIntervalMs);
   }
 }
 
 /**
- * `wait --progress`: a resync progress bar until every mirror segment is in sync. A mirror with a failed
- * leg does not resync its out-of-sync regions until a new table is loaded (they wait, as the kernel's
- * do), so the wait would never end: it says so and exits 1 instead.
+ * `wait --progress`: resync progress (mdstat's bar, percent, finish time and speed) on stderr until every
+ * mirror segment is in sync; redrawn in place on a terminal, a line per change elsewhere. A mirror with
+ * a failed leg does not resync its out-of-sync regions until a new table is loaded (they wait, as the
+ * kernel's do), so the wait would never end: it says so and exits 1 instead.
  */
 async function waitProgress(options: { client: ControlClient; name: string; json: boolean }): Promise<number> {
+  const live = new LiveLines(process.stderr);
+  const rate = new ProgressRate();
   let last = '';
   for (;;) {
     const view = asView(await options.client.request({ verb: 'status', name: options.name, inactive: false }));
-    const { synced, total } = syncTotals(view.mirrors);
-    const line = options.json ? JSON.stringify({ syncRegions: synced, regionCount: total }) : `${options.name}: resync ${progressBar(synced, total)} ${synced}/${total} regions`;
-    if (line !== last) (options.json ? console.log : console.error)(line);
-    last = line;
-    if (synced === total) return 0;
+    const mirrors = viewMirrors(view);
+    const totals = syncTotals(mirrors);
+    const { synced, total } = totals;
+    rate.sample({ atMs: performance.now(), doneBytes: totals.syncedBytes });
+    if (options.json) {
+      const line = JSON.stringify({ syncRegions: synced, regionCount: total });
+      if (line !== last) console.log(line);
+      last = line;
+    } else {
+      const line = `${options.name}: ${synced >= total ? `in sync (${synced}/${total} regions)` : syncProgressText(totals, { resyncing: resyncing(mirrors), rate })}`;
+      if (line !== last || live.tty) live.show([line]);
+      last = line;
+    }
+    if (synced === total) {
+      live.end();
+      return 0;
+    }
     const failed = view.mirrors.filter((m) => !/^A+$/.test(m.health) && m.syncRegions < m.regionCount);
     if (failed.length > 0) {
+      live.end();
       const health = failed.map((m) => m.health).join(', ');
       console.error(`${options.name}: a leg failed (${health}): ${total - synced} regions stay out of sync until a new table is loaded`);
       return 1;
@@ -315,14 +419,65 @@ async function listDevices(client: ControlClient): Promise<DeviceInfo[]> {
   return Array.isArray(devices) ? devices.map(asInfo) : [];
 }
 
-/** The table: --table, else stdin (dmsetup reads the table from stdin when --table is missing). */
+/**
+ * The table of create/load: --table, else TABLE_FILE, else stdin (dmsetup reads the file, or stdin
+ * when there is none). @throws ControlError with dmsetup's message for a file it cannot open.
+ */
 async function tableText(parsed: Parsed): Promise<string> {
   const table = parsed.values['table'];
   if (typeof table === 'string') return table;
-  if (process.stdin.isTTY) throw new ControlError('EINVAL', 'No table given: use --table TABLE or pipe the table on stdin');
+  const file = parsed.positionals[1];
+  if (file !== undefined) {
+    try {
+      return await readFile(file, 'utf8');
+    } catch (err) {
+      rethrowProgrammerError(err);
+      throw new ControlError('ENOENT', `Couldn't open '${file}' for reading.`, { cause: err });
+    }
+  }
+  if (process.stdin.isTTY) throw new ControlError('EINVAL', 'No table given: use --table TABLE, a TABLE_FILE, or pipe the table on stdin');
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * `remove [--force] NAME...`: each device in turn, as dmsetup repeats the command for every name; a
+ * failure is reported (dmsetup's lines) and the others are still removed; exit status 1 if any failed.
+ * --force first swaps in an `error` table of the same size (dmsetup's _error_device: load, then a
+ * resume whose suspend does not flush, so I/O held by the old table fails instead of waiting), then
+ * removes; a device still open is refused as without --force, but all its I/O now fails.
+ */
+async function removeDevices(options: { client: ControlClient; names: readonly string[]; force: boolean }): Promise<number> {
+  const { client } = options;
+  let status = 0;
+  const attempt = async (verb: DmVerb, name: string, request: ControlCall): Promise<boolean> => {
+    try {
+      await client.request(request);
+      return true;
+    } catch (err) {
+      if (!(err instanceof ControlError)) throw err;
+      for (const line of failureLines({ verb, name, error: err })) console.error(line);
+      return false;
+    }
+  };
+  for (const name of options.names) {
+    if (options.force) {
+      let sizeSectors = 0;
+      try {
+        const view = asView(await client.request({ verb: 'table', name, inactive: false }));
+        sizeSectors = view.segments.reduce((sum, segment) => sum + segment.length, 0);
+      } catch (err) {
+        if (!(err instanceof ControlError)) throw err;
+      }
+      if (sizeSectors > 0 && (await attempt('load', name, { verb: 'load', name, table: `0 ${sizeSectors} error` }))) {
+        const resumed = (await attempt('suspend', name, { verb: 'suspend', name, noflush: true })) && (await attempt('resume', name, { verb: 'resume', name }));
+        if (!resumed) await attempt('clear', name, { verb: 'clear', name });
+      }
+    }
+    if (!(await attempt('remove', name, { verb: 'remove', name }))) status = 1;
+  }
+  return status;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

@@ -3,7 +3,6 @@
  * The `umirror` command: dispatches a verb. `serve` runs one device in the foreground (the main job);
  * `create-images` makes image files; the dmsetup-style verbs talk to a daemon (see control/).
  */
-import { readFileSync } from 'node:fs';
 import { ControlError } from '../errors.js';
 import { serveCommand, serveHelp } from './serve.js';
 import { createImagesCommand, createImagesHelp } from './create-images.js';
@@ -11,6 +10,8 @@ import { daemonCommand, daemonHelp } from './daemon.js';
 import { dmVerbCommand } from './dm-verbs.js';
 import { DM_VERBS, dmVerbHelp } from './dm-verbs-help.js';
 import { hoistSocketOption } from './socket-path.js';
+import { packageVersion, versionLines } from './package-version.js';
+import { parseArgsMessage } from './option-values.js';
 
 const usage = `Usage: umirror <command> [options]
 
@@ -20,18 +21,21 @@ Commands:
   daemon         hold many named devices and answer the verbs below on a control socket
 
 dmsetup-style verbs (talk to the daemon; --socket PATH in any position):
-  create NAME --table TABLE [--nbd ADDR]   create, load and resume a device (optionally served over NBD)
-  load NAME --table TABLE                  load an inactive table
+  create NAME [--table TABLE | FILE] [--nbd ADDR]
+                                           create, load and resume a device (optionally served over NBD)
+  load NAME [--table TABLE | FILE]         load an inactive table
   clear NAME                               drop the inactive table
   suspend [--noflush] NAME                 suspend (hold I/O, flush the dirty log)
   resume NAME                              resume, swapping in a loaded table
-  remove NAME                              remove a device
+  remove [--force] NAME...                 remove devices (--force: error table first, as dmsetup)
   status [--json] [--watch] [NAME]         dmsetup status (--watch: live, with a resync bar)
   table [--json] [NAME]                    dmsetup table
   info [--json] [NAME]                     Name:, State:, Tables present:, Open count:, Event number:
-  ls [--json]                              list devices
+  ls [--json] [--tree]                     list devices (--tree: with what they stack on)
   wait [--progress] NAME [EVENT_NR]        block until the event counter exceeds EVENT_NR
   message NAME SECTOR MESSAGE              dmsetup message
+  deps [NAME]                              the devices a table holds open (dmsetup deps)
+  version        umirror's version and its targets' versions (dmsetup version and targets)
   help [COMMAND] show help
   --version      print umirror's version
 
@@ -44,22 +48,24 @@ const commands: Record<string, { run: (argv: readonly string[]) => Promise<numbe
   ...Object.fromEntries(DM_VERBS.map((verb) => [verb, { run: (argv: readonly string[]) => dmVerbCommand(verb, argv), help: dmVerbHelp[verb] }])),
 };
 
-/** The version in package.json (dist/cli/main.js -> ../../package.json), as `umirror --version` prints it. */
-function packageVersion(): string {
-  const parsed: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
-  const version = typeof parsed === 'object' && parsed !== null && 'version' in parsed ? parsed.version : undefined;
-  if (typeof version !== 'string') throw new ControlError('EIO', 'package.json has no version');
-  return version;
-}
-
 async function main(argv: readonly string[]): Promise<number> {
   const [verb, ...rest] = hoistSocketOption(argv);
   if (verb === undefined || verb === '--help' || verb === '-h') {
     console.log(usage);
     return verb === undefined ? 2 : 0;
   }
-  if (verb === '--version' || verb === '-V' || verb === 'version') {
+  if (verb === '--version' || verb === '-V') {
     console.log(`umirror ${packageVersion()}`);
+    return 0;
+  }
+  if (verb === 'version') {
+    // Needs no daemon; --socket is accepted (and unused) as by every other verb.
+    const extra = rest.filter((arg, index) => arg !== '--socket' && rest[index - 1] !== '--socket' && !arg.startsWith('--socket='));
+    if (extra.length > 0) {
+      console.error(`umirror version: takes no arguments, got ${JSON.stringify(extra[0])}`);
+      return 1;
+    }
+    console.log(versionLines(packageVersion()).join('\n'));
     return 0;
   }
   if (verb === 'help') {
@@ -93,7 +99,7 @@ function usageErrorLine(err: unknown): { message: string; exitStatus: 1 | 2 } | 
   if (!(err instanceof Error)) return undefined;
   const code = (err as { code?: unknown }).code;
   if (err instanceof TypeError && typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_')) {
-    return { message: `${err.message} (see --help)`, exitStatus: 2 };
+    return { message: `${parseArgsMessage(err.message)} (see --help)`, exitStatus: 2 };
   }
   if (err instanceof ControlError) return { message: err.message, exitStatus: 1 };
   const syscall = (err as { syscall?: unknown }).syscall;

@@ -133,3 +133,12 @@ export function handshakeLimitOption(text: string): number {
   }
   return ms;
 }
+
+/**
+ * The first sentence of node:util parseArgs' message ("Unknown option '--bogus'"), without the advice
+ * on '--' that follows it, which is about positionals and only confuses a mistyped option.
+ */
+export function parseArgsMessage(message: string): string {
+  const end = message.indexOf('. ');
+  return end === -1 ? message.replace(/\.$/, '') : message.slice(0, end);
+}

@@ -39,7 +39,7 @@ import { mirrorExport } from '../control/mirror-export.js';
 import { checkNbdServeOptions, loadNbdServeOptions, type NbdServeSettings } from '../control/nbd-serve-options.js';
 import { MirrorSet } from '../mirror/mirror-set.js';
 import { NbdServer, type NbdListener } from '../nbd/server.js';
-import { MappedDevice } from '../target/mapped-device.js';
+import { MappedDevice, type Segment } from '../target/mapped-device.js';
 import { defaultNbdPort, parseNbdAddress } from './nbd-address.js';
 import {
   deviceNameOption,
@@ -56,12 +56,14 @@ import { syncSuffix, tableErrorLines } from './output.js';
 import { Pidfile } from './pidfile.js';
 import { notifyReady } from './service-notify.js';
 import { closeHungUpTerminal, ignoreClosedOutput, type StopSignal, waitForStopSignal } from './stop-signal.js';
+import { LiveLines, ProgressRate } from './progress.js';
+import { createLogger, logFormatOption, logLevelOption } from './logger.js';
 import { heldWritesBySegment, mirrorStopStates, stopSummary } from './stop-summary.js';
 
 export const serveHelp = `Usage: umirror serve [--data DIR] [--size SIZE] [--legs N] [--log disk|core]
                     [--region-size SECTORS] [--table TABLE] [--nbd HOST:PORT|unix:PATH] [--name NAME]
                     [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--handshake-limit S]
-                    [--readonly] [--pidfile PATH] [--quiet]
+                    [--readonly] [--pidfile PATH] [--quiet] [--log-level LEVEL] [--log-format text|json]
                     [--tls off|on|require] [--tls-psk FILE | --tls-certificates DIR [--tls-verify-peer]]
                     [--max-connections N] [--socket-mode MODE] [--socket-group GROUP]
 
@@ -89,6 +91,12 @@ With --table, serves any kernel-syntax table (mirror, linear, zero, error lines;
   --pidfile PATH          write serve's pid there once it answers, remove it on exit; refuse to start
                           while it names a running umirror
   --quiet                 print the URI and table only, no live status
+  --log-level LEVEL       trace, debug, info (default), warn, error, fatal, silent; debug adds the table
+                          loaded and NBD clients' negotiated options
+  --log-format FORMAT     text (default on a terminal) or json (default otherwise: one object a line)
+
+The URI, table, status and stop lines go to stdout; logs (the kernel's messages, NBD clients connecting
+and disconnecting) go to stderr.
 
 Security (see docs/security.md):
   --tls off|on|require    TLS after NBD_OPT_STARTTLS: off, offered, or required (nothing about the
@@ -133,6 +141,8 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       'max-connections': { type: 'string' },
       'socket-mode': { type: 'string' },
       'socket-group': { type: 'string' },
+      'log-level': { type: 'string', default: 'info' },
+      'log-format': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -178,6 +188,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   // A terminal closed under us (SIGHUP) fails every later write with EIO: serve still stops cleanly.
   process.stdout.on('error', ignoreClosedOutput);
   process.stderr.on('error', ignoreClosedOutput);
+  const logger = createLogger({ level: logLevelOption(values['log-level']), format: logFormatOption(values['log-format']) });
   const device = new MappedDevice({
     name,
     buildTarget: targetBuilder({
@@ -185,8 +196,8 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       ...(recoveryParallel === undefined ? {} : { recoveryParallel }),
       ...(values['read-balance'] ? { readPolicy: 'balance' as const } : {}),
       log: { lazyCleanMs },
-      onMessage: (_device, level, message) => console.error(`${level}: device-mapper: raid1: ${message}`),
-      onLogWarning: (_device, line) => console.error(`warn: device-mapper: dirty region log: ${line}`),
+      onMessage: (device, level, message) => logger[level]({ device }, `device-mapper: raid1: ${message}`),
+      onLogWarning: (device, line) => logger.warn({ device }, `device-mapper: dirty region log: ${line}`),
     }),
   });
   // Bind first, answer last: a busy address stops serve before any image is created or the device
@@ -194,6 +205,12 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   const nbdExport = { ...mirrorExport({ name, device }), readOnly: values.readonly };
   const server = new NbdServer({
     exports: [nbdExport],
+    log: (message) => logger.warn({ device: name }, message),
+    onClient: (event) => {
+      const fields = { device: name, peer: event.peer, export: event.exportName };
+      logger.info(fields, `nbd client ${event.kind}ed`);
+      if (event.kind === 'connect') logger.debug({ ...fields, structuredReplies: event.structuredReplies }, 'nbd client options');
+    },
     ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
     ...(settings.tls !== undefined && { tls: settings.tls }),
     ...(settings.connectionsPerExportMax !== undefined && { connectionsPerExportMax: settings.connectionsPerExportMax }),
@@ -215,6 +232,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       for (const path of images.created) console.log(`created ${path}`);
       table = images.table;
     }
+    logger.debug({ device: name, table: table.trim() }, 'loading table');
     try {
       await device.load(table);
     } catch (err) {
@@ -247,19 +265,22 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   console.log(`table:  ${device.table().trimEnd()}`);
   console.log(`status: ${device.status().trimEnd()}`);
 
-  let lastStatus = device.status();
+  // The live status line: redrawn in place on a terminal, printed again on change elsewhere (tests and
+  // logs read those lines). The rate behind the speed and finish time is sampled every tick.
+  const live = new LiveLines(process.stdout);
+  const rate = new ProgressRate();
+  let lastStatus = `status: ${device.status().trimEnd()}`;
   const ticker = values.quiet
     ? undefined
     : setInterval(() => {
-        const status = device.status();
-        if (status === lastStatus) return;
-        lastStatus = status;
         const mirrors = device
           .segments()
-          .map((s) => s.target)
-          .filter((t): t is MirrorSet => t instanceof MirrorSet)
-          .map((m) => ({ syncRegions: m.syncCount(), regionCount: m.regionCount, health: m.healthLetters() }));
-        console.log(`status: ${status.trimEnd()}${syncSuffix(mirrors)}`);
+          .filter((s): s is Segment & { target: MirrorSet } => s.target instanceof MirrorSet)
+          .map((s) => ({ syncRegions: s.target.syncCount(), regionCount: s.target.regionCount, health: s.target.healthLetters(), sizeBytes: s.line.lengthSectors * sectorBytes }));
+        const line = `status: ${device.status().trimEnd()}${syncSuffix(mirrors, { rate })}`;
+        if (line === lastStatus && !live.tty) return;
+        lastStatus = line;
+        live.show([line]);
       }, 1000);
 
   const stopSignal = waitForStopSignal();
@@ -277,6 +298,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     signal = await stopSignal;
   }
   if (ticker !== undefined) clearInterval(ticker);
+  live.end();
   console.log('stopping: closing NBD connections, suspending the device');
   // Drain the connections while suspending, not before: a write held by handle_errors completes only when
   // the suspend releases it (with EIO), and I/O that reached the device once it was suspended completes

@@ -182,14 +182,24 @@ export class ControlServer {
   /** One request line -> its response; never throws (an AssertionError excepted). */
   async #handle(line: string, signal: AbortSignal): Promise<ControlResponse> {
     let id: RequestId = null;
+    const startMs = performance.now();
+    let verb = 'unknown';
+    let device: string | undefined;
     try {
       const value = decodeRequestLine(line);
       id = requestIdOf(value);
       const request = parseRequestValue(value);
-      return okResponse(id, await this.#run(request, signal));
+      verb = request.verb;
+      device = 'name' in request ? request.name : undefined;
+      const result = await this.#run(request, signal);
+      this.#log.debug({ verb, device, ms: Math.round(performance.now() - startMs) }, 'control request done');
+      return okResponse(id, result);
     } catch (err) {
       rethrowProgrammerError(err);
-      if (err instanceof ControlError) return errorResponse(id, err);
+      if (err instanceof ControlError) {
+        this.#log.debug({ verb, device, ms: Math.round(performance.now() - startMs), code: err.code, err: err.message }, 'control request failed');
+        return errorResponse(id, err);
+      }
       this.#log.error({ err }, 'control request failed');
       const message = err instanceof Error ? err.message : String(err);
       return errorResponse(id, new ControlError('EIO', message, { cause: err }));

@@ -39,6 +39,7 @@ import { mirrorExport } from './mirror-export.js';
 
 /** Structured log sink (pino's shape, so the daemon passes its logger as it is). */
 export interface RegistryLog {
+  debug(fields: Record<string, unknown>, message: string): void;
   info(fields: Record<string, unknown>, message: string): void;
   warn(fields: Record<string, unknown>, message: string): void;
   error(fields: Record<string, unknown>, message: string): void;
@@ -389,6 +390,7 @@ export class DeviceRegistry {
     const server = new NbdServer({
       exports: [entry.nbdExport],
       log: (message) => this.#log.warn({ device: entry.name }, message),
+      onClient: (event) => this.#log.info({ device: entry.name, peer: event.peer, export: event.exportName }, `nbd client ${event.kind}ed`),
       ...(this.#options.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: this.#options.handshakeTimeoutMs }),
       ...(settings.tls !== undefined && { tls: settings.tls }),
       ...(settings.connectionsPerExportMax !== undefined && { connectionsPerExportMax: settings.connectionsPerExportMax }),
@@ -405,6 +407,7 @@ export class DeviceRegistry {
   }
 
   async #load(entry: RegistryEntry, table: string): Promise<void> {
+    this.#log.debug({ device: entry.name, table: table.trim() }, 'loading table');
     try {
       await entry.md.load(table);
     } catch (err) {

@@ -1,11 +1,12 @@
 /**
- * Prometheus metrics of the daemon, in the text exposition format (version 0.0.4). renderMetrics()
- * reads the registry's devices at scrape time; nothing is stored except the resync rate, which
- * ResyncRateSampler derives once a second from each mirror's recovery byte counter.
+ * Prometheus metrics of the daemon's devices, in the text exposition format (version 0.0.4).
+ * renderMetrics() reads the registry's devices at scrape time; nothing is stored. Rates are left to
+ * PromQL: `rate(umirror_mirror_recovery_bytes_total[1m])` is the resync speed. The process and Node
+ * runtime families and umirror_build_info come from prom-client (runtime-metrics.ts).
  *
  * Families (labels: device, segment = the segment's start sector, leg = the leg's table name):
- *   umirror_devices, umirror_device_{suspended,event_number,open_count,size_bytes}
- *   umirror_mirror_{regions,regions_in_sync,resync_bytes_per_second,held_writes}
+ *   umirror_devices, umirror_device_{suspended,open_count,size_bytes}, umirror_device_events_total
+ *   umirror_mirror_{regions,regions_in_sync,held_writes}
  *   umirror_mirror_{reads,read_bytes,writes,write_bytes,recovered_regions,recovery_bytes}_total
  *   umirror_leg_{reads,read_bytes,writes,write_bytes,flushes}_total, umirror_leg_errors_total{kind}
  *   umirror_leg_valid, umirror_log_{flushes,writes,bytes_written,flush_failures}_total
@@ -54,45 +55,7 @@ function formatValue(value: number): string {
   return Number.isFinite(value) ? String(value) : 'NaN';
 }
 
-/** Resync bytes per second per mirror set, from its recovery byte counter sampled every `intervalMs`. */
-export class ResyncRateSampler {
-  readonly #registry: DeviceRegistry;
-  readonly #last = new WeakMap<MirrorSet, { atMs: number; bytes: number; rate: number }>();
-  #timer: NodeJS.Timeout | undefined;
-
-  constructor(registry: DeviceRegistry) {
-    this.#registry = registry;
-  }
-
-  start(intervalMs = 1000): void {
-    this.#timer ??= setInterval(() => this.sample(), intervalMs).unref();
-  }
-
-  stop(): void {
-    if (this.#timer !== undefined) clearInterval(this.#timer);
-    this.#timer = undefined;
-  }
-
-  sample(nowMs = Date.now()): void {
-    for (const entry of this.#registry.entries()) {
-      for (const segment of entry.md.segments()) {
-        const mirror = segment.target;
-        if (!(mirror instanceof MirrorSet)) continue;
-        const bytes = mirror.stats.recoveryBytesTotal;
-        const last = this.#last.get(mirror);
-        const elapsedMs = last === undefined ? 0 : nowMs - last.atMs;
-        const rate = last === undefined || elapsedMs <= 0 ? 0 : ((bytes - last.bytes) * 1000) / elapsedMs;
-        this.#last.set(mirror, { atMs: nowMs, bytes, rate });
-      }
-    }
-  }
-
-  rate(mirror: MirrorSet): number {
-    return this.#last.get(mirror)?.rate ?? 0;
-  }
-}
-
-export function renderMetrics(registry: DeviceRegistry, sampler: ResyncRateSampler): string {
+export function renderMetrics(registry: DeviceRegistry): string {
   const out = new Exposition();
   const entries = registry.entries();
   out.add({ name: 'umirror_devices', help: 'Devices held by the daemon.', type: 'gauge', value: entries.length });
@@ -100,12 +63,12 @@ export function renderMetrics(registry: DeviceRegistry, sampler: ResyncRateSampl
     const device = { device: entry.name };
     const info = registry.info(entry.name);
     out.add({ name: 'umirror_device_suspended', help: '1 while the device is suspended.', type: 'gauge', labels: device, value: info.state === 'SUSPENDED' ? 1 : 0 });
-    out.add({ name: 'umirror_device_event_number', help: 'The device event counter (dmsetup wait).', type: 'gauge', labels: device, value: info.eventNr });
+    out.add({ name: 'umirror_device_events_total', help: 'Device events: leg and log failures, sync complete (the event number of dmsetup info and wait).', type: 'counter', labels: device, value: info.eventNr });
     out.add({ name: 'umirror_device_open_count', help: 'Stacked devices and NBD clients holding the device open.', type: 'gauge', labels: device, value: info.openCount });
     out.add({ name: 'umirror_device_size_bytes', help: 'Device size.', type: 'gauge', labels: device, value: entry.md.sizeBytes });
     for (const segment of entry.md.segments()) {
       const mirror = segment.target;
-      if (mirror instanceof MirrorSet) addMirror(out, { labels: { ...device, segment: String(segment.line.startSectors) }, mirror, sampler });
+      if (mirror instanceof MirrorSet) addMirror(out, { labels: { ...device, segment: String(segment.line.startSectors) }, mirror });
     }
     const nbdSockets = registry.nbdSocketCount(entry);
     out.add({ name: 'umirror_nbd_connections', help: 'Open NBD client connections.', type: 'gauge', labels: device, value: nbdSockets ?? 0 });
@@ -130,13 +93,12 @@ export function renderMetrics(registry: DeviceRegistry, sampler: ResyncRateSampl
   return out.text();
 }
 
-function addMirror(out: Exposition, options: { labels: Labels; mirror: MirrorSet; sampler: ResyncRateSampler }): void {
+function addMirror(out: Exposition, options: { labels: Labels; mirror: MirrorSet }): void {
   const { labels, mirror } = options;
   const gauge = (name: string, help: string, value: number): void => out.add({ name, help, type: 'gauge', labels, value });
   const counter = (name: string, help: string, value: number): void => out.add({ name, help, type: 'counter', labels, value });
   gauge('umirror_mirror_regions', 'Regions of the mirror segment.', mirror.regionCount);
   gauge('umirror_mirror_regions_in_sync', 'Regions whose legs hold the same data.', mirror.syncCount());
-  gauge('umirror_mirror_resync_bytes_per_second', 'Recovery copy rate over the last second.', options.sampler.rate(mirror));
   gauge('umirror_mirror_held_writes', 'Writes held after a leg failure until the next suspend.', mirror.heldWrites);
   counter('umirror_mirror_reads_total', 'Reads of the mirror segment.', mirror.stats.readsTotal);
   counter('umirror_mirror_read_bytes_total', 'Bytes read from the mirror segment.', mirror.stats.readBytesTotal);

@@ -35,6 +35,8 @@ export class MirrorEvents {
   readonly #onMessage: (level: KernelLogLevel, message: string) => void;
   readonly #raiseEvent: () => void;
   readonly #messageLimiter: RateLimiter;
+  /** Limiters of the other *_LIMIT call sites, by site and level (made on first use). */
+  readonly #siteLimiters = new Map<string, RateLimiter>();
   readonly #listeners = new Set<(event: MirrorEvent) => void>();
   #count = 0;
   #pending = false;
@@ -90,9 +92,19 @@ export class MirrorEvents {
     this.#onMessage(level, message);
   }
 
-  /** A rate-limited message; `site` names the kernel function in the suppressed note. */
+  /**
+   * DMERR_LIMIT / DMWARN_LIMIT: rate limited per call site (the kernel function and the level:
+   * read_callback has one of each), as each DM*_LIMIT keeps its own state; recovery_complete's uses the
+   * set's limiter itself. `site` names the function in the suppressed note.
+   */
   messageLimited(site: string, level: KernelLogLevel, message: string): void {
-    const { allowed, suppressed } = this.#messageLimiter.take();
+    const key = `${site}:${level}`;
+    let limiter = site === 'recovery_complete' ? this.#messageLimiter : this.#siteLimiters.get(key);
+    if (limiter === undefined) {
+      limiter = this.#messageLimiter.fork();
+      this.#siteLimiters.set(key, limiter);
+    }
+    const { allowed, suppressed } = limiter.take();
     if (suppressed > 0) this.#onMessage('warn', `${site}: ${suppressed} callbacks suppressed`);
     if (allowed) this.#onMessage(level, message);
   }

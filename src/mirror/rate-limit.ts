@@ -8,7 +8,8 @@
  * one and reports how many were missed in the old one (the kernel then prints "<func>: N callbacks
  * suppressed" before the message), so a suppressed burst is always accounted for once traffic resumes.
  *
- * Called by MirrorSet for its *_LIMIT messages; time comes from `now` (tests pass a fake clock).
+ * Called by MirrorSet for its *_LIMIT messages, one limiter per call site (fork()); time comes from
+ * `now` (tests pass a fake clock).
  */
 import { assert } from '../assert.js';
 import { kernelMessageBurst, kernelMessageIntervalMs } from '../limits.js';
@@ -42,6 +43,14 @@ export class RateLimiter {
     assert(Number.isFinite(this.intervalMs) && this.intervalMs > 0, 'intervalMs > 0');
     assert(Number.isSafeInteger(this.burst) && this.burst >= 1, 'burst >= 1');
     this.#now = options.now ?? (() => performance.now());
+  }
+
+  /**
+   * A new limiter with the same interval, burst and clock and a state of its own: the kernel's
+   * DM*_LIMIT macros keep one ratelimit state per call site (a static in each expansion).
+   */
+  fork(): RateLimiter {
+    return new RateLimiter({ intervalMs: this.intervalMs, burst: this.burst, now: this.#now });
   }
 
   /** Messages dropped so far in the current window. */

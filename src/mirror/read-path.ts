@@ -101,7 +101,7 @@ export class ReadPath {
       if (this.regionInSync(io.regionIndex)) leg = this.#legs.chooseLeg();
       else if (!leg.valid) leg = undefined;
       if (leg === undefined) {
-        this.#events.message('error', 'Mirror read failed.');
+        this.#events.messageLimited('mirror_end_io', 'error', 'Mirror read failed.');
         this.#fail(io, new BlockError('EIO', `Cannot read region ${io.regionIndex}: no valid in-sync leg`));
       } else {
         this.#issue(io, leg, { mapped: false });
@@ -153,7 +153,7 @@ export class ReadPath {
       io.readAttempts < Math.min(readRetriesMax, this.#legs.legs.length) &&
       (this.#legs.defaultLeg.valid || (this.regionInSync(io.regionIndex) && this.#legs.chooseLeg() !== undefined));
     if (retry) {
-      if (!options.mapped) this.#events.message('warn', `Read failure on mirror device ${name}. Trying alternative device.`);
+      if (!options.mapped) this.#events.messageLimited('read_callback', 'warn', `Read failure on mirror device ${name}. Trying alternative device.`);
       this.#queue.push(io);
       this.#wake();
       return;
@@ -161,8 +161,8 @@ export class ReadPath {
     if (options.mapped) {
       this.#events.message('error', 'All replicated volumes dead, failing I/O');
     } else {
-      this.#events.message('error', `Read failure on mirror device ${name}.  Failing I/O.`);
-      this.#events.message('error', 'Mirror read failed.');
+      this.#events.messageLimited('read_callback', 'error', `Read failure on mirror device ${name}.  Failing I/O.`);
+      this.#events.messageLimited('mirror_end_io', 'error', 'Mirror read failed.');
     }
     const cause = options.err;
     this.#fail(io, new BlockError('EIO', `Cannot read region ${io.regionIndex}: every valid leg failed`, { cause }));

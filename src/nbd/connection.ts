@@ -58,6 +58,19 @@ export interface NbdConnectionOptions {
   readonly tls?: NbdServerTls;
   /** The server's admission check before GO/EXPORT_NAME (see handshake.ts). */
   readonly admit?: (nbdExport: NbdExport) => string | undefined;
+  /** Clients finishing the handshake and, later, disconnecting (for the logs). */
+  readonly onClient?: (event: NbdClientEvent) => void;
+}
+
+/**
+ * A client that finished the handshake ('connect') and, later, its connection closing ('disconnect');
+ * a client dropped during the handshake has neither. `peer` is HOST:PORT, or "unix" for a Unix socket.
+ */
+export interface NbdClientEvent {
+  readonly kind: 'connect' | 'disconnect';
+  readonly peer: string;
+  readonly exportName: string;
+  readonly structuredReplies: boolean;
 }
 
 export class NbdConnection {
@@ -65,6 +78,8 @@ export class NbdConnection {
   #socket: Socket;
   readonly #tls: NbdServerTls | undefined;
   readonly #log: (message: string) => void;
+  readonly #onClient: (event: NbdClientEvent) => void;
+  readonly #peer: string;
   readonly #parser = new NbdServerParser({ payloadBytesMax: requestBytesMax, skipBytesMax: 2 * requestBytesMax });
   readonly #session: HandshakeSession;
   readonly #closed: Promise<void>;
@@ -91,6 +106,9 @@ export class NbdConnection {
     this.#socket = options.socket;
     this.#log = options.log;
     this.#tls = options.tls;
+    this.#onClient = options.onClient ?? (() => undefined);
+    const address = options.socket.remoteAddress;
+    this.#peer = address === undefined ? 'unix' : `${address.includes(':') ? `[${address}]` : address}:${options.socket.remotePort ?? 0}`;
     this.#session = new HandshakeSession(options.resolver, {
       tlsMode: options.tls?.mode ?? 'off',
       ...(options.admit !== undefined && { admit: options.admit }),
@@ -121,6 +139,7 @@ export class NbdConnection {
   readonly #onClose = (): void => {
     this.#state = 'closed';
     this.#clearHandshakeTimer();
+    if (this.#negotiated !== undefined) this.#clientEvent('disconnect', this.#negotiated);
     this.#resolveClosed();
   };
 
@@ -221,6 +240,7 @@ export class NbdConnection {
             this.#negotiated = step.negotiated;
             this.#parser.enterTransmission();
             this.#state = 'transmission';
+            this.#clientEvent('connect', step.negotiated);
           }
           break;
         }
@@ -393,6 +413,10 @@ export class NbdConnection {
     this.#clientEnded = true;
     if (this.#state === 'handshake' || this.#state === 'transmission') this.#pump();
     else this.#finishIfIdle();
+  }
+
+  #clientEvent(kind: NbdClientEvent['kind'], negotiated: Negotiated): void {
+    this.#onClient({ kind, peer: this.#peer, exportName: negotiated.nbdExport.name, structuredReplies: negotiated.structuredReplies });
   }
 
   #clearHandshakeTimer(): void {

@@ -37,12 +37,13 @@ import {
   nbdHandshakingConnectionsMax,
   writeQueueMax,
 } from '../limits.js';
-import { NbdConnection } from './connection.js';
+import { NbdConnection, type NbdClientEvent } from './connection.js';
 import { HeldListener, type ListenAddress, type SocketAccess } from './held-listener.js';
 import { type ExportResolver, type NbdExport, StaticExportResolver } from './nbd-export.js';
 import type { NbdServerTls } from './server-tls.js';
 
 export type { ListenAddress } from './held-listener.js';
+export type { NbdClientEvent } from './connection.js';
 
 // Every request the per-export bound admits fits in one mirror write queue at once.
 assert(nbdConnectionsPerExportMax * inFlightMax <= writeQueueMax, 'the NBD bounds fit the mirror write queue');
@@ -69,6 +70,8 @@ export interface NbdServerOptions {
   readonly tls?: NbdServerTls;
   /** Connections in transmission per export, 1..nbdConnectionsPerExportMax. Default 16. */
   readonly connectionsPerExportMax?: number;
+  /** Clients connecting (handshake finished) and disconnecting, for the logs. Default: none. */
+  readonly onClient?: (event: NbdClientEvent) => void;
 }
 
 export class NbdServer {
@@ -77,6 +80,7 @@ export class NbdServer {
   readonly #handshakeTimeoutMs: number;
   readonly #tls: NbdServerTls | undefined;
   readonly #connectionsPerExportMax: number;
+  readonly #onClient: ((event: NbdClientEvent) => void) | undefined;
   readonly #listeners = new Set<Listener>();
   #closed = false;
 
@@ -85,6 +89,7 @@ export class NbdServer {
     this.#resolver = isResolver(exports) ? exports : new StaticExportResolver(exports);
     this.#log = options.log ?? (() => undefined);
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? handshakeTimeoutMsDefault;
+    this.#onClient = options.onClient;
     assert(Number.isSafeInteger(this.#handshakeTimeoutMs) && this.#handshakeTimeoutMs >= 0, 'handshakeTimeoutMs is a whole number of ms');
     this.#tls = options.tls;
     this.#connectionsPerExportMax = options.connectionsPerExportMax ?? nbdConnectionsPerExportDefault;
@@ -164,6 +169,7 @@ export class NbdServer {
           handshakeTimeoutMs: this.#handshakeTimeoutMs,
           ...(this.#tls !== undefined && { tls: this.#tls }),
           admit: (nbdExport) => this.#admit(nbdExport),
+          ...(this.#onClient === undefined ? {} : { onClient: this.#onClient }),
         });
       },
       log,

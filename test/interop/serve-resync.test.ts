@@ -55,7 +55,7 @@ test('umirror serve shows a running resync in nbdinfo --map=umirror:sync and end
   assert.ok((samples[0] ?? 0) % (512 * 1024) === 0, 'whole regions');
 
   await serve.waitForOutput(new RegExp(` ${regionCount}/${regionCount} 1 AA 3 disk ${log} A$`, 'm'));
-  await serve.waitForOutput(/resync \[/);
+  await serve.waitForOutput(/resync = \d+\.\d% \(\d+\/128\)/);
   await assertSameBytes([leg0, slow.path]);
   const exit = await serve.stop();
   assertCleanExit(exit);

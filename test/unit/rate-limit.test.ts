@@ -75,3 +75,27 @@ describe('MirrorSet message rate limit', () => {
     await f.mirror.destroy();
   });
 });
+
+describe('MirrorSet read-path message rate limit', () => {
+  test('MirrorSet rate limits "Mirror read failed." per call site: 10 per window, then the suppressed note', async () => {
+    // handle_errors, the default leg l0 fails reads from the start: every recovery fails (its lines fill
+    // recovery_complete's budget), every region stays out of sync, and each read of one is refused by
+    // the worker with mirror_end_io's "Mirror read failed." That call site has a budget of its own (the
+    // kernel's DM*_LIMIT keeps a static state per expansion), so recovery's lines cannot hide it and a
+    // burst of failed reads cannot flood the log.
+    const c = clock();
+    const f = await mirrorFixture({ lengthSectors: 4096, features: '1 handle_errors', resume: false, extra: { messageLimiter: new RateLimiter({ now: c.now }) } });
+    f.legs[0]?.setFaults({ errors: [{ ops: ['read'] }] });
+    await f.mirror.resume();
+    await waitFor(() => f.mirror.recoveryInFlight === 0 && f.mirror.healthLetters() === 'SA', 'every recovery to fail');
+    await waitFor(() => f.mirror.recoveryInFlight === 0 && f.mirror.activeRegions === 0, 'the recoveries to settle');
+    for (let i = 0; i < 25; i++) await assert.rejects(f.mirror.read(0, 512), { code: 'EIO' });
+    assert.equal(f.messages.filter((m) => m === 'Mirror read failed.').length, 10, f.messages.join('\n'));
+    assert.equal(f.messages.filter((m) => m.startsWith('mirror_end_io:')).length, 0, 'nothing reported inside the window');
+    c.advance(5000);
+    await assert.rejects(f.mirror.read(0, 512), { code: 'EIO' });
+    assert.deepEqual(f.messages.slice(-2), ['mirror_end_io: 15 callbacks suppressed', 'Mirror read failed.']);
+    f.legs[0]?.clearFaults();
+    await f.mirror.destroy();
+  });
+});
