@@ -20,11 +20,11 @@ import { MetricsServer } from '../control/metrics-server.js';
 import { ResyncRateSampler } from '../control/metrics.js';
 import { ControlError } from '../errors.js';
 import { parseNbdAddress } from './nbd-address.js';
-import { handshakeLimitOption, socketPathOption } from './option-values.js';
+import { handshakeLimitOption, legTimeoutOption, socketPathOption } from './option-values.js';
 import { defaultSocketPath } from './socket-path.js';
 
 export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--metrics HOST:PORT] [--log-level LEVEL] [--direct-io]
-                      [--handshake-limit SECONDS]
+                      [--handshake-limit SECONDS] [--leg-timeout SECONDS]
 
 Runs the umirror daemon in the foreground. It holds named devices (umirror create/load/suspend/resume/
 remove/status/table/info/ls/wait/message talk to it) and serves each one over NBD on request
@@ -36,6 +36,8 @@ remove/status/table/info/ls/wait/message talk to it) and serves each one over NB
   --direct-io          open path devices with O_DIRECT (no page cache; any alignment, via bounce buffers)
   --handshake-limit S  drop an NBD client that has not finished the handshake within S seconds
                        (default 10, as qemu-nbd; 0: no limit)
+  --leg-timeout S      a request to a remote (NBD URI) device unanswered S seconds fails and drops the
+                       connection, so the leg fails; also bounds the first connection (default 30)
 
 Logs are JSON lines (pino) on stderr. SIGTERM or Ctrl-C suspends every device (every dirty log is
 flushed clean) and exits.`;
@@ -51,6 +53,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
       'log-level': { type: 'string', default: 'info' },
       'direct-io': { type: 'boolean', default: false },
       'handshake-limit': { type: 'string' },
+      'leg-timeout': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -67,6 +70,8 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   const socketPath = socketPathOption(values.socket === undefined ? 'the default control socket' : '--socket', values.socket ?? defaultSocketPath());
   const handshakeLimit = values['handshake-limit'];
   const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
+  const legTimeout = values['leg-timeout'];
+  const legTimeoutMs = legTimeout === undefined ? undefined : legTimeoutOption(legTimeout);
   const log = pino({ level, base: { pid: process.pid } }, destination({ dest: 2, sync: true }));
 
   const registry = new DeviceRegistry({
@@ -74,6 +79,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     parseAddress: parseNbdAddress,
     directIo: values['direct-io'],
     ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
+    ...(legTimeoutMs === undefined ? {} : { legTimeoutMs }),
   });
   const control = new ControlServer({ registry, log });
   const sampler = new ResyncRateSampler(registry);

@@ -17,6 +17,7 @@ import { rethrowProgrammerError } from '../fail-fast.js';
 import {
   handshakeTimeoutMsDefault,
   lazyCleanMsMax,
+  legTimeoutMsDefault,
   legsMax,
   legsMin,
   recoveryParallelDefault,
@@ -28,7 +29,7 @@ import {
   serveLazyCleanMsDefault,
 } from '../limits.js';
 import { targetBuilder } from '../control/build-target.js';
-import { fileResolver } from '../control/device-resolver.js';
+import { connectionEventLine, deviceResolver, findRemoteOpenError } from '../control/device-resolver.js';
 import { type ImageSet, prepareImages, removeImages } from '../control/images.js';
 import { mirrorExport } from '../control/mirror-export.js';
 import { MirrorSet } from '../mirror/mirror-set.js';
@@ -41,6 +42,7 @@ import {
   handshakeLimitOption,
   lazyCleanOption,
   legCountOption,
+  legTimeoutOption,
   logTypeOption,
   recoveryParallelOption,
   regionSizeOption,
@@ -51,7 +53,7 @@ import { heldWritesBySegment, mirrorStopStates, stopSummary } from './stop-summa
 
 export const serveHelp = `Usage: umirror serve [--data DIR] [--size SIZE] [--legs N] [--log disk|core]
                     [--region-size SECTORS] [--table TABLE] [--nbd HOST:PORT|unix:PATH] [--name NAME]
-                    [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--quiet]
+                    [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--leg-timeout S] [--quiet]
 
 Serve one mirrored device over NBD in the foreground.
 
@@ -59,7 +61,8 @@ Without --table, creates (or reuses) sparse image files under --data (default ./
 leg0.img ... leg<N-1>.img of --size (default: the size of an existing leg0.img, else 1G) and log.img
 (a kernel-format disk log), and serves
   0 <len> mirror disk 2 <log.img> <region> <N> <leg0.img> 0 ... 1 handle_errors
-With --table, serves any kernel-syntax table (mirror, linear, zero, error lines; paths as devices).
+With --table, serves any kernel-syntax table (mirror, linear, zero, error lines; a device is a path or an
+NBD URI: nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://... with TLS).
 
   --nbd ADDR              listen address (default 127.0.0.1:${defaultNbdPort}); unix:/path for a Unix socket
   --name NAME             device and export name (default: umirror)
@@ -73,6 +76,8 @@ With --table, serves any kernel-syntax table (mirror, linear, zero, error lines;
                           either way; a crash resyncs at most the regions written in the last MS.
   --handshake-limit S     drop an NBD client that has not finished the handshake within S seconds
                           (default ${handshakeTimeoutMsDefault / 1000}, as qemu-nbd; 0: no limit)
+  --leg-timeout S         a request to a remote (NBD URI) device unanswered S seconds fails and drops the
+                          connection, so the leg fails; also bounds the first connection (default ${legTimeoutMsDefault / 1000})
   --quiet                 print the URI and table only, no live status
 
 Ctrl-C suspends the device (the disk log is flushed) and says what the next start must resync: nothing
@@ -96,6 +101,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       // (an fdatasync of every leg), then a mark again (measured: 4k random writes 3x faster).
       'lazy-clean': { type: 'string', default: String(serveLazyCleanMsDefault) },
       'handshake-limit': { type: 'string' },
+      'leg-timeout': { type: 'string' },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -117,10 +123,18 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   const lazyCleanMs = lazyCleanOption(values['lazy-clean']);
   const handshakeLimit = values['handshake-limit'];
   const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
+  const legTimeoutMs = values['leg-timeout'] === undefined ? legTimeoutMsDefault : legTimeoutOption(values['leg-timeout']);
   const device = new MappedDevice({
     name,
     buildTarget: targetBuilder({
-      resolver: fileResolver({ lockHolder: name }),
+      resolver: deviceResolver({
+        lockHolder: name,
+        legTimeoutMs,
+        onConnectionEvent: (event) => {
+          const line = connectionEventLine(event);
+          console.error(`${line.level}: ${line.message}`);
+        },
+      }),
       ...(recoveryParallel === undefined ? {} : { recoveryParallel }),
       ...(values['read-balance'] ? { readPolicy: 'balance' as const } : {}),
       log: { lazyCleanMs },
@@ -163,6 +177,9 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
         return 1;
       }
       if (err instanceof TableError) {
+        // A URI that could not be reached: why (the kernel's lines below only say "Device lookup failure").
+        const remote = findRemoteOpenError(err);
+        if (remote !== undefined) console.error(`umirror: ${remote.message}`);
         for (const line of tableErrorLines(err, { device: name })) console.error(line);
         return 1;
       }
