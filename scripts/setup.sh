@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 # Test tools (qemu, libnbd, nbdkit, fio, FUSE, e2fsprogs, openssl for TLS keys), the native addon's
-# toolchain (python3, make, g++ for node-gyp), and the kernel oracle VM (../shared/oracle, test/oracle).
-PACKAGES=(qemu-utils nbdkit libnbd-bin nbdfuse fuse3 fio e2fsprogs xxd openssl python3 make g++)
+# toolchain (python3, make, g++ for node-gyp), iproute2 for the two-host tests (network namespaces),
+# and the kernel oracle VM (../shared/oracle, test/oracle).
+PACKAGES=(qemu-utils nbdkit libnbd-bin nbdfuse fuse3 fio e2fsprogs xxd openssl iproute2 python3 make g++)
 ORACLE_PACKAGES=(qemu-system-x86 busybox-static dmsetup)
 missing() { for package in "$@"; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done; }
 mapfile -t need < <(missing "${PACKAGES[@]}")
