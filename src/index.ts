@@ -45,7 +45,7 @@ export type { Target, SuspendOptions } from './target/target.js';
 export { RequeueRequest } from './target/target.js';
 export { targetBuilder } from './control/build-target.js';
 export type { DeviceResolver } from './control/build-target.js';
-export { fileResolver } from './control/device-resolver.js';
+export { deviceResolver, fileResolver, findRemoteOpenError, RemoteOpenError } from './control/device-resolver.js';
 export { mirrorExport } from './control/mirror-export.js';
 
 export { NbdServer } from './nbd/server.js';

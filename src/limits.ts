@@ -77,8 +77,16 @@ export const heldConnectionsMax = 64;
 /** How long a socket whose side we ended waits for the client to hang up before it is destroyed. */
 export const closeGraceMs = 2000;
 
-/** NBD client: the request timeout a remote leg gets unless told otherwise (the future --leg-timeout). */
+/** NBD client: the request timeout a remote leg gets unless told otherwise (`--leg-timeout`'s default). */
 export const nbdClientRequestTimeoutMsDefault = 30_000;
+/**
+ * `serve`/`daemon --leg-timeout SECONDS`: a request to a remote leg unanswered this long fails and drops
+ * the connection (a partition is detected, not waited on); it also bounds the first connection at table
+ * load. At least 100 ms (below that a busy server looks partitioned), at most an hour (a Node timer).
+ */
+export const legTimeoutMsDefault = nbdClientRequestTimeoutMsDefault;
+export const legTimeoutMsMin = 100;
+export const legTimeoutMsMax = 3_600_000;
 /** NBD client reconnect: the first delay after a lost connection; it doubles on each failed attempt. */
 export const nbdClientReconnectDelayMsMin = 500;
 /** NBD client reconnect: the longest delay between two attempts (the doubling stops here). */
@@ -270,6 +278,7 @@ assert(regionCountMax <= kernelRegionCountMax, 'we never hold more regions than 
 assert(regionCountMax % 32 === 0, 'whole 32-bit bitset words');
 assert(lazyCleanMsMax > 0 && lazyCleanMsMax < 2 ** 31 - 1, "a lazy clean timer fits in Node's timer range");
 assert(handshakeTimeoutMsDefault <= handshakeLimitMsMax && handshakeLimitMsMax < 2 ** 31 - 1);
+assert(legTimeoutMsMin > 0 && legTimeoutMsMin <= legTimeoutMsDefault && legTimeoutMsDefault <= legTimeoutMsMax && legTimeoutMsMax < 2 ** 31 - 1);
 assert(regionSizeSectorsMin === 2, 'dm-log refuses regions below 2 sectors');
 assert(regionSizeSectorsMax <= 2 ** 32 - 1, 'the kernel reads the region size as an unsigned int');
 assert(isRegionSizeSectors(regionSizeSectorsMin) && isRegionSizeSectors(regionSizeSectorsMax));

@@ -21,7 +21,7 @@ import { MetricsServer } from '../control/metrics-server.js';
 import { ControlError } from '../errors.js';
 import type { NbdListener } from '../nbd/server.js';
 import { parseNbdAddress } from './nbd-address.js';
-import { handshakeLimitOption, socketPathOption } from './option-values.js';
+import { handshakeLimitOption, legTimeoutOption, socketPathOption } from './option-values.js';
 import { checkNbdServeOptions, loadNbdServeOptions } from '../control/nbd-serve-options.js';
 import { createLogger, logFormatOption, logLevelOption } from './logger.js';
 import { packageVersion } from './package-version.js';
@@ -32,7 +32,8 @@ import { closeHungUpTerminal, ignoreClosedOutput, waitForStopSignal } from './st
 
 export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--nbd HOST:PORT|unix:PATH] [--metrics HOST:PORT]
                       [--pidfile PATH] [--log-level LEVEL] [--log-format text|json] [--direct-io]
-                      [--handshake-limit SECONDS] [--socket-mode MODE] [--socket-group GROUP]
+                      [--handshake-limit SECONDS] [--leg-timeout SECONDS] [--socket-mode MODE]
+                      [--socket-group GROUP]
 
 Runs the umirror daemon in the foreground. It holds named devices (umirror create/load/suspend/resume/
 remove/status/table/info/ls/wait/message talk to it) and serves them over NBD: every device on the
@@ -55,6 +56,8 @@ shared --nbd listener, and one device on a listener of its own with umirror crea
   --direct-io          open path devices with O_DIRECT (no page cache; any alignment, via bounce buffers)
   --handshake-limit S  drop an NBD client that has not finished the handshake within S seconds
                        (default 10, as qemu-nbd; 0: no limit)
+  --leg-timeout S      a request to a remote (NBD URI) device unanswered S seconds fails and drops the
+                       connection, so the leg fails; also bounds the first connection (default 30)
 
 Logs go to stderr. SIGTERM, Ctrl-C or a closed terminal (SIGHUP) suspends every device (every dirty
 log is flushed clean) and exits 0. Under systemd (Type=notify, $NOTIFY_SOCKET) it reports READY=1 once
@@ -74,6 +77,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
       'handshake-limit': { type: 'string' },
       'socket-mode': { type: 'string' },
       'socket-group': { type: 'string' },
+      'leg-timeout': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -90,6 +94,8 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   const socketPath = socketPathOption(values.socket === undefined ? 'the default control socket' : '--socket', values.socket ?? defaultSocketPath());
   const handshakeLimit = values['handshake-limit'];
   const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
+  const legTimeout = values['leg-timeout'];
+  const legTimeoutMs = legTimeout === undefined ? undefined : legTimeoutOption(legTimeout);
   const nbdAddress = values.nbd === undefined ? undefined : parseNbdAddress(values.nbd);
   const pidfile = values.pidfile === undefined ? undefined : await Pidfile.check(values.pidfile);
   // A terminal closed under us (SIGHUP) fails later log writes with EIO: the daemon still stops cleanly.
@@ -106,6 +112,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     parseAddress: parseNbdAddress,
     directIo: values['direct-io'],
     ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
+    ...(legTimeoutMs === undefined ? {} : { legTimeoutMs }),
   });
   const control = new ControlServer({ registry, log });
   const listenFailed = (what: string, err: unknown): number => {

@@ -14,6 +14,8 @@ import {
   eventNrMax,
   handshakeLimitMsMax,
   lazyCleanMsMax,
+  legTimeoutMsMax,
+  legTimeoutMsMin,
   quotedInputCharsMax,
   legsMax,
   legsMin,
@@ -141,4 +143,17 @@ export function handshakeLimitOption(text: string): number {
 export function parseArgsMessage(message: string): string {
   const end = message.indexOf('. ');
   return end === -1 ? message.replace(/\.$/, '') : message.slice(0, end);
+}
+
+/**
+ * `--leg-timeout SECONDS`: how long a request to a remote (NBD URI) leg may stay unanswered before the
+ * connection is dropped and the leg fails; fractions allowed, legTimeoutMsMin..legTimeoutMsMax. No 0:
+ * a leg without a timeout would wait on a network partition for ever. @returns milliseconds.
+ */
+export function legTimeoutOption(text: string): number {
+  const ms = /^[0-9]+(\.[0-9]+)?$/.test(text) ? Math.round(Number(text) * 1000) : Number.NaN;
+  if (!Number.isSafeInteger(ms) || ms < legTimeoutMsMin || ms > legTimeoutMsMax) {
+    throw invalid(`--leg-timeout must be a number of seconds from ${legTimeoutMsMin / 1000} to ${legTimeoutMsMax / 1000}, got ${shown(text)}`);
+  }
+  return ms;
 }

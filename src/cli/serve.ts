@@ -22,6 +22,7 @@ import { rethrowProgrammerError } from '../fail-fast.js';
 import {
   handshakeTimeoutMsDefault,
   lazyCleanMsMax,
+  legTimeoutMsDefault,
   legsMax,
   legsMin,
   recoveryParallelDefault,
@@ -33,7 +34,7 @@ import {
   serveLazyCleanMsDefault,
 } from '../limits.js';
 import { targetBuilder } from '../control/build-target.js';
-import { fileResolver } from '../control/device-resolver.js';
+import { connectionEventLine, deviceResolver, findRemoteOpenError } from '../control/device-resolver.js';
 import { type ImageSet, prepareImages, removeImages } from '../control/images.js';
 import { mirrorExport } from '../control/mirror-export.js';
 import { checkNbdServeOptions, loadNbdServeOptions, type NbdServeSettings } from '../control/nbd-serve-options.js';
@@ -47,6 +48,7 @@ import {
   handshakeLimitOption,
   lazyCleanOption,
   legCountOption,
+  legTimeoutOption,
   logTypeOption,
   recoveryParallelOption,
   regionSizeOption,
@@ -63,6 +65,7 @@ import { heldWritesBySegment, mirrorStopStates, stopSummary } from './stop-summa
 export const serveHelp = `Usage: umirror serve [--data DIR] [--size SIZE] [--legs N] [--log disk|core]
                     [--region-size SECTORS] [--table TABLE] [--nbd HOST:PORT|unix:PATH] [--name NAME]
                     [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--handshake-limit S]
+                    [--leg-timeout S]
                     [--readonly] [--pidfile PATH] [--quiet] [--log-level LEVEL] [--log-format text|json]
                     [--tls off|on|require] [--tls-psk FILE | --tls-certificates DIR [--tls-verify-peer]]
                     [--max-connections N] [--socket-mode MODE] [--socket-group GROUP]
@@ -73,7 +76,8 @@ Without --table, creates (or reuses) sparse image files under --data (default ./
 leg0.img ... leg<N-1>.img of --size (default: the size of an existing leg0.img, else 1G) and log.img
 (a kernel-format disk log), and serves
   0 <len> mirror disk 2 <log.img> <region> <N> <leg0.img> 0 ... 1 handle_errors
-With --table, serves any kernel-syntax table (mirror, linear, zero, error lines; paths as devices).
+With --table, serves any kernel-syntax table (mirror, linear, zero, error lines; a device is a path or an
+NBD URI: nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://... with TLS).
 
   --nbd ADDR              listen address (default 127.0.0.1:${defaultNbdPort}); unix:/path for a Unix socket
   --name NAME             device and export name (default: umirror)
@@ -90,6 +94,8 @@ With --table, serves any kernel-syntax table (mirror, linear, zero, error lines;
   --readonly              NBD clients may only read (qemu-nbd -r): writes, trims and zeroes fail with EPERM
   --pidfile PATH          write serve's pid there once it answers, remove it on exit; refuse to start
                           while it names a running umirror
+  --leg-timeout S         a request to a remote (NBD URI) device unanswered S seconds fails and drops the
+                          connection, so the leg fails; also bounds the first connection (default ${legTimeoutMsDefault / 1000})
   --quiet                 print the URI and table only, no live status
   --log-level LEVEL       trace, debug, info (default), warn, error, fatal, silent; debug adds the table
                           loaded and NBD clients' negotiated options
@@ -133,6 +139,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       'handshake-limit': { type: 'string' },
       readonly: { type: 'boolean', default: false },
       pidfile: { type: 'string' },
+      'leg-timeout': { type: 'string' },
       quiet: { type: 'boolean', default: false },
       tls: { type: 'string' },
       'tls-psk': { type: 'string' },
@@ -189,10 +196,18 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   process.stdout.on('error', ignoreClosedOutput);
   process.stderr.on('error', ignoreClosedOutput);
   const logger = createLogger({ level: logLevelOption(values['log-level']), format: logFormatOption(values['log-format']) });
+  const legTimeoutMs = values['leg-timeout'] === undefined ? legTimeoutMsDefault : legTimeoutOption(values['leg-timeout']);
   const device = new MappedDevice({
     name,
     buildTarget: targetBuilder({
-      resolver: fileResolver({ lockHolder: name }),
+      resolver: deviceResolver({
+        lockHolder: name,
+        legTimeoutMs,
+        onConnectionEvent: (event) => {
+          const line = connectionEventLine(event);
+          console.error(`${line.level}: ${line.message}`);
+        },
+      }),
       ...(recoveryParallel === undefined ? {} : { recoveryParallel }),
       ...(values['read-balance'] ? { readPolicy: 'balance' as const } : {}),
       log: { lazyCleanMs },
@@ -248,6 +263,9 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
         return 1;
       }
       if (err instanceof TableError) {
+        // A URI that could not be reached: why (the kernel's lines below only say "Device lookup failure").
+        const remote = findRemoteOpenError(err);
+        if (remote !== undefined) console.error(`umirror: ${remote.message}`);
         for (const line of tableErrorLines(err, { device: name })) console.error(line);
         return 1;
       }

@@ -33,7 +33,7 @@ import { targetBuilder, type DeviceResolver } from './build-target.js';
 import { KernelControlError, checkDeviceName, type CreateNbdOptions } from './control-protocol.js';
 import { checkNbdServeOptions, loadNbdServeOptions, type NbdServeSettings } from './nbd-serve-options.js';
 import { deviceHandle } from './device-handle.js';
-import { fileResolver } from './device-resolver.js';
+import { connectionEventLine, deviceResolver, findRemoteOpenError } from './device-resolver.js';
 import { MeteredDevice } from './metered-device.js';
 import { mirrorExport } from './mirror-export.js';
 
@@ -55,6 +55,8 @@ export interface RegistryOptions {
   readonly devicesMax?: number;
   /** NBD: drop a client that has not finished the handshake by then (0: no limit). Default 10 s. */
   readonly handshakeTimeoutMs?: number;
+  /** Remote (NBD URI) devices: the request timeout (`--leg-timeout`). Default 30 s. */
+  readonly legTimeoutMs?: number;
 }
 
 export interface DeviceNbd {
@@ -412,6 +414,8 @@ export class DeviceRegistry {
       await entry.md.load(table);
     } catch (err) {
       if (!(err instanceof TableError)) throw err;
+      const remote = findRemoteOpenError(err);
+      if (remote !== undefined) this.#log.warn({ device: entry.name, code: remote.code }, remote.message);
       // An image held by another process or device: say so in one line (the kernel's EBUSY of a claimed device).
       const locked = findImageLockError(err);
       if (locked !== undefined) {
@@ -441,12 +445,22 @@ export class DeviceRegistry {
     this.#log[level]({ device }, `device-mapper: raid1: ${message}`);
   }
 
-  /** Table names of one device: daemon devices first (stacking), then paths. */
+  /** Table names of one device: daemon devices first (stacking), then NBD URIs and paths. */
   #resolver(holderName: string): DeviceResolver {
     return {
       open: async (name: string): Promise<BlockDevice> => {
         const target = this.#entries.get(name);
-        if (target === undefined) return fileResolver({ lockHolder: holderName, direct: this.#options.directIo === true }).open(name);
+        if (target === undefined) {
+          return deviceResolver({
+            lockHolder: holderName,
+            direct: this.#options.directIo === true,
+            ...(this.#options.legTimeoutMs === undefined ? {} : { legTimeoutMs: this.#options.legTimeoutMs }),
+            onConnectionEvent: (event) => {
+              const line = connectionEventLine(event);
+              this.#log[line.level]({ device: holderName, remote: event.name, event: event.type }, line.message);
+            },
+          }).open(name);
+        }
         const holder = this.#entries.get(holderName);
         assert(holder !== undefined, 'a device builds tables only while registered');
         if (!target.ready) throw new ControlError('ENXIO', `Device ${name} is being created or removed`);

@@ -43,6 +43,13 @@
  * 'whole-buffer' is the kernel's behaviour, for comparison), and with lazyCleanMs > 0 a clean is held
  * until the region has been idle that long, so a hot region costs no log write per write burst.
  *
+ * Leg generations (issue 11, only when built with `legNames`): the log keeps a record of which legs are
+ * stale in header bytes 16..1023 (leg-generations.ts, leg-generation-record.ts), read at resume
+ * (`legGenerations`) and written with every log write. setLegStale() is durable once the next flush()
+ * resolves: the same mark step that carries the dirty marks writes it. postsuspend() seals the record
+ * (it then binds only the exact bits on disk; after a crash, also the bits before the last step). Without `legNames` the log never
+ * touches those bytes (the kernel's behaviour).
+ *
  * Called by the mirror / region hash through the DirtyLog interface; built by createDirtyLog().
  */
 import { assert, assertCount } from '../assert.js';
@@ -51,8 +58,10 @@ import { isRegionSizeSectors } from '../limits.js';
 import { CleanScheduler } from './clean-scheduler.js';
 import type { DirtyLog, DirtyLogStats, LogFlushOptions, LogHealth, LogSyncMode } from './dirty-log.js';
 import { RegionLogState } from './dirty-log.js';
-import { diskLogBitsOffsetBytes, reconcileHeader, type DiskLogHeader } from './disk-log-format.js';
+import { diskLogBitsOffsetBytes, diskLogMagic, reconcileHeader, type DiskLogHeader } from './disk-log-format.js';
 import { DiskLogWriter, type DiskLogWriteMode } from './disk-log-writer.js';
+import { LegGenerations, type LegGenerationsView } from './leg-generations.js';
+import { regionBitsBytes } from './region-bits.js';
 
 export type { DiskLogWriteMode } from './disk-log-writer.js';
 
@@ -77,6 +86,8 @@ export interface DiskDirtyLogOptions {
   readonly now?: () => number;
   /** Receives the kernel's DMWARN lines ("incompatible disk log version"). */
   readonly onWarning?: (line: string) => void;
+  /** The legs' table names, in table order: keep the leg generation record (see the banner). */
+  readonly legNames?: readonly string[];
 }
 
 export class DiskDirtyLog implements DirtyLog {
@@ -91,6 +102,7 @@ export class DiskDirtyLog implements DirtyLog {
   readonly #state: RegionLogState;
   readonly #writer: DiskLogWriter;
   readonly #cleans: CleanScheduler;
+  readonly #generations: LegGenerations | undefined;
   #flushFailed = false;
   #closed = false;
 
@@ -104,6 +116,7 @@ export class DiskDirtyLog implements DirtyLog {
     this.#displayName = options.displayName;
     this.#onWarning = options.onWarning;
     const warn = (line: string): void => this.#warn(line);
+    this.#generations = options.legNames === undefined ? undefined : new LegGenerations({ legNames: options.legNames });
     this.#writer = new DiskLogWriter({
       device: options.device,
       displayName: options.displayName,
@@ -111,6 +124,7 @@ export class DiskDirtyLog implements DirtyLog {
       writeMode: options.writeMode ?? 'changed-blocks',
       raiseEvent: options.raiseEvent,
       warn,
+      ...(this.#generations === undefined ? {} : { generations: this.#generations }),
     });
     this.bufferBytes = this.#writer.bufferBytes;
     this.blockBytes = this.#writer.blockBytes;
@@ -143,6 +157,26 @@ export class DiskDirtyLog implements DirtyLog {
   /** True once a leg flush failed: every region is dirty on disk and clears are ignored. */
   get flushFailed(): boolean {
     return this.#flushFailed;
+  }
+
+  /**
+   * The leg generation record: what resume found and each leg's stale flag now; undefined for a log
+   * built without `legNames`. Before the first resume, every leg is current and the record 'none'.
+   */
+  get legGenerations(): LegGenerationsView | undefined {
+    return this.#generations?.view;
+  }
+
+  /**
+   * Records leg `legIndex` (table order) as stale or current. Memory only: durable once the next
+   * flush() resolves (its mark step writes the record with the dirty marks, then flushes the device).
+   * A no-op when the flag is already so. Never waits.
+   */
+  setLegStale(legIndex: number, stale: boolean): void {
+    const generations = this.#generations;
+    assert(generations !== undefined, 'setLegStale needs a log built with legNames');
+    if (generations.setStale(legIndex, stale)) this.#writer.recordChanged();
+    assert(generations.isStale(legIndex) === stale);
   }
 
   /** Regions cleared in memory whose clean bit is not written yet (lazy cleaning). */
@@ -219,6 +253,7 @@ export class DiskDirtyLog implements DirtyLog {
     await this.#writer.writeMarks();
     await this.#cleans.settle({ allCleans: true, wanted });
     await this.#writer.flushCleans();
+    await this.#writer.sealRecord();
   }
 
   async close(): Promise<void> {
@@ -249,6 +284,14 @@ export class DiskDirtyLog implements DirtyLog {
   #reconcile(read: DiskLogHeader | undefined): DiskLogHeader {
     const state = this.#state;
     const verdict = reconcileHeader({ read, syncMode: this.syncMode, regionCount: this.regionCount });
+    // The record describes the bits as read: it is checked before they are reconciled. Its flags are
+    // kept whatever the table's sync mode (a forced resync must not copy a stale leg over a current one).
+    const ours = read !== undefined && read.magic === diskLogMagic && verdict.failure === undefined;
+    this.#generations?.load(this.#writer.buffer, {
+      nrRegions: ours ? read.nrRegions : undefined,
+      bitsBytes: regionBitsBytes(this.regionCount),
+      headEndBytes: this.#writer.headEndBytes,
+    });
     if (verdict.failure === 'incompatible-version') this.#warn('incompatible disk log version');
     if (verdict.failure !== undefined) {
       this.#warn(`${this.#displayName}: Failed to read header on dirty region log device`);

@@ -25,6 +25,14 @@
  * Past the kernel, format unchanged: 'changed-blocks' (default) writes only the changed logical blocks,
  * as contiguous runs; 'whole-buffer' is the kernel's behaviour (every write is the whole buffer).
  *
+ * Leg generations (optional, `generations`): every step first re-encodes the leg generation record in
+ * header bytes 16..1023 for the bits as they are (leg-generation-record.ts), then takes a copy of all
+ * its blocks at once, so what a step writes is one consistent state. The header blocks [0, headEnd)
+ * go first, in one write; while a leg is stale the rest of the changed blocks go in one more write
+ * (the span from the first to the last), so a crash leaves either the old tail or the new one, which
+ * the record accepts both. Without a stale leg the blocks go as runs (a record torn by a crash then
+ * only loses flags that are all clear anyway).
+ *
  * Called by DiskDirtyLog only.
  */
 import { assert } from '../assert.js';
@@ -32,6 +40,8 @@ import type { BlockDevice } from '../block/block-device.js';
 import { toBlockError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
 import { SerialQueue } from '../serial-queue.js';
+import type { LegGenerations } from './leg-generations.js';
+import { regionBitsBytes } from './region-bits.js';
 import type { DirtyLogStats, LogHealth } from './dirty-log.js';
 import {
   decodeDiskLogHeader,
@@ -53,6 +63,8 @@ export interface DiskLogWriterOptions {
   readonly raiseEvent: () => void;
   /** The kernel's DMWARN lines. */
   readonly warn: (line: string) => void;
+  /** Keep the leg generation record in the header (a mirror's disk log; see leg-generations.ts). */
+  readonly generations?: LegGenerations;
 }
 
 /** A contiguous range of whole blocks of the buffer. */
@@ -61,10 +73,17 @@ interface Run {
   readonly lengthBytes: number;
 }
 
+/** A run with the bytes to write, copied when its step started. */
+interface RunData extends Run {
+  readonly data: Uint8Array;
+}
+
 export class DiskLogWriter {
   readonly writeMode: DiskLogWriteMode;
   readonly bufferBytes: number;
   readonly blockBytes: number;
+  /** Where the header blocks end: the first block boundary at or after the bits offset. */
+  readonly headEndBytes: number;
   /** The log as it is written: header and clean bits. Changed in place by the log; see regionMarked(). */
   readonly buffer: Uint8Array;
   readonly #device: BlockDevice;
@@ -88,6 +107,15 @@ export class DiskLogWriter {
     this.bufferBytes = diskLogBufferBytes({ regionCount: options.regionCount, logicalBlockBytes: this.blockBytes });
     assert(this.bufferBytes <= options.device.sizeBytes, 'the log device is too small (checked by createDirtyLog)');
     this.buffer = new Uint8Array(this.bufferBytes);
+    this.headEndBytes = Math.ceil(diskLogBitsOffsetBytes / this.blockBytes) * this.blockBytes;
+    assert(this.headEndBytes <= this.bufferBytes, 'the buffer holds the header blocks');
+  }
+
+  /** The leg generation record changed (a stale flag): the next mark step writes and flushes it. */
+  recordChanged(): void {
+    assert(this.#options.generations !== undefined, 'only a log that keeps leg generations has a record');
+    this.#markHeaderBlocks();
+    this.#touchedDirtied = true;
   }
 
   get health(): LogHealth {
@@ -161,6 +189,29 @@ export class DiskLogWriter {
   }
 
   /**
+   * The seal step (queued; a suspend's last): rewrites the header blocks until the record accepts only
+   * the bits on the device (its crcTailBefore, kept for a write cut short, equals crcTail), then
+   * flushes. A bitmap the kernel writes later that happens to equal the one before our last step is then
+   * not taken for ours. A no-op for a log that keeps no record, or one already sealed.
+   */
+  sealRecord(): Promise<void> {
+    return this.#queue.run(async () => {
+      const generations = this.#options.generations;
+      if (generations === undefined || this.health !== 'A') return;
+      try {
+        for (let round = 0; round < 2 && !generations.sealed(this.buffer, this.#recordGeometry()); round++) {
+          this.#markHeaderBlocks();
+          await this.#writeChanged({ flushDevice: true });
+        }
+      } catch (err) {
+        rethrowProgrammerError(err);
+        // Best effort: the failure is in the log's health (D or F) already, and an unsealed record
+        // still binds the bits on disk; the suspend itself does not fail for it.
+      }
+    });
+  }
+
+  /**
    * The resume step (queued): `begin()`, then reads the whole buffer (a failed read leaves it as it is
    * and passes undefined), `reconcile(header read)` fixes the bits in the buffer and returns the header
    * to write, then the whole buffer is written and the device flushed, before any resync may start.
@@ -180,9 +231,11 @@ export class DiskLogWriter {
       const header = options.reconcile(read);
       encodeDiskLogHeader(header, this.buffer);
       assert(decodeDiskLogHeader(this.buffer).nrRegions === header.nrRegions, 'the header reads back as written');
+      const crcTail = this.#encodeRecord()?.crcTail;
       this.#changedBlocks.clear();
       this.#touchedDirtied = false;
       await this.#writeWhole();
+      if (crcTail !== undefined) this.#options.generations?.written(crcTail);
     });
   }
 
@@ -233,7 +286,10 @@ export class DiskLogWriter {
    */
   async #writeChanged(options: { flushDevice: boolean }): Promise<void> {
     this.#touchedDirtied = false;
-    const runs = this.#takeRuns();
+    // One state per step: the record is encoded for the bits now, and every run copied at once.
+    const record = this.#encodeRecord();
+    if (record?.changed === true) this.#markHeaderBlocks();
+    const runs = this.#takeRuns().map((run) => ({ ...run, data: this.buffer.slice(run.offsetBytes, run.offsetBytes + run.lengthBytes) }));
     for (let i = 0; i < runs.length; i++) {
       const run = runs[i];
       assert(run !== undefined);
@@ -247,6 +303,7 @@ export class DiskLogWriter {
         throw toBlockError(err, `Cannot write dirty log ${this.#options.displayName}`);
       }
     }
+    if (record !== undefined) this.#options.generations?.written(record.crcTail);
     if (!options.flushDevice) {
       this.#cleansUnflushed ||= runs.length > 0;
       return;
@@ -278,17 +335,24 @@ export class DiskLogWriter {
     }
   }
 
-  async #writeRange(run: Run): Promise<void> {
+  /**
+   * Writes one run: `data` when given (copied when its step started), else a copy taken now (marks made
+   * while the write is in flight must not tear the block being written).
+   */
+  async #writeRange(run: Run | RunData): Promise<void> {
     assert(run.offsetBytes % this.blockBytes === 0 && run.lengthBytes % this.blockBytes === 0, 'log writes are whole blocks');
     assert(run.offsetBytes + run.lengthBytes <= this.bufferBytes);
-    // A copy: marks made while the write is in flight must not tear the block being written.
-    const data = this.buffer.slice(run.offsetBytes, run.offsetBytes + run.lengthBytes);
+    const data = 'data' in run ? run.data : this.buffer.slice(run.offsetBytes, run.offsetBytes + run.lengthBytes);
+    assert(data.byteLength === run.lengthBytes);
     await this.#device.write(run.offsetBytes, data);
     this.#bytesWritten += run.lengthBytes;
     this.#writesTotal++;
   }
 
-  /** Takes the changed blocks as contiguous runs and forgets them (they are re-marked on failure). */
+  /**
+   * Takes the changed blocks as contiguous runs and forgets them (they are re-marked on failure). While
+   * a leg is stale: at most two runs, the header blocks and one span over every other changed block.
+   */
   #takeRuns(): Run[] {
     if (this.#changedBlocks.size === 0) return [];
     if (this.writeMode === 'whole-buffer') {
@@ -297,6 +361,7 @@ export class DiskLogWriter {
     }
     const blocks = [...this.#changedBlocks].sort((a, b) => a - b);
     this.#changedBlocks.clear();
+    if (this.#options.generations?.anyStale === true) return this.#headAndSpan(blocks);
     const runs: Run[] = [];
     let start = blocks[0] ?? 0;
     let end = start + 1;
@@ -311,6 +376,36 @@ export class DiskLogWriter {
     }
     runs.push({ offsetBytes: start * this.blockBytes, lengthBytes: (end - start) * this.blockBytes });
     return runs;
+  }
+
+  /** The runs of a step while a leg is stale: the header blocks (when changed), then one span. */
+  #headAndSpan(sortedBlocks: readonly number[]): Run[] {
+    const headBlocks = this.headEndBytes / this.blockBytes;
+    const runs: Run[] = [];
+    if ((sortedBlocks[0] ?? headBlocks) < headBlocks) runs.push({ offsetBytes: 0, lengthBytes: this.headEndBytes });
+    const tail = sortedBlocks.filter((block) => block >= headBlocks);
+    const first = tail[0];
+    const last = tail.at(-1);
+    if (first !== undefined && last !== undefined) {
+      runs.push({ offsetBytes: first * this.blockBytes, lengthBytes: (last + 1 - first) * this.blockBytes });
+    }
+    return runs;
+  }
+
+  /** Re-encodes the leg generation record for the bits now; undefined for a log that keeps none. */
+  #encodeRecord(): { changed: boolean; crcTail: number } | undefined {
+    const generations = this.#options.generations;
+    if (generations === undefined) return undefined;
+    return generations.encode(this.buffer, this.#recordGeometry());
+  }
+
+  #recordGeometry(): { nrRegions: number; bitsBytes: number; headEndBytes: number } {
+    return { nrRegions: this.#options.regionCount, bitsBytes: regionBitsBytes(this.#options.regionCount), headEndBytes: this.headEndBytes };
+  }
+
+  /** Marks the header blocks (the kernel header and the record) for the next step. */
+  #markHeaderBlocks(): void {
+    for (let b = 0; b < this.headEndBytes / this.blockBytes; b++) this.#changedBlocks.add(b);
   }
 
   #touchBit(regionIndex: number): void {

@@ -45,6 +45,9 @@ const ownCommandRows: readonly Row[] = [
   { args: serve('--lazy-clean', '1e3'), status: 1, message: /--lazy-clean must be an integer/ },
   { args: serve('--handshake-limit', 'abc'), status: 1, message: /--handshake-limit must be a number of seconds/ },
   { args: serve('--handshake-limit', '99999999'), status: 1, message: /--handshake-limit must be a number of seconds from 0 to 3600/ },
+  { args: serve('--leg-timeout', '0'), status: 1, message: /--leg-timeout must be a number of seconds from 0.1 to 3600, got "0"/ },
+  { args: serve('--leg-timeout', '3601'), status: 1, message: /--leg-timeout must be a number of seconds from 0.1 to 3600/ },
+  { args: serve('--leg-timeout', '1e3'), status: 1, message: /--leg-timeout must be a number of seconds/ },
   { args: serve('--size', '0'), status: 1, message: /--size: size "0" must be a positive multiple of 512 bytes/ },
   { args: serve('--size', '100'), status: 1, message: /--size: size "100" must be a positive multiple of 512 bytes/ },
   { args: serve('--size', 'lots'), status: 1, message: /--size: invalid size "lots"/ },
@@ -73,6 +76,7 @@ const ownCommandRows: readonly Row[] = [
   { args: ['daemon', '--socket', 'D/ctl.sock', '--metrics', '127.0.0.1:99999'], status: 1, message: /invalid --metrics address .*the port must be 0 to 65535/ },
   { args: ['daemon', '--socket', longPath], status: 1, message: /--socket path is \d+ bytes long/ },
   { args: ['daemon', '--socket', ''], status: 1, message: /--socket needs a socket path/ },
+  { args: ['daemon', '--socket', 'D/ctl.sock', '--leg-timeout', 'x'], status: 1, message: /--leg-timeout must be a number of seconds from 0.1 to 3600/ },
   { args: ['nope'], status: 2, message: /unknown command "nope"/ },
 ];
 

@@ -35,6 +35,10 @@ export async function startNbdkit(options: {
   flags?: readonly string[];
   dir?: string;
   tcpPort?: number;
+  /** With tcpPort: the address to listen on (default 127.0.0.1). */
+  tcpHost?: string;
+  /** Run nbdkit through a program that execs it (ip netns exec: test/helpers/netns.ts). */
+  wrap?: (command: string, args: readonly string[]) => { command: string; args: string[] };
 }): Promise<NbdkitServer> {
   const ownDir = options.dir === undefined;
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'umirror-nbdkit-')));
@@ -43,11 +47,13 @@ export async function startNbdkit(options: {
   const pidPath = join(dir, 'nbdkit.pid');
   await rm(pidPath, { force: true });
   await rm(socketPath, { force: true });
-  const listen = options.tcpPort === undefined ? ['-U', socketPath] : ['-i', '127.0.0.1', '-p', String(options.tcpPort)];
+  const tcpHost = options.tcpHost ?? '127.0.0.1';
+  const listen = options.tcpPort === undefined ? ['-U', socketPath] : ['-i', tcpHost, '-p', String(options.tcpPort)];
   const args = [...listen, '-P', pidPath, '-f', '--exit-with-parent', ...(options.flags ?? [])];
   for (const filter of options.filters ?? []) args.push(`--filter=${filter}`);
   args.push(...options.plugin);
-  const child = spawnLogged('nbdkit', args);
+  const argv = options.wrap?.('nbdkit', args) ?? { command: 'nbdkit', args };
+  const child = spawnLogged(argv.command, argv.args);
   let closing: Promise<void> | undefined;
   const close = async (): Promise<void> => {
     if (!(await waitExit(child, 0))) {
@@ -74,7 +80,7 @@ export async function startNbdkit(options: {
   return {
     dir,
     socketPath,
-    uri: options.tcpPort === undefined ? `nbd+unix:///?socket=${socketPath}` : `nbd://127.0.0.1:${options.tcpPort}/`,
+    uri: options.tcpPort === undefined ? `nbd+unix:///?socket=${socketPath}` : `nbd://${tcpHost}:${options.tcpPort}/`,
     tcpPort: options.tcpPort,
     child,
     kill: (signal) => child.kill(signal),

@@ -42,8 +42,13 @@ const outputBytesMax = 4 * 1024 * 1024;
 const pollIntervalMs = 25;
 
 /** Starts `umirror serve ARGS` and waits for its NBD URI (rejects if it exits first or after `timeoutMs`). */
-export async function startServe(args: readonly string[], options: { timeoutMs?: number } = {}): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [umirrorMain, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startServe(
+  args: readonly string[],
+  options: { timeoutMs?: number; wrap?: (command: string, args: readonly string[]) => { command: string; args: string[] } } = {},
+): Promise<ServeProcess> {
+  // `wrap`: run it through another program that execs it (ip netns exec: test/helpers/netns.ts).
+  const argv = (options.wrap ?? ((command, rest) => ({ command, args: [...rest] })))(process.execPath, [umirrorMain, 'serve', ...args]);
+  const child = spawn(argv.command, argv.args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
