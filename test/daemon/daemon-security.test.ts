@@ -86,6 +86,6 @@ test('umirror daemon --socket-mode 0660 --socket-group shares the control socket
   assert.equal((info.mode & 0o777).toString(8), '660');
   assert.equal(String(info.gid), gid);
   const bad = await runDaemonToExit(['--socket', join(daemon.dir, 'x.sock'), '--socket-group', 'no-such-group-umirror']);
-  assert.equal(bad.code, 2, 'a usage error');
-  assert.equal(bad.stderr, 'umirror: --socket-group: no group "no-such-group-umirror" on this system\n');
+  assert.equal(bad.code, 1, 'a bad option value (docs/cli.md, "Exit status and bad input")');
+  assert.equal(bad.stderr, 'umirror daemon: --socket-group: no group "no-such-group-umirror" on this system\n');
 });
