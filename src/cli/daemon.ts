@@ -40,8 +40,8 @@ remove/status/table/info/ls/wait/message talk to it) and serves them over NBD: e
 shared --nbd listener, and one device on a listener of its own with umirror create NAME --nbd ADDR.
 
   --socket PATH        control socket (default $UMIRROR_SOCKET, else /run/umirror/control.sock for
-                       root, else a per-user runtime path; the default folder is made 0700). The socket
-                       is 0600: only this user may control the daemon.
+                       root, else a per-user runtime path; the default folder is made 0700 unless
+                       --socket-group). The socket is 0600: only this user may control the daemon.
   --socket-mode MODE   the control socket's permissions instead (octal; 0660 with --socket-group)
   --socket-group GROUP the control socket's group: its members may then control every device
   --nbd ADDR           one NBD listener for every device: each is an export named after it (NBD_OPT_LIST
@@ -122,8 +122,10 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     return 1;
   };
   try {
-    // The default path's folder is ours alone (0700); a path given is the caller's choice of folder.
-    await control.listen(socketPath, { privateFolder: values.socket === undefined && isDefaultRuntimePath(socketPath), ...(socket !== undefined && { socket }) });
+    // The default path's folder (/run/umirror for root) is ours alone (0700), unless --socket-group shares
+    // the socket (the group must pass through the folder); a path given is the caller's choice of folder.
+    const privateFolder = values.socket === undefined && values['socket-group'] === undefined && isDefaultRuntimePath(socketPath);
+    await control.listen(socketPath, { privateFolder, ...(socket !== undefined && { socket }) });
   } catch (err) {
     return listenFailed('control socket', err);
   }

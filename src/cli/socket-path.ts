@@ -40,13 +40,15 @@ export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env, system: 
 }
 
 /**
- * True when `path` is one of the per-user runtime paths (not $UMIRROR_SOCKET's): its folder is then
- * ours to make private (0700), as ssh-agent and tmux do with theirs.
+ * True when `path` is one of the runtime paths `defaultSocketPath` picks (not $UMIRROR_SOCKET's): root's
+ * /run/umirror/control.sock, $XDG_RUNTIME_DIR's or the per-user temp path. Its folder is then ours to
+ * make private (0700), as ssh-agent and tmux do with theirs.
  */
-export function isDefaultRuntimePath(path: string, env: NodeJS.ProcessEnv = process.env): boolean {
+export function isDefaultRuntimePath(path: string, env: NodeJS.ProcessEnv = process.env, system: SocketPathSystem = thisSystem): boolean {
   const runtime = env['XDG_RUNTIME_DIR'];
-  const candidates = [join(tmpdir(), `umirror-${userInfo().uid}`, 'control.sock')];
+  const candidates = [join(tmpdir(), `umirror-${system.uid}`, 'control.sock')];
   if (runtime !== undefined && runtime !== '') candidates.push(join(runtime, 'umirror', 'control.sock'));
+  if (system.uid === 0) candidates.push(join(systemRuntimeDir, 'umirror', 'control.sock'));
   return candidates.includes(path);
 }
 

@@ -79,6 +79,7 @@ export class NbdConnection {
   readonly #tls: NbdServerTls | undefined;
   readonly #log: (message: string) => void;
   readonly #onClient: (event: NbdClientEvent) => void;
+  #closeSeen = false;
   readonly #peer: string;
   readonly #parser = new NbdServerParser({ payloadBytesMax: requestBytesMax, skipBytesMax: 2 * requestBytesMax });
   readonly #session: HandshakeSession;
@@ -137,6 +138,9 @@ export class NbdConnection {
   }
 
   readonly #onClose = (): void => {
+    // After STARTTLS both the plain socket and the TLS socket over it close: the client left once.
+    if (this.#closeSeen) return;
+    this.#closeSeen = true;
     this.#state = 'closed';
     this.#clearHandshakeTimer();
     if (this.#negotiated !== undefined) this.#clientEvent('disconnect', this.#negotiated);

@@ -2,12 +2,12 @@
  * The daemon's share of the security options: `create --nbd ... --tls-psk FILE` serves the device over
  * TLS only (nbdinfo with the key works, in plaintext it sees nothing), a key file others may read fails
  * the verb with one line and leaves no device; the control socket is 0600, in a 0700 folder of ours when
- * the path is the per-user default (a looser folder is tightened, a symbolic link is refused), and
- * `--socket-mode`/`--socket-group` share it.
+ * the path is the per-user default (a looser folder is tightened unless --socket-group, a symbolic link
+ * is refused), and `--socket-mode`/`--socket-group` share it.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmod, lstat, mkdir, mkdtemp, rm, stat, symlink } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, mkdtemp, rm, stat, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -43,36 +43,66 @@ test('umirror create --nbd with --tls-psk serves the device over TLS only; a rea
   assert.match(usage.stderr, /--socket-mode and --socket-group are for a unix: listener/);
 });
 
-test('umirror daemon on the per-user default path makes its folder 0700 and its socket 0600; a symbolic link as folder is refused', async (t) => {
+/** Root's default is /run/umirror (the unit test covers it): as root, the per-user path is run as nobody. */
+const nobody = 65534;
+const asRoot = process.getuid?.() === 0;
+
+/** Runs `umirror daemon ARGS` on the per-user default path until it is ready (then SIGTERM) or exits. */
+async function runDefaultDaemon(env: NodeJS.ProcessEnv, args: readonly string[], whenReady: () => Promise<void>): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [umirrorBin, 'daemon', ...args], {
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+    ...(asRoot && { uid: nobody, gid: nobody }),
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  let done = false;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('close', (code) => {
+      done = true;
+      resolve(code);
+    }),
+  );
+  try {
+    await until('the daemon is ready or gone', () => done || stderr.includes('umirror daemon ready'));
+    if (!done) await whenReady();
+  } finally {
+    child.kill('SIGTERM');
+  }
+  return { code: await exited, stderr };
+}
+
+test('umirror daemon on the per-user default path makes its folder 0700 and its socket 0600 (not with --socket-group); a symbolic link as folder is refused', async (t) => {
   const runtime = await mkdtemp(join(tmpdir(), 'umirror-runtime-'));
   t.after(() => rm(runtime, { recursive: true, force: true }));
   const folder = join(runtime, 'umirror');
   await mkdir(folder, { mode: 0o755 });
   await chmod(folder, 0o755);
+  if (asRoot) {
+    await chown(runtime, nobody, nobody);
+    await chown(folder, nobody, nobody);
+  }
   const env: NodeJS.ProcessEnv = { ...process.env, XDG_RUNTIME_DIR: runtime };
   delete env['UMIRROR_SOCKET'];
-  const child = spawn(process.execPath, [umirrorBin, 'daemon'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
-  try {
-    await until('the daemon is ready', () => stderr.includes('umirror daemon ready'));
+  const first = await runDefaultDaemon(env, [], async () => {
     assert.equal(((await stat(folder)).mode & 0o777).toString(8), '700', 'the folder was tightened');
     assert.equal(((await stat(join(folder, 'control.sock'))).mode & 0o777).toString(8), '600');
-  } finally {
-    child.kill('SIGTERM');
-    await exited;
-  }
+  });
+  assert.match(first.stderr, /umirror daemon ready/);
+
+  await chmod(folder, 0o750);
+  const group = String(asRoot ? nobody : (process.getgid?.() ?? 0));
+  const shared = await runDefaultDaemon(env, ['--socket-group', group], async () => {
+    assert.equal(((await stat(folder)).mode & 0o777).toString(8), '750', 'the group may pass: the folder is left as is');
+    assert.equal(((await stat(join(folder, 'control.sock'))).mode & 0o777).toString(8), '660');
+  });
+  assert.match(shared.stderr, /umirror daemon ready/);
+
   await rm(folder, { recursive: true, force: true });
   const elsewhere = await mkdtemp(join(tmpdir(), 'umirror-elsewhere-'));
   t.after(() => rm(elsewhere, { recursive: true, force: true }));
   await symlink(elsewhere, folder);
-  const refused = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    const second = spawn(process.execPath, [umirrorBin, 'daemon'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    second.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-    second.once('close', (code) => resolve({ code, stderr: err }));
-  });
+  const refused = await runDefaultDaemon(env, [], () => Promise.reject(new Error('the daemon started on a symbolic link')));
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /EACCES: .*umirror is not a folder \(a symbolic link\?\)/);
   assert.equal((await lstat(folder)).isSymbolicLink(), true, 'the link is left alone');
@@ -86,6 +116,6 @@ test('umirror daemon --socket-mode 0660 --socket-group shares the control socket
   assert.equal((info.mode & 0o777).toString(8), '660');
   assert.equal(String(info.gid), gid);
   const bad = await runDaemonToExit(['--socket', join(daemon.dir, 'x.sock'), '--socket-group', 'no-such-group-umirror']);
-  assert.equal(bad.code, 2, 'a usage error');
-  assert.equal(bad.stderr, 'umirror: --socket-group: no group "no-such-group-umirror" on this system\n');
+  assert.equal(bad.code, 1, 'a bad option value (docs/cli.md, "Exit status and bad input")');
+  assert.equal(bad.stderr, 'umirror daemon: --socket-group: no group "no-such-group-umirror" on this system\n');
 });

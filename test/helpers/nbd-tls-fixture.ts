@@ -17,6 +17,7 @@ import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
+import type { NbdClientEvent } from '../../src/nbd/connection.js';
 import type { NbdListener } from '../../src/nbd/server.js';
 import { NbdServer } from '../../src/nbd/server.js';
 import { loadNbdServerTls, type NbdServerTls, type NbdServerTlsOptions } from '../../src/nbd/server-tls.js';
@@ -40,7 +41,7 @@ export interface TlsFixture {
 }
 
 export async function startTlsFixture(
-  options: NbdServerTlsOptions & { sizeBytes?: number; connectionsPerExportMax?: number; handshakeTimeoutMs?: number },
+  options: NbdServerTlsOptions & { sizeBytes?: number; connectionsPerExportMax?: number; handshakeTimeoutMs?: number; onClient?: (event: NbdClientEvent) => void },
 ): Promise<TlsFixture> {
   const dir = await mkdtemp(join(tmpdir(), 'umirror-tls-'));
   const device = new MemoryBlockDevice({ sizeBytes: options.sizeBytes ?? 16 * 1024 * 1024 });
@@ -65,6 +66,7 @@ export async function startTlsFixture(
     tls,
     ...(options.connectionsPerExportMax !== undefined && { connectionsPerExportMax: options.connectionsPerExportMax }),
     ...(options.handshakeTimeoutMs !== undefined && { handshakeTimeoutMs: options.handshakeTimeoutMs }),
+    ...(options.onClient !== undefined && { onClient: options.onClient }),
   });
   const socketPath = join(dir, 'nbd.sock');
   const unix = await server.listen({ path: socketPath });

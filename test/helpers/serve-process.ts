@@ -1,6 +1,7 @@
 /**
  * The real `umirror serve` process for interop tests: `node dist/cli/main.js serve ARGS...` as a child
- * process (the built CLI, exactly what a user runs), ready once it printed its `nbd uri:` line.
+ * process (the built CLI, exactly what a user runs), ready once it printed its start lines (`nbd uri:`,
+ * `table:` and the first `status:`, each a write of its own that may reach the pipe in a read of its own).
  *
  * States: starting -> serving -> stopped. stop() sends SIGINT (Ctrl-C) once and resolves with the exit
  * code and everything printed; it is idempotent, so a test may call it and also register it in t.after.
@@ -96,6 +97,7 @@ export async function startServe(
   try {
     const uri = (await waitForOutput(/^nbd uri: (\S+)$/m, options.timeoutMs))[1];
     const table = (await waitForOutput(/^table: +(.+)$/m, options.timeoutMs))[1];
+    await waitForOutput(/^status: /m, options.timeoutMs);
     if (uri === undefined || table === undefined || child.pid === undefined) throw new Error('umirror serve printed no URI');
     return { uri, table, pid: child.pid, stdout: () => stdout, stderr: () => stderr, waitForOutput, stop };
   } catch (err) {

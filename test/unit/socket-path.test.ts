@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { defaultSocketPath, hoistSocketOption } from '../../src/cli/socket-path.js';
+import { defaultSocketPath, hoistSocketOption, isDefaultRuntimePath } from '../../src/cli/socket-path.js';
 
 test('hoistSocketOption moves a --socket given before the verb behind it', () => {
   assert.deepEqual(hoistSocketOption(['--socket', '/s', 'status', 'm']), ['status', '--socket', '/s', 'm']);
@@ -38,4 +38,14 @@ test('defaultSocketPath without arguments answers for this process', () => {
   const path = defaultSocketPath({});
   if (userInfo().uid === 0) assert.match(path, /^(\/run\/umirror\/control\.sock|.*umirror-0\/control\.sock)$/);
   else assert.equal(path, join(tmpdir(), `umirror-${userInfo().uid}`, 'control.sock'));
+});
+
+test('isDefaultRuntimePath: root\'s /run/umirror path is a default runtime path (its folder is made 0700), $UMIRROR_SOCKET\'s is not', () => {
+  const root = { uid: 0, writable: () => true };
+  const user = { uid: 1000, writable: () => true };
+  assert.equal(isDefaultRuntimePath('/run/umirror/control.sock', {}, root), true);
+  assert.equal(isDefaultRuntimePath('/run/umirror/control.sock', {}, user), false, 'not a user\'s default');
+  assert.equal(isDefaultRuntimePath('/run/user/1000/umirror/control.sock', { XDG_RUNTIME_DIR: '/run/user/1000' }, user), true);
+  assert.equal(isDefaultRuntimePath(join(tmpdir(), 'umirror-1000', 'control.sock'), {}, user), true);
+  assert.equal(isDefaultRuntimePath('/x/ctl.sock', { UMIRROR_SOCKET: '/x/ctl.sock' }, root), false);
 });
