@@ -91,12 +91,6 @@ export const legTimeoutMsMax = 3_600_000;
 export const nbdClientReconnectDelayMsMin = 500;
 /** NBD client reconnect: the longest delay between two attempts (the doubling stops here). */
 export const nbdClientReconnectDelayMsMax = 30_000;
-/** NBD client TLS: the largest PSK file, CA bundle, certificate or key we read. */
-export const nbdClientTlsFileBytesMax = 1024 * 1024;
-/** NBD client TLS: the longest PSK identity (OpenSSL 1.1's PSK_MAX_IDENTITY_LEN). */
-export const nbdClientPskIdentityBytesMax = 128;
-/** NBD client TLS: the longest pre-shared key (OpenSSL 1.1's PSK_MAX_PSK_LEN); psktool makes 32 bytes. */
-export const nbdClientPskKeyBytesMax = 256;
 
 /** Legs in one mirror set: at least two (dm-raid1's "Invalid number of mirrors")... */
 export const legsMin = 2;
@@ -256,7 +250,7 @@ assert(nbdClientWaitingMax >= nbdClientInFlightMax);
 assert(isPowerOfTwo(nbdClientTrimBytesMax) && nbdClientTrimBytesMax >= requestBytesMax);
 assert(isPowerOfTwo(nbdClientMinimumBlockBytesMax) && requestBytesMax % nbdClientMinimumBlockBytesMax === 0);
 assert(nbdClientReconnectDelayMsMin > 0 && nbdClientReconnectDelayMsMin <= nbdClientReconnectDelayMsMax);
-assert(nbdClientRequestTimeoutMsDefault > 0 && nbdClientPskIdentityBytesMax > 0 && nbdClientPskKeyBytesMax > 0);
+assert(nbdClientRequestTimeoutMsDefault > 0);
 assert(copierTargetsMax === legsMax - 1, 'a recovery copies the default leg to every other leg');
 assert(copierChunkBytes % sectorBytes === 0 && isPowerOfTwo(copierChunkBytes));
 assert(legsMin >= 2 && legsMin <= legsMax);

@@ -14,43 +14,30 @@ import { assert, assertCount } from '../assert.js';
 import { BlockError } from '../errors.js';
 import { sectorBytes } from '../limits.js';
 import type { BlockDevice } from './block-device.js';
+import { forwardingDevice, type DeviceOp } from './forwarding-device.js';
 
 /** The device as is when `mappedBytes` fits in its whole sectors; else the end-checked wrapper. */
 export function endCheckedDevice(device: BlockDevice, options: { mappedBytes: number }): BlockDevice {
   assertCount(options.mappedBytes, 'mappedBytes');
   const endBytes = Math.floor(device.sizeBytes / sectorBytes) * sectorBytes;
   if (options.mappedBytes <= endBytes) return device;
-  const check = (op: string, offsetBytes: number, lengthBytes: number): Promise<void> => {
+  const verbs: Readonly<Record<DeviceOp, string>> = { read: 'read', write: 'write', flush: 'flush', trim: 'trim', zero: 'write zeroes to' };
+  const check = (op: DeviceOp, offsetBytes: number, lengthBytes: number): Promise<void> => {
     if (offsetBytes + lengthBytes <= endBytes) return Promise.resolve();
     return Promise.reject(
       new BlockError(
         'EIO',
-        `Cannot ${op} ${device.name}: attempt to access beyond end of device ` +
+        `Cannot ${verbs[op]} ${device.name}: attempt to access beyond end of device ` +
           `(sector ${Math.floor(offsetBytes / sectorBytes)}, ${Math.ceil(lengthBytes / sectorBytes)} sectors, limit ${endBytes / sectorBytes})`,
       ),
     );
   };
-  const wrapped: BlockDevice = {
+  const wrapped = forwardingDevice(device, {
     sizeBytes: options.mappedBytes,
-    get logicalBlockBytes() {
-      return device.logicalBlockBytes;
-    },
-    get capabilities() {
-      return device.capabilities;
-    },
-    get name() {
-      return device.name;
-    },
-    read: (offsetBytes, lengthBytes, opts) =>
-      check('read', offsetBytes, lengthBytes).then(() => device.read(offsetBytes, lengthBytes, opts)),
-    write: (offsetBytes, data, opts) => check('write', offsetBytes, data.length).then(() => device.write(offsetBytes, data, opts)),
-    flush: () => device.flush(),
-    trim: (offsetBytes, lengthBytes, opts) =>
-      check('trim', offsetBytes, lengthBytes).then(() => device.trim(offsetBytes, lengthBytes, opts)),
-    writeZeroes: (offsetBytes, lengthBytes, opts) =>
-      check('write zeroes to', offsetBytes, lengthBytes).then(() => device.writeZeroes(offsetBytes, lengthBytes, opts)),
+    // A flush has no sectors: it always passes.
+    around: (op, bytes, run, offsetBytes) => (op === 'flush' ? run() : check(op, offsetBytes, bytes).then(run)),
     close: () => device.close(),
-  };
+  });
   assert(wrapped.sizeBytes > endBytes, 'only a device the area does not fit is wrapped');
   return wrapped;
 }

@@ -17,6 +17,7 @@
 import { assert } from '../assert.js';
 import { ControlError, isControlErrno, type ControlErrno } from '../errors.js';
 import { controlLineBytesMax, deviceNameBytesMax, quotedInputCharsMax } from '../limits.js';
+import type { NbdServeOptionsText } from './nbd-serve-options.js';
 
 export const CONTROL_VERBS = [
   'create',
@@ -36,16 +37,11 @@ export type ControlVerb = (typeof CONTROL_VERBS)[number];
 
 export type RequestId = number | string | null;
 
-/** `create --nbd`'s security options, as the user typed them (paths made absolute by the CLI). */
-export interface CreateNbdOptions {
-  readonly tls?: string;
-  readonly tlsPsk?: string;
-  readonly tlsCertificates?: string;
-  readonly tlsVerifyPeer?: boolean;
-  readonly maxConnections?: string;
-  readonly socketMode?: string;
-  readonly socketGroup?: string;
-}
+/**
+ * `create --nbd`'s security options, as the user typed them (paths made absolute by the CLI): the text
+ * nbd-serve-options.ts checks, the same fields as `serve`'s options.
+ */
+export type CreateNbdOptions = NbdServeOptionsText;
 
 export type ControlRequest =
   | {

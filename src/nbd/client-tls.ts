@@ -21,7 +21,8 @@
  *   tls-type=anon            refused with ENOTSUP: anonymous TLS authenticates nobody.
  *
  * Key files readable by group or others are refused with EPERM, as ssh refuses such a private key: the
- * PSK file and client-key.pem are the secrets that authenticate this host.
+ * PSK file and client-key.pem are the secrets that authenticate this host. The files are read by
+ * tls-keys.ts, as the server reads its own, so both ends judge a key file alike.
  *
  * Interop with nbdkit (GnuTLS 3.7, measured with nbdkit 1.32 against Node 20 / OpenSSL 3.0): PSK
  * negotiates TLS 1.3 (TLS_CHACHA20_POLY1305_SHA256, ECDHE-PSK key exchange) without any cipher option,
@@ -31,16 +32,18 @@
  * them. A wrong key or an unknown identity makes GnuTLS drop the connection without an alert, so Node
  * sees ECONNRESET during the handshake: we report EIO and say that the key may be wrong.
  */
-import { readFile, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { isIP, type Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { assert } from '../assert.js';
-import { BlockError } from '../errors.js';
+import { BlockError, TlsKeyError } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
-import { nbdClientPskIdentityBytesMax, nbdClientPskKeyBytesMax, nbdClientTlsFileBytesMax } from '../limits.js';
+import { pskIdentityBytesMax, pskKeyBytesMax } from '../limits.js';
 import type { NbdTarget } from './client-uri.js';
+// TLS 1.2 PSK suites, forward-secret only; nbdkit takes the first, the others are for servers that offer them.
+import { pskCiphersTls12 } from './server-tls.js';
+import { readSecretFile, readTlsFile } from './tls-keys.js';
 
 /** What a TLS connection authenticates with, loaded from the files the URI names. */
 export type NbdTlsCredentials =
@@ -61,19 +64,6 @@ export type NbdTlsCredentials =
       /** The name the server certificate must carry; undefined: check the CA only. */
       readonly serverName: string | undefined;
     };
-
-/**
- * TLS 1.2 PSK suites, all with an ephemeral key exchange (forward secrecy); TLS 1.3 needs no list.
- * nbdkit takes the first; the others are for servers that offer them (qemu-nbd's GnuTLS settings vary).
- */
-export const pskCiphersTls12 = [
-  'ECDHE-PSK-CHACHA20-POLY1305',
-  'DHE-PSK-AES256-GCM-SHA384',
-  'DHE-PSK-AES128-GCM-SHA256',
-  'DHE-PSK-CHACHA20-POLY1305',
-  'ECDHE-PSK-AES256-CBC-SHA384',
-  'ECDHE-PSK-AES128-CBC-SHA256',
-].join(':');
 
 /**
  * Reads the credentials a TLS target names. @throws BlockError: EINVAL (a missing or malformed file, an
@@ -101,12 +91,13 @@ export async function loadNbdTlsCredentials(target: NbdTarget): Promise<NbdTlsCr
     return { kind: 'x509', ca: undefined, crl: undefined, cert: undefined, key: undefined, verifyPeer: tls.verifyPeer, serverName };
   }
   const dir = tls.certificatesDir;
-  const ca = await readOptional(join(dir, 'ca-cert.pem'), uri);
+  const ca = await readOptional(join(dir, 'ca-cert.pem'), { uri, what: 'CA certificate' });
   if (ca === undefined) fail('EINVAL', `tls-certificates directory ${dir} has no readable ca-cert.pem`);
-  const cert = await readOptional(join(dir, 'client-cert.pem'), uri);
+  const cert = await readOptional(join(dir, 'client-cert.pem'), { uri, what: 'client certificate' });
   const keyPath = join(dir, 'client-key.pem');
   const key = cert === undefined ? undefined : await readSecret(keyPath, { uri, what: 'client key' });
-  return { kind: 'x509', ca, crl: await readOptional(join(dir, 'ca-crl.pem'), uri), cert, key, verifyPeer: tls.verifyPeer, serverName };
+  const crl = await readOptional(join(dir, 'ca-crl.pem'), { uri, what: 'CA revocation list' });
+  return { kind: 'x509', ca, crl, cert, key, verifyPeer: tls.verifyPeer, serverName };
 }
 
 /**
@@ -118,8 +109,8 @@ export function parsePskFile(text: string, options: { identity: string; path: st
   const fail = (why: string): never => {
     throw new BlockError('EINVAL', `Cannot use ${uri}: PSK file ${path} ${why}`);
   };
-  if (identity === '' || identity.includes(':') || Buffer.byteLength(identity, 'utf8') > nbdClientPskIdentityBytesMax) {
-    fail(`cannot hold the identity "${identity}" (1 to ${nbdClientPskIdentityBytesMax} bytes, no ':')`);
+  if (identity === '' || identity.includes(':') || Buffer.byteLength(identity, 'utf8') > pskIdentityBytesMax) {
+    fail(`cannot hold the identity "${identity}" (1 to ${pskIdentityBytesMax} bytes, no ':')`);
   }
   const prefix = `${identity}:`;
   const line = text.split('\n').find((candidate) => candidate.startsWith(prefix));
@@ -127,17 +118,9 @@ export function parsePskFile(text: string, options: { identity: string; path: st
   const hex = line.slice(prefix.length).replace(/\r$/, '');
   if (hex.length === 0 || hex.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(hex)) return fail(`has a key for "${identity}" that is not hex bytes`);
   const key = Buffer.from(hex, 'hex');
-  if (key.length > nbdClientPskKeyBytesMax) fail(`has a key of ${key.length} bytes for "${identity}" (at most ${nbdClientPskKeyBytesMax})`);
+  if (key.length > pskKeyBytesMax) fail(`has a key of ${key.length} bytes for "${identity}" (at most ${pskKeyBytesMax})`);
   assert(key.length * 2 === hex.length, 'every hex digit pair became one byte');
   return key;
-}
-
-/** Why a secret file's mode is unsafe ("readable by group or others"), or undefined (ssh's rule). */
-export function secretModeProblem(mode: number): string | undefined {
-  const loose = mode & 0o077;
-  if (loose === 0) return undefined;
-  const octal = (mode & 0o777).toString(8).padStart(3, '0');
-  return `it is accessible by group or others (mode ${octal}); chmod 600 it`;
 }
 
 /**
@@ -193,10 +176,6 @@ export function tlsHandshakeError(options: { err: Error; credentials: NbdTlsCred
   return new BlockError('EIO', `Cannot connect to ${uri}: TLS handshake failed: ${err.message}${hint}`, { cause: err });
 }
 
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 function localLoginName(): string {
   try {
     return userInfo().username;
@@ -206,37 +185,23 @@ function localLoginName(): string {
   }
 }
 
-/** Reads a file that holds a secret, refusing it when group or others may read it. */
+/** A secret key file (tls-keys.ts: mode 600, bounded size), its errors named after the URI. */
 async function readSecret(path: string, options: { uri: string; what: string }): Promise<Buffer> {
-  const { uri, what } = options;
-  let mode: number;
-  try {
-    mode = (await stat(path)).mode;
-  } catch (err) {
-    rethrowProgrammerError(err);
-    throw new BlockError('EINVAL', `Cannot use ${uri}: cannot read ${what} ${path}: ${describe(err)}`, { cause: err });
-  }
-  const problem = secretModeProblem(mode);
-  if (problem !== undefined) throw new BlockError('EPERM', `Cannot use ${uri}: refusing ${what} ${path}: ${problem}`);
-  const data = await readOptional(path, uri);
-  if (data === undefined) throw new BlockError('EINVAL', `Cannot use ${uri}: ${what} ${path} vanished while it was read`);
-  return data;
+  return inUri(options.uri, () => readSecretFile(path, { what: options.what }));
 }
 
-/** A file's bytes, or undefined when it does not exist. @throws BlockError EINVAL (unreadable, too large). */
-async function readOptional(path: string, uri: string): Promise<Buffer | undefined> {
-  let data: Buffer;
+/** A public file's bytes (a certificate, a CA, a CRL), or undefined when it does not exist. */
+async function readOptional(path: string, options: { uri: string; what: string }): Promise<Buffer | undefined> {
+  return inUri(options.uri, () => readTlsFile(path, { what: options.what }));
+}
+
+/** Runs a tls-keys.ts read, turning its TlsKeyError into the BlockError a URI's user sees. */
+async function inUri<T>(uri: string, read: () => Promise<T>): Promise<T> {
   try {
-    const info = await stat(path);
-    if (info.size > nbdClientTlsFileBytesMax) {
-      throw new BlockError('EINVAL', `Cannot use ${uri}: ${path} is larger than ${nbdClientTlsFileBytesMax} bytes`);
-    }
-    data = await readFile(path);
+    return await read();
   } catch (err) {
     rethrowProgrammerError(err);
-    if (err instanceof BlockError) throw err;
-    if (typeof err === 'object' && err !== null && 'code' in err && err.code === 'ENOENT') return undefined;
-    throw new BlockError('EINVAL', `Cannot use ${uri}: cannot read ${path}: ${describe(err)}`, { cause: err });
+    if (!(err instanceof TlsKeyError)) throw err;
+    throw new BlockError(err.code, `Cannot use ${uri}: ${err.message}`, { cause: err });
   }
-  return data;
 }

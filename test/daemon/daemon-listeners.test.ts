@@ -7,33 +7,17 @@
  * process is replaced; a path that is not a socket is never deleted. Real `umirror daemon` processes and
  * the real `umirror` command.
  */
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { assertOneLine, busyPort } from '../helpers/listener-checks.js';
 import { runDaemonToExit, startDaemon, type Daemon } from '../helpers/daemon-process.js';
+import { sparseImage, tempDir } from '../helpers/temp-files.js';
 
 const sizeBytes = 4 * 1024 * 1024;
-
-async function tempDir(t: TestContext): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'umirror-listen-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-/** A TCP port something else listens on, for the test's duration. */
-async function busyPort(t: TestContext): Promise<number> {
-  const server: Server = createServer((socket) => socket.destroy());
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  const address = server.address();
-  assert.ok(address !== null && typeof address === 'object');
-  return address.port;
-}
 
 /** A socket file nobody listens on: bound by a process that was then killed with SIGKILL. */
 async function staleSocket(path: string): Promise<void> {
@@ -46,25 +30,8 @@ async function staleSocket(path: string): Promise<void> {
   assert.ok(existsSync(path), 'the killed process left its socket file');
 }
 
-async function image(dir: string, name: string, bytes: number): Promise<string> {
-  const path = join(dir, name);
-  await writeFile(path, '');
-  const handle = await open(path, 'r+');
-  await handle.truncate(bytes);
-  await handle.close();
-  return path;
-}
-
-/** Exactly one non-empty line on stderr, matching `pattern`. */
-function assertOneLine(stderr: string, pattern: RegExp): void {
-  const lines = stderr.split('\n').filter((line) => line !== '');
-  assert.equal(lines.length, 1, `one line on stderr, got:\n${stderr}`);
-  assert.match(lines[0] ?? '', pattern);
-  assert.doesNotMatch(stderr, /\n\s+at /, 'no stack trace');
-}
-
 test('umirror daemon --metrics on a busy port: one line, non-zero exit, no ready line, no socket left', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'umirror-listen-');
   const port = await busyPort(t);
   const socket = join(dir, 'ctl.sock');
   const result = await runDaemonToExit(['--socket', socket, '--metrics', `127.0.0.1:${port}`]);
@@ -84,7 +51,7 @@ test('umirror daemon --socket where another daemon answers, that cannot be creat
   assertOneLine(busy.stderr, /control socket.*EADDRINUSE/);
   assert.equal((await first.cli(['ls'])).code, 0, 'the first daemon still answers');
 
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'umirror-listen-');
   const file = join(dir, 'not-a-dir');
   await writeFile(file, 'x');
   const unwritable = await runDaemonToExit(['--socket', join(file, 'sub', 'ctl.sock')]);
@@ -94,7 +61,7 @@ test('umirror daemon --socket where another daemon answers, that cannot be creat
 
   // A regular file at the socket path is never taken for a stale socket (connecting to it is refused
   // just like connecting to a dead socket; the old check unlinked it).
-  const precious = await image(dir, 'precious.img', 4096);
+  const precious = await sparseImage(dir, 'precious.img', 4096);
   const notSocket = await runDaemonToExit(['--socket', precious]);
   assert.equal(notSocket.running, false, notSocket.stderr);
   assert.notEqual(notSocket.code, 0);
@@ -106,7 +73,7 @@ test('umirror create --nbd on a busy port fails before the device resumes and le
   const daemon = await startDaemon();
   t.after(() => daemon.dispose());
   const port = await busyPort(t);
-  const [a, b, log] = [await image(daemon.dir, 'a.img', sizeBytes), await image(daemon.dir, 'b.img', sizeBytes), await image(daemon.dir, 'log.img', 4096)];
+  const [a, b, log] = [await sparseImage(daemon.dir, 'a.img', sizeBytes), await sparseImage(daemon.dir, 'b.img', sizeBytes), await sparseImage(daemon.dir, 'log.img', 4096)];
   const table = `0 ${sizeBytes / 512} mirror disk 2 ${log} 1024 2 ${a} 0 ${b} 0`;
   const refused = await daemon.cli(['create', 'm', '--nbd', `127.0.0.1:${port}`, '--table', table]);
   assert.equal(refused.code, 1);

@@ -6,25 +6,14 @@
  * and `create NAME` (stdin) read the table as dmsetup does, `version` prints umirror's and the targets'
  * versions, and an unknown option is one sentence (then dmsetup's "Command failed.") and exit status 1. A real daemon and the real command.
  */
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startDaemon, type Daemon } from '../helpers/daemon-process.js';
+import { startDaemonFor } from '../helpers/daemon-process.js';
 
 // ls --tree draws with ASCII unless the locale is UTF-8, as dmsetup does; the children inherit this.
 process.env['LC_ALL'] = 'C';
-
-async function daemonFor(t: TestContext): Promise<{ d: Daemon; ok: (args: readonly string[], stdin?: string) => Promise<string> }> {
-  const d = await startDaemon();
-  t.after(() => d.dispose());
-  const ok = async (args: readonly string[], stdin?: string): Promise<string> => {
-    const result = await d.cli(args, stdin === undefined ? {} : { stdin });
-    assert.equal(result.code, 0, `umirror ${args.join(' ')}: ${result.stderr}`);
-    return result.stdout;
-  };
-  return { d, ok };
-}
 
 async function image(dir: string, name: string): Promise<string> {
   const path = join(dir, name);
@@ -34,7 +23,7 @@ async function image(dir: string, name: string): Promise<string> {
 }
 
 test('deps and ls --tree show a mirror whose disk log is another device, in dmsetup formats', async (t) => {
-  const { d, ok } = await daemonFor(t);
+  const { d, ok } = await startDaemonFor(t);
   const [a, b, c] = await Promise.all(['a.img', 'b.img', 'c.img'].map((name) => image(d.dir, name)));
   await ok(['create', 'lg', '--table', `0 2048 linear ${c} 0`]);
   await ok(['create', 'top', '--table', `0 16384 mirror disk 2 lg 1024 2 ${a} 0 ${b} 0`]);
@@ -47,7 +36,7 @@ test('deps and ls --tree show a mirror whose disk log is another device, in dmse
 });
 
 test('remove A B C removes each; a failure is reported and the others still go; exit 1', async (t) => {
-  const { d, ok } = await daemonFor(t);
+  const { d, ok } = await startDaemonFor(t);
   for (const name of ['a', 'b', 'c']) await ok(['create', name, '--table', '0 8 zero']);
   const result = await d.cli(['remove', 'a', 'nope', 'c']);
   assert.deepEqual([result.code, result.stderr], [1, 'device-mapper: remove ioctl on nope  failed: No such device or address\nCommand failed.\n']);
@@ -57,7 +46,7 @@ test('remove A B C removes each; a failure is reported and the others still go; 
 });
 
 test('remove --force replaces the table with error and removes; still refused while open, but then all I/O fails', async (t) => {
-  const { d, ok } = await daemonFor(t);
+  const { d, ok } = await startDaemonFor(t);
   const a = await image(d.dir, 'a.img');
   await ok(['create', 'low', '--table', `0 2048 linear ${a} 0`]);
   await ok(['create', 'up', '--table', '0 2048 linear low 0']);
@@ -71,7 +60,7 @@ test('remove --force replaces the table with error and removes; still refused wh
 });
 
 test('create NAME FILE and create NAME (stdin) read the table as dmsetup does; a missing file is its message', async (t) => {
-  const { d, ok } = await daemonFor(t);
+  const { d, ok } = await startDaemonFor(t);
   const file = join(d.dir, 'z.table');
   await writeFile(file, '0 8 zero\n8 8 error\n');
   await ok(['create', 'f', file]);
@@ -86,7 +75,7 @@ test('create NAME FILE and create NAME (stdin) read the table as dmsetup does; a
 });
 
 test('version prints umirror\'s version and the target versions (dmsetup version, dmsetup targets); an unknown option is one line (then Command failed.), exit 1', async (t) => {
-  const { d, ok } = await daemonFor(t);
+  const { d, ok } = await startDaemonFor(t);
   const { version } = JSON.parse(await readFile(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
   assert.equal(await ok(['version']), `umirror version:  ${version}\nmirror           v1.14.0\nlinear           v1.4.0\nzero             v1.2.0\nerror            v1.5.0\n`);
   for (const args of [['ls', '--bogus'], ['remove', '-x', 'a'], ['status', '--tree']]) {

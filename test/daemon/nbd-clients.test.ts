@@ -9,37 +9,20 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
-import { startDaemon, until, type Daemon } from '../helpers/daemon-process.js';
+import { cliOk, startDaemon, until } from '../helpers/daemon-process.js';
+import { sparseImage } from '../helpers/temp-files.js';
 import { requireTools } from '../helpers/tools.js';
 
 const sizeBytes = 4 * 1024 * 1024;
-
-async function image(dir: string, name: string): Promise<string> {
-  const path = join(dir, name);
-  await writeFile(path, '');
-  const handle = await open(path, 'r+');
-  await handle.truncate(sizeBytes);
-  await handle.close();
-  return path;
-}
-
-function ok(daemon: Daemon): (args: readonly string[]) => Promise<string> {
-  return async (args) => {
-    const result = await daemon.cli(args);
-    assert.equal(result.code, 0, `umirror ${args.join(' ')}: ${result.stderr}`);
-    return result.stdout;
-  };
-}
 
 const openCount = (info: string): number => Number(/^Open count:\s+(\d+)$/m.exec(info)?.[1] ?? NaN);
 
 test('umirror daemon --handshake-limit: an unfinished handshake is not an open client and is dropped', async (t) => {
   const daemon = await startDaemon({ args: ['--handshake-limit', '1'] });
   t.after(() => daemon.dispose());
-  const run = ok(daemon);
+  const run = cliOk(daemon);
   const path = join(daemon.dir, 'z.sock');
   await run(['create', 'z', '--nbd', `unix:${path}`, '--table', '0 2048 zero']);
   const waiting = await RawNbdClient.connect({ path });
@@ -59,8 +42,8 @@ test('umirror remove succeeds once a client whose write the mirror holds was kil
   if (!requireTools(t, ['qemu-io'])) return;
   const daemon = await startDaemon();
   t.after(() => daemon.dispose());
-  const run = ok(daemon);
-  const good = await image(daemon.dir, 'good.img');
+  const run = cliOk(daemon);
+  const good = await sparseImage(daemon.dir, 'good.img', sizeBytes);
   // A leg that fails every write: another device of the daemon with an error table.
   await run(['create', 'bad', '--table', `0 ${sizeBytes / 512} error`]);
   const path = join(daemon.dir, 'm.sock');

@@ -3,35 +3,15 @@
  * `script`) redraw their line in place, with a carriage return and ANSI erase, never a new line per
  * update; `info` shows the resync state as mdadm --detail's "Resync Status".
  *
- * The mirror's second leg is another daemon device built from the `error` target, so the mirror stays
- * out of sync (health AS) for as long as the test looks: every frame shows the same state.
+ * The mirror (helpers/failed-leg-mirror.ts) has a failed `error` leg, so it stays out of sync (health AS)
+ * for as long as the test looks: every frame shows the same state.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { truncate, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { test } from 'node:test';
-import { startDaemon, umirrorBin, until, type Daemon } from '../helpers/daemon-process.js';
+import { umirrorBin, until } from '../helpers/daemon-process.js';
+import { startFailedLegMirror } from '../helpers/failed-leg-mirror.js';
 import { requireTools } from '../helpers/tools.js';
-
-const sectors = 8192;
-
-async function outOfSyncMirror(t: { after: (fn: () => Promise<unknown>) => void }): Promise<Daemon> {
-  const daemon = await startDaemon();
-  t.after(() => daemon.dispose());
-  const leg = join(daemon.dir, 'a.img');
-  await writeFile(leg, '');
-  await truncate(leg, sectors * 512);
-  for (const [name, table] of [
-    ['bad', `0 ${sectors} error`],
-    ['m', `0 ${sectors} mirror core 1 1024 2 ${leg} 0 bad 0 1 handle_errors`],
-  ] as const) {
-    const created = await daemon.cli(['create', name, '--table', table]);
-    assert.equal(created.code, 0, created.stderr);
-  }
-  await until('the error leg to fail', async () => / 0\/8 1 AS 1 core/.test((await daemon.cli(['status', 'm'])).stdout));
-  return daemon;
-}
 
 /** A shell word for `script -c`. */
 function quoted(word: string): string {
@@ -56,7 +36,7 @@ const erase = '\r\x1b[J';
 
 test('status --watch on a terminal redraws the status line in place (\\r and ANSI erase, no new lines)', async (t) => {
   if (!requireTools(t, ['script'])) return;
-  const daemon = await outOfSyncMirror(t);
+  const daemon = await startFailedLegMirror(t);
   const watch = onTerminal(['status', '--watch', 'm', '--socket', daemon.socketPath]);
   t.after(async () => {
     watch.stop();
@@ -73,7 +53,7 @@ test('status --watch on a terminal redraws the status line in place (\\r and ANS
 
 test('wait --progress on a terminal draws in place, then ends the line before saying why it stops', async (t) => {
   if (!requireTools(t, ['script'])) return;
-  const daemon = await outOfSyncMirror(t);
+  const daemon = await startFailedLegMirror(t);
   const waited = onTerminal(['wait', '--progress', 'm', '--socket', daemon.socketPath]);
   t.after(() => waited.stop());
   assert.equal(await waited.done, 1);
@@ -84,7 +64,7 @@ test('wait --progress on a terminal draws in place, then ends the line before sa
 });
 
 test('info shows the resync state as mdadm --detail does ("Resync Status"), and no such line in sync', async (t) => {
-  const daemon = await outOfSyncMirror(t);
+  const daemon = await startFailedLegMirror(t);
   const info = await daemon.cli(['info', 'm']);
   assert.match(info.stdout, /^Number of targets: 1\nResync Status: {5}0% in sync, waiting for a new table \(a leg failed: AS\)$/m);
   const bad = await daemon.cli(['info', 'bad']);

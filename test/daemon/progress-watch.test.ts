@@ -7,33 +7,13 @@
  * exit 1); `status --watch` without a name failed (it must watch every device, as `status` lists them).
  */
 import assert from 'node:assert/strict';
-import { truncate, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startDaemon, until, type Daemon } from '../helpers/daemon-process.js';
-
-const sectors = 8192;
-
-async function failedLegMirror(t: { after: (fn: () => Promise<unknown>) => void }): Promise<Daemon> {
-  const daemon = await startDaemon();
-  t.after(() => daemon.dispose());
-  const leg = join(daemon.dir, 'a.img');
-  await writeFile(leg, '');
-  await truncate(leg, sectors * 512);
-  for (const [name, table] of [
-    ['bad', `0 ${sectors} error`],
-    ['m', `0 ${sectors} mirror core 1 1024 2 ${leg} 0 bad 0 1 handle_errors`],
-  ] as const) {
-    const created = await daemon.cli(['create', name, '--table', table]);
-    assert.equal(created.code, 0, created.stderr);
-  }
-  await until('the error leg to fail', async () => / 0\/8 1 AS 1 core/.test((await daemon.cli(['status', 'm'])).stdout));
-  return daemon;
-}
+import { until } from '../helpers/daemon-process.js';
+import { startFailedLegMirror } from '../helpers/failed-leg-mirror.js';
 
 test('umirror wait --progress exits 1 and says why when a failed leg keeps the mirror out of sync', async (t) => {
-  const daemon = await failedLegMirror(t);
+  const daemon = await startFailedLegMirror(t);
   const waited = await daemon.cli(['wait', '--progress', 'm'], { timeoutMs: 20_000 });
   assert.equal(waited.code, 1, `wait --progress did not end (killed after 20 s) or ended 0\n${waited.stderr}`);
   assert.match(waited.stderr, /^m: out of sync \(a leg failed\): 0\/8 regions in sync, waiting for a new table$/m);
@@ -45,7 +25,7 @@ test('umirror wait --progress exits 1 and says why when a failed leg keeps the m
 });
 
 test('umirror status --watch without a name watches every device, each line prefixed by its name', async (t) => {
-  const daemon = await failedLegMirror(t);
+  const daemon = await startFailedLegMirror(t);
   const watch = daemon.spawnCli(['status', '--watch']);
   let stdout = '';
   watch.child.stdout?.on('data', (chunk: string) => (stdout += chunk));

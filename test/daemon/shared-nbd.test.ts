@@ -8,34 +8,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
-import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { command, nbdErrno, option, transmissionFlag } from '../../src/nbd/protocol.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 import { run, runOk } from '../helpers/nbd-tools.js';
-import { runDaemonToExit, startDaemon, until, type Daemon } from '../helpers/daemon-process.js';
+import { cliOk, runDaemonToExit, startDaemon, until, type Daemon } from '../helpers/daemon-process.js';
+import { sparseImage } from '../helpers/temp-files.js';
 import { requireTools } from '../helpers/tools.js';
 
 const sizeBytes = 4 * 1024 * 1024;
 const sectors = sizeBytes / 512;
-
-async function image(dir: string, name: string): Promise<string> {
-  const path = join(dir, name);
-  await writeFile(path, '');
-  const handle = await open(path, 'r+');
-  await handle.truncate(sizeBytes);
-  await handle.close();
-  return path;
-}
-
-function ok(daemon: Daemon): (args: readonly string[]) => Promise<string> {
-  return async (args) => {
-    const result = await daemon.cli(args);
-    assert.equal(result.code, 0, `umirror ${args.join(' ')}: ${result.stderr}`);
-    return result.stdout;
-  };
-}
 
 /** A daemon with a shared listener on a Unix socket in a temp dir of its own (removed after the test). */
 async function sharedDaemon(t: { after: (fn: () => Promise<unknown>) => void }): Promise<{ daemon: Daemon; socket: string; run: (args: readonly string[]) => Promise<string> }> {
@@ -46,7 +30,7 @@ async function sharedDaemon(t: { after: (fn: () => Promise<unknown>) => void }):
     await daemon.dispose();
     await rm(dir, { recursive: true, force: true });
   });
-  return { daemon, socket, run: ok(daemon) };
+  return { daemon, socket, run: cliOk(daemon) };
 }
 
 const exportsOf = (list: string): string[] => [...list.matchAll(/^export="([^"]*)":$/gm)].map((match) => match[1] ?? '');
@@ -60,7 +44,7 @@ test('daemon --nbd: nbdinfo --list shows every device, those created and removed
   const list = (): Promise<string> => runOk('nbdinfo', ['--list', `nbd+unix:///?socket=${socket}`]);
   assert.deepEqual(exportsOf(await list()), [], 'no device, no export');
 
-  const a = await image(daemon.dir, 'a.img');
+  const a = await sparseImage(daemon.dir, 'a.img', sizeBytes);
   assert.equal((await cli(['create', 'lin', '--table', `0 ${sectors} linear ${a} 0`])).trim(), `nbd+unix:///lin?socket=${socket}`);
   await cli(['create', 'z', '--table', `0 2048 zero`]);
   assert.deepEqual(exportsOf(await list()), ['lin', 'z']);
@@ -79,9 +63,9 @@ test('daemon --nbd: nbdinfo --list shows every device, those created and removed
 test('daemon --nbd: qemu-io writes two exports of one listener, each reaching its own device', async (t) => {
   if (!requireTools(t, ['qemu-io'])) return;
   const { daemon, socket, run: cli } = await sharedDaemon(t);
-  const a0 = await image(daemon.dir, 'a0.img');
-  const a1 = await image(daemon.dir, 'a1.img');
-  const b0 = await image(daemon.dir, 'b0.img');
+  const a0 = await sparseImage(daemon.dir, 'a0.img', sizeBytes);
+  const a1 = await sparseImage(daemon.dir, 'a1.img', sizeBytes);
+  const b0 = await sparseImage(daemon.dir, 'b0.img', sizeBytes);
   await cli(['create', 'ma', '--table', `0 ${sectors} mirror core 2 1024 nosync 2 ${a0} 0 ${a1} 0`]);
   await cli(['create', 'lb', '--table', `0 ${sectors} linear ${b0} 0`]);
   const uri = (name: string): string => `nbd+unix:///${name}?socket=${socket}`;
@@ -130,8 +114,8 @@ test('daemon --nbd: remove of a device a shared-listener client holds is EBUSY; 
 test('create --readonly: qemu-io cannot write, a write sent anyway fails with EPERM, reads work', async (t) => {
   if (!requireTools(t, ['qemu-io'])) return;
   const { daemon, socket, run: cli } = await sharedDaemon(t);
-  const img = await image(daemon.dir, 'ro.img');
-  const img2 = await image(daemon.dir, 'ro2.img');
+  const img = await sparseImage(daemon.dir, 'ro.img', sizeBytes);
+  const img2 = await sparseImage(daemon.dir, 'ro2.img', sizeBytes);
   await writeFile(img, Buffer.alloc(65536, 0x3c), { flag: 'r+' });
   await writeFile(img2, Buffer.alloc(65536, 0x3c), { flag: 'r+' });
   await cli(['create', 'ro', '--readonly', '--table', `0 ${sectors} linear ${img} 0`]);

@@ -4,37 +4,18 @@
  * (`wait --progress`, `status --watch`), and SIGTERM leaving every disk log clean. A real daemon, the
  * real `umirror` command and qemu-io as the NBD client.
  */
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { open, readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startDaemon, until, type Daemon } from '../helpers/daemon-process.js';
+import { startDaemonFor, until } from '../helpers/daemon-process.js';
+import { sparseImage } from '../helpers/temp-files.js';
 import { requireTools } from '../helpers/tools.js';
 
 const execFileAsync = promisify(execFile);
 const MiB = 1024 * 1024;
-
-async function image(dir: string, name: string, sizeBytes: number): Promise<string> {
-  const path = join(dir, name);
-  await writeFile(path, '');
-  const handle = await open(path, 'r+');
-  await handle.truncate(sizeBytes);
-  await handle.close();
-  return path;
-}
-
-async function daemonFor(t: TestContext): Promise<{ d: Daemon; ok: (args: readonly string[]) => Promise<string> }> {
-  const d = await startDaemon();
-  t.after(() => d.dispose());
-  const ok = async (args: readonly string[]): Promise<string> => {
-    const result = await d.cli(args);
-    assert.equal(result.code, 0, `umirror ${args.join(' ')}: ${result.stderr}`);
-    return result.stdout;
-  };
-  return { d, ok };
-}
 
 async function qemuIo(uri: string, commands: readonly string[]): Promise<string> {
   const { stdout } = await execFileAsync('qemu-io', ['-f', 'raw', ...commands.flatMap((c) => ['-c', c]), uri]);
@@ -50,12 +31,12 @@ function sample(metrics: string, series: string): number {
 
 test('stacking: a disk log on another mirror device; remove refused while stacked; SIGTERM leaves both logs clean', async (t) => {
   if (!requireTools(t, ['qemu-io'])) return;
-  const { d, ok } = await daemonFor(t);
+  const { d, ok } = await startDaemonFor(t);
   const [c, e, a, b] = await Promise.all([
-    image(d.dir, 'c.img', MiB),
-    image(d.dir, 'e.img', MiB),
-    image(d.dir, 'a.img', 16 * MiB),
-    image(d.dir, 'b.img', 16 * MiB),
+    sparseImage(d.dir, 'c.img', MiB),
+    sparseImage(d.dir, 'e.img', MiB),
+    sparseImage(d.dir, 'a.img', 16 * MiB),
+    sparseImage(d.dir, 'b.img', 16 * MiB),
   ]);
   // lg: a small mirror that holds top's disk log; top: 32 regions of 512 KiB, log on lg.
   await ok(['create', 'lg', '--table', `0 2048 mirror core 1 256 2 ${c} 0 ${e} 0 1 handle_errors`]);
@@ -91,8 +72,8 @@ test('stacking: a disk log on another mirror device; remove refused while stacke
 
 test('metrics: NBD requests, latency histogram, mirror and leg counters and connections, scraped over HTTP', async (t) => {
   if (!requireTools(t, ['qemu-io'])) return;
-  const { d, ok } = await daemonFor(t);
-  const [a, b] = await Promise.all([image(d.dir, 'a.img', 16 * MiB), image(d.dir, 'b.img', 16 * MiB)]);
+  const { d, ok } = await startDaemonFor(t);
+  const [a, b] = await Promise.all([sparseImage(d.dir, 'a.img', 16 * MiB), sparseImage(d.dir, 'b.img', 16 * MiB)]);
   const uri = (await ok(['create', 'mm', '--nbd', `unix:${join(d.dir, 'mm.sock')}`, '--table', `0 32768 mirror core 2 1024 nosync 2 ${a} 0 ${b} 0`])).trim();
   await qemuIo(uri, ['write -P 0x11 1M 1M']);
   const scrape = await fetch(d.metricsUrl);
@@ -132,8 +113,8 @@ test('metrics: NBD requests, latency histogram, mirror and leg counters and conn
 });
 
 test('progress: wait --progress draws a resync bar to 100%; status --watch prints the status line', async (t) => {
-  const { d, ok } = await daemonFor(t);
-  const [a, b] = await Promise.all([image(d.dir, 'a.img', 64 * MiB), image(d.dir, 'b.img', 64 * MiB)]);
+  const { d, ok } = await startDaemonFor(t);
+  const [a, b] = await Promise.all([sparseImage(d.dir, 'a.img', 64 * MiB), sparseImage(d.dir, 'b.img', 64 * MiB)]);
   await ok(['create', 'r', '--table', `0 131072 mirror core 1 1024 2 ${a} 0 ${b} 0`]);
   const progress = await d.cli(['wait', '--progress', 'r']);
   assert.equal(progress.code, 0, progress.stderr);

@@ -16,30 +16,17 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { ControlClient } from '../../src/control/control-client.js';
 import { startDaemon } from '../helpers/daemon-process.js';
+import { fuzzSeed, SeededRandom } from '../helpers/seeded-random.js';
 
 const casesTotal = Number(process.env['UMIRROR_TABLE_FUZZ_CASES'] ?? '300');
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 test('umirror daemon answers a seeded run of hostile tables and keeps serving', async (t) => {
-  const seed = Number(process.env['UMIRROR_FUZZ_SEED'] ?? String(Date.now() % 2 ** 31));
+  const seed = fuzzSeed();
   t.diagnostic(`table fuzz seed ${seed} (replay with UMIRROR_FUZZ_SEED=${seed}), ${casesTotal} cases`);
-  const next = prng(seed);
-  const int = (n: number): number => Math.floor(next() * n);
-  const pick = <T>(items: readonly T[]): T => {
-    const item = items[int(items.length)];
-    assert.ok(item !== undefined);
-    return item;
-  };
+  const random = new SeededRandom(seed);
+  const next = (): number => random.next();
+  const int = (n: number): number => random.int(n);
+  const pick = <T>(items: readonly T[]): T => random.pick(items);
 
   const d = await startDaemon();
   t.after(() => d.dispose());

@@ -6,11 +6,14 @@
  *   const r = await d.cli(['status', 'm']);   // { code, stdout, stderr }
  *   await d.stop();                           // SIGTERM, then waits for exit (idempotent)
  *   await d.dispose();                        // stop, then remove the temp dir
+ *   const { d, ok } = await startDaemonFor(t); // disposed after the test; ok(args) asserts exit 0
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -118,6 +121,24 @@ export async function startDaemon(options: { args?: readonly string[] } = {}): P
     },
   };
   return daemon;
+}
+
+/** Runs `umirror ARGS` against the daemon, asserts exit 0 and returns stdout. */
+export type CliOk = (args: readonly string[], stdin?: string) => Promise<string>;
+
+export function cliOk(daemon: Daemon): CliOk {
+  return async (args, stdin) => {
+    const result = await daemon.cli(args, stdin === undefined ? {} : { stdin });
+    assert.equal(result.code, 0, `umirror ${args.join(' ')}: ${result.stderr}`);
+    return result.stdout;
+  };
+}
+
+/** startDaemon() disposed when the test ends, with its cliOk runner. */
+export async function startDaemonFor(t: Pick<TestContext, 'after'>): Promise<{ d: Daemon; ok: CliOk }> {
+  const d = await startDaemon();
+  t.after(() => d.dispose());
+  return { d, ok: cliOk(d) };
 }
 
 /** Polls `check` every 50 ms until it returns true; throws after `timeoutMs`. */

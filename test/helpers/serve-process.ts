@@ -119,3 +119,25 @@ export function assertCleanExit(exit: ServeExit, summary: RegExp = logCleanLine)
   assert.equal(exit.code, 0, `umirror serve exited ${exit.code ?? exit.signal} after SIGINT\n${output}`);
   assert.match(exit.stdout, summary);
 }
+
+/**
+ * Runs `umirror serve ARGS` expecting it to give up on its own (a start-up refusal); resolves with its
+ * exit code (null when killed) and output. A serve still running after `timeoutMs` is killed.
+ */
+export function runServeToExit(
+  args: readonly string[],
+  options: { timeoutMs?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [umirrorMain, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}

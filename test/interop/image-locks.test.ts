@@ -8,37 +8,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { requireTools, run, runOk } from '../helpers/nbd-tools.js';
-import { assertCleanExit, startServe, umirrorMain } from '../helpers/serve-process.js';
+import { assertCleanExit, runServeToExit, startServe } from '../helpers/serve-process.js';
+import { tempDir } from '../helpers/temp-files.js';
 
 const MiB = 1024 * 1024;
-
-async function tempDir(t: TestContext, prefix: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-/** Runs `umirror serve ARGS` expecting it to give up on its own; resolves with its exit and output. */
-function serveOnce(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [umirrorMain, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 const inUseLine = (path: string): RegExp => new RegExp(`^umirror: ${path.replaceAll(/[.*+?^${}()|[\]\\]/g, '\\$&')} is in use by another process \\(lock held\\)$`);
 
@@ -48,7 +26,7 @@ test('umirror serve refuses images another serve holds, in one line; the first s
   const first = await startServe(['--data', dir, '--size', '16M', '--nbd', `unix:${join(dir, 'a.sock')}`, '--quiet']);
   t.after(() => first.stop().then(() => undefined));
 
-  const second = await serveOnce(['--data', dir, '--nbd', `unix:${join(dir, 'b.sock')}`, '--quiet']);
+  const second = await runServeToExit(['--data', dir, '--nbd', `unix:${join(dir, 'b.sock')}`, '--quiet']);
   assert.equal(second.code, 1, second.stderr);
   const lines = second.stderr.trimEnd().split('\n');
   assert.equal(lines.length, 1, `one line on stderr:\n${second.stderr}`);
@@ -115,7 +93,7 @@ test('umirror serve refuses an image a running qemu-nbd holds', async (t) => {
   assert.ok(existsSync(socket), 'qemu-nbd is serving');
 
   const table = `0 ${(4 * MiB) / 512} linear ${image} 0`;
-  const refused = await serveOnce(['--table', table, '--nbd', `unix:${join(dir, 'u.sock')}`, '--quiet']);
+  const refused = await runServeToExit(['--table', table, '--nbd', `unix:${join(dir, 'u.sock')}`, '--quiet']);
   assert.equal(refused.code, 1, refused.stderr);
   assert.match(refused.stderr.trimEnd(), inUseLine(image));
 

@@ -21,6 +21,7 @@ import { encodeClientFlags, encodeGoPayload, encodeMetaContextPayload, encodeOpt
 import { clientFlag, command, option } from '../../src/nbd/protocol.js';
 import { assertCleanExit, startServe } from '../helpers/serve-process.js';
 import { run } from '../helpers/nbd-tools.js';
+import { fuzzSeed, SeededRandom } from '../helpers/seeded-random.js';
 import { requireTools } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;
@@ -30,39 +31,8 @@ const concurrency = 8;
 /** How long one fuzz connection may live before the fuzzer hangs up on it. */
 const connectionLifeMsMax = 400;
 
-/** mulberry32: a small seeded PRNG, so a failing run replays from its printed seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-class Fuzz {
-  readonly #next: () => number;
-  constructor(seed: number) {
-    this.#next = prng(seed);
-  }
-  int(maxExclusive: number): number {
-    return Math.floor(this.#next() * maxExclusive);
-  }
-  chance(p: number): boolean {
-    return this.#next() < p;
-  }
-  pick<T>(items: readonly T[]): T {
-    const item = items[this.int(items.length)];
-    assert.ok(item !== undefined);
-    return item;
-  }
-  bytes(length: number): Buffer {
-    const out = Buffer.allocUnsafe(length);
-    for (let i = 0; i < length; i += 1) out[i] = this.int(256);
-    return out;
-  }
+/** The fuzzer's draws: the seeded ones, plus mutated bytes and the extents a hostile client tries. */
+class Fuzz extends SeededRandom {
   /** Flips, overwrites or cuts a few bytes of `buf`. */
   mutate(buf: Buffer): Buffer {
     const out = Buffer.from(buf);
@@ -178,7 +148,7 @@ async function fuzzConnection(options: { fuzz: Fuzz; path: string }): Promise<vo
 
 test('umirror serve survives a seeded NBD fuzz run and keeps its legs identical', async (t) => {
   if (!requireTools(t, ['qemu-io'])) return;
-  const seed = Number(process.env['UMIRROR_FUZZ_SEED'] ?? String(Date.now() % 2 ** 31));
+  const seed = fuzzSeed();
   t.diagnostic(`fuzz seed ${seed} (replay with UMIRROR_FUZZ_SEED=${seed}), ${connectionsTotal} connections`);
   const dir = await mkdtemp(join(tmpdir(), 'umirror-fuzz-'));
   t.after(() => rm(dir, { recursive: true, force: true }));

@@ -6,49 +6,28 @@
  * takes the greeting and never finishes the handshake is dropped after --handshake-limit. Real `umirror
  * serve` processes, qemu-io and a raw NBD client.
  */
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
+import { open, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { assertOneLine, busyPort } from '../helpers/listener-checks.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 import { requireTools, run, runOk } from '../helpers/nbd-tools.js';
 import { assertCleanExit, startServe, umirrorMain } from '../helpers/serve-process.js';
+import { tempDir } from '../helpers/temp-files.js';
 
 const sizeBytes = 16 * 1024 * 1024;
-
-async function tempDir(t: TestContext): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'umirror-serve-listen-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-async function busyPort(t: TestContext): Promise<number> {
-  const server: Server = createServer((socket) => socket.destroy());
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  const address = server.address();
-  assert.ok(address !== null && typeof address === 'object');
-  return address.port;
-}
 
 /** Runs `umirror serve ARGS` that is expected to exit on its own. */
 function serveToExit(args: readonly string[]): ReturnType<typeof run> {
   return run(process.execPath, [umirrorMain, 'serve', '--quiet', ...args], { timeoutMs: 20_000 });
 }
 
-function assertOneLine(stderr: string, pattern: RegExp): void {
-  const lines = stderr.split('\n').filter((line) => line !== '');
-  assert.equal(lines.length, 1, `one line on stderr, got:\n${stderr}`);
-  assert.match(lines[0] ?? '', pattern);
-}
-
 test('umirror serve after kill -9 replaces its stale unix socket and serves again', async (t) => {
   if (!requireTools(t, 'qemu-io')) return;
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'umirror-serve-listen-');
   const args = ['--data', join(dir, 'data'), '--size', '16M', '--quiet', '--nbd', `unix:${join(dir, 'nbd.sock')}`];
   const first = await startServe(args);
   t.after(() => first.stop().then(() => undefined));
@@ -67,7 +46,7 @@ test('umirror serve after kill -9 replaces its stale unix socket and serves agai
 });
 
 test('umirror serve on a busy address: one line, non-zero exit, no images created, disk log untouched', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'umirror-serve-listen-');
   const port = await busyPort(t);
   const data = join(dir, 'data');
   const busyTcp = await serveToExit(['--data', data, '--size', '16M', '--nbd', `127.0.0.1:${port}`]);
@@ -94,7 +73,7 @@ test('umirror serve on a busy address: one line, non-zero exit, no images create
 });
 
 test('umirror serve on a unix path where a server answers, or that is not a socket: refused, nothing deleted', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'umirror-serve-listen-');
   const path = join(dir, 'nbd.sock');
   const first = await startServe(['--data', join(dir, 'one'), '--size', '16M', '--quiet', '--nbd', `unix:${path}`]);
   t.after(() => first.stop().then(() => undefined));
@@ -114,7 +93,7 @@ test('umirror serve on a unix path where a server answers, or that is not a sock
 });
 
 test('umirror serve --handshake-limit drops a client that takes the greeting and waits; a negotiated client stays', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'umirror-serve-listen-');
   const path = join(dir, 'nbd.sock');
   const serve = await startServe(['--data', join(dir, 'data'), '--size', '16M', '--quiet', '--handshake-limit', '1', '--nbd', `unix:${path}`]);
   t.after(() => serve.stop().then(() => undefined));

@@ -9,41 +9,19 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmod, chown, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { requireTools, run } from '../helpers/nbd-tools.js';
-import { startServe, umirrorMain } from '../helpers/serve-process.js';
+import { runServeToExit, startServe, umirrorMain } from '../helpers/serve-process.js';
 import { findTool } from '../helpers/tools.js';
 import { makePki, pskKey, writePskFile } from '../helpers/tls-files.js';
+import { tempDir } from '../helpers/temp-files.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const nobody = 65534;
-
-async function tempDir(t: { after: (fn: () => Promise<void>) => void }, prefix: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-/** Runs `serve ARGS` to its exit (for start-up refusals) and returns its exit code and output. */
-function serveToExit(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [umirrorMain, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -132,20 +110,20 @@ test('serve refuses a PSK file or server key that group or others may read, and 
   const dir = await tempDir(t, 'umirror-serve-keys-');
   const psk = await writePskFile({ path: join(dir, 'keys.psk'), entries: [{ identity: 'alice', key: pskKey() }], mode: 0o644 });
   const base = ['--data', join(dir, 'data'), '--size', '8M', '--nbd', '127.0.0.1:0'];
-  const loose = await serveToExit([...base, '--tls-psk', psk]);
+  const loose = await runServeToExit([...base, '--tls-psk', psk]);
   assert.equal(loose.code, 1);
   assert.equal(loose.stderr, `umirror serve: refusing PSK file ${psk}: it is accessible by group or others (mode 644); chmod 600 it\n`);
   assert.equal(loose.stdout, '', 'nothing was created or served');
 
   await writeFile(join(dir, 'bad.psk'), 'alice 00ff\n', { mode: 0o600 });
-  const malformed = await serveToExit([...base, '--tls-psk', join(dir, 'bad.psk')]);
+  const malformed = await runServeToExit([...base, '--tls-psk', join(dir, 'bad.psk')]);
   assert.equal(malformed.code, 1);
   assert.match(malformed.stderr, /^umirror serve: PSK file .*bad\.psk line 1: no ":" \(expected "identity:hexkey", as psktool writes\)\n$/);
 
   if (findTool('openssl') !== undefined) {
     const pki = await makePki(join(dir, 'pki'));
     await chmod(join(pki, 'server-key.pem'), 0o640);
-    const key = await serveToExit([...base, '--tls-certificates', pki]);
+    const key = await runServeToExit([...base, '--tls-certificates', pki]);
     assert.equal(key.code, 1);
     assert.match(key.stderr, /^umirror serve: refusing server key .*server-key\.pem: it is accessible by group or others \(mode 640\); chmod 600 it\n$/);
   }
@@ -209,7 +187,7 @@ test('serve refuses a socket folder anyone may write without the sticky bit, or 
   const open = join(dir, 'open');
   await mkdir(open);
   await chmod(open, 0o777);
-  const refused = await serveToExit(['--data', join(dir, 'a'), '--size', '8M', '--nbd', `unix:${join(open, 'nbd.sock')}`]);
+  const refused = await runServeToExit(['--data', join(dir, 'a'), '--size', '8M', '--nbd', `unix:${join(open, 'nbd.sock')}`]);
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /^umirror serve: cannot listen on unix:.*\/open\/nbd\.sock: EACCES: anyone may write the folder .*\/open \(mode 777, no sticky bit\) and replace the socket\n$/);
   await chmod(open, 0o1777); // /tmp's mode: only a file's owner may remove it.
@@ -219,7 +197,7 @@ test('serve refuses a socket folder anyone may write without the sticky bit, or 
     const theirs = join(dir, 'theirs');
     await mkdir(theirs, { mode: 0o755 });
     await chown(theirs, nobody, nobody);
-    const other = await serveToExit(['--data', join(dir, 'c'), '--size', '8M', '--nbd', `unix:${join(theirs, 'nbd.sock')}`]);
+    const other = await runServeToExit(['--data', join(dir, 'c'), '--size', '8M', '--nbd', `unix:${join(theirs, 'nbd.sock')}`]);
     assert.equal(other.code, 1);
     assert.match(other.stderr, /EACCES: the folder .*\/theirs belongs to another user \(uid 65534\), who could replace the socket/);
   }

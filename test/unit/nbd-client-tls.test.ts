@@ -1,7 +1,7 @@
 /**
  * The NBD client's TLS settings without a TLS server: PSK file parsing (psktool's "name:hexkey" lines),
- * the ssh-like refusal of key files others can read, which credentials a URI selects and which it
- * refuses, and an nbds:// open against umirror's own server (no TLS), which must fail rather than fall
+ * the ssh-like refusal of key files others can read (the mode rule itself: tls-keys.test.ts), which
+ * credentials a URI selects and which it refuses, and an nbds:// open against umirror's own server (no TLS), which must fail rather than fall
  * back to plaintext. Handshakes with a real TLS server are in test/interop/nbd-client-tls.test.ts.
  */
 import { after, test } from 'node:test';
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { NbdBlockDevice } from '../../src/block/nbd-block-device.js';
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
 import { BlockError, type Errno } from '../../src/errors.js';
-import { loadNbdTlsCredentials, parsePskFile, secretModeProblem } from '../../src/nbd/client-tls.js';
+import { loadNbdTlsCredentials, parsePskFile } from '../../src/nbd/client-tls.js';
 import { parseNbdUri } from '../../src/nbd/client-uri.js';
 import { NbdServer } from '../../src/nbd/server.js';
 
@@ -57,14 +57,6 @@ test('parsePskFile refuses a missing identity, a key that is not hex bytes and a
   }
   assert.throws(() => parsePskFile('a:b:00', { identity: 'a:b', ...where }), isBlockError('EINVAL', /no ':'/));
   assert.throws(() => parsePskFile(`alice:${'00'.repeat(257)}`, { identity: 'alice', ...where }), isBlockError('EINVAL', /257 bytes/));
-});
-
-test('secretModeProblem accepts 0600 and 0400 and refuses any group or other bit, as ssh does', () => {
-  assert.equal(secretModeProblem(0o100600), undefined);
-  assert.equal(secretModeProblem(0o100400), undefined);
-  assert.match(secretModeProblem(0o100640) ?? '', /mode 640/);
-  assert.match(secretModeProblem(0o100604) ?? '', /mode 604/);
-  assert.match(secretModeProblem(0o100601) ?? '', /accessible by group or others/);
 });
 
 test('loadNbdTlsCredentials picks PSK from tls-psk-file and the identity from the URI, and refuses a loose file with EPERM', async () => {
