@@ -8,6 +8,7 @@
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
+import { rethrowProgrammerError } from '../fail-fast.js';
 
 export const systemRuntimeDir = '/run';
 
@@ -24,8 +25,11 @@ const thisSystem: SocketPathSystem = {
     try {
       accessSync(path, fsConstants.W_OK | fsConstants.X_OK);
       return true;
-    } catch {
-      return false; // Missing or read-only: the next candidate is used.
+    } catch (err: unknown) {
+      rethrowProgrammerError(err);
+      // Expected: accessSync reports a missing or read-only folder by throwing (ENOENT, EACCES, EROFS,
+      // ENOTDIR); the next candidate is used.
+      return false;
     }
   },
 };

@@ -14,6 +14,7 @@
  */
 import { closeSync } from 'node:fs';
 import { isatty } from 'node:tty';
+import { rethrowProgrammerError } from '../fail-fast.js';
 
 /** The standard descriptors that were a terminal when the process started. */
 const terminalFds = [0, 1, 2].filter((fd) => isatty(fd));
@@ -55,8 +56,10 @@ export function closeHungUpTerminal(): void {
   for (const fd of terminalFds) {
     try {
       closeSync(fd);
-    } catch {
-      // Already closed: nothing to let go of.
+    } catch (err: unknown) {
+      rethrowProgrammerError(err);
+      // Expected: EBADF when the descriptor is already closed; there is nothing to let go of, and this
+      // is the last step before exit, with nowhere left to report anything.
     }
   }
 }

@@ -1,7 +1,8 @@
 /**
- * NbdClientConnection: one socket to one NBD export, the I/O half of the NBD client. It runs the pure
- * handshake (client-handshake.ts) and reply parser (client-codec.ts) over a TCP or Unix socket and turns
- * wire requests into promises. It knows nothing of BlockDevice semantics: NbdBlockDevice splits, aligns
+ * NbdClientConnection: one socket to one NBD export, the I/O half of the NBD client. It connects through
+ * client-socket-handshake.ts, runs the pure reply parser (client-reply-parser.ts) over the TCP or Unix
+ * socket and turns wire requests into promises. Callers: block/nbd-block-device.ts and
+ * block/reconnecting-block-device.ts. It knows nothing of BlockDevice semantics: NbdBlockDevice splits, aligns
  * and chooses commands; this class sends exactly the requests it is given.
  *
  * States (one object per socket; a new socket is a new object):
@@ -11,9 +12,10 @@
  *   ready | closing --(socket error or end, protocol error, request timeout, destroy())--> failed
  *   connect() rejects (no object) when the socket, the handshake or the connect timeout fails.
  *
- * It owns: the in-flight table (cookie -> request, at most `inFlightMax` requests and `inFlightBytesMax`
- * payload bytes; further requests wait in a FIFO of at most nbdClientWaitingMax, beyond which they fail
- * with ENOMEM), one timer per request in flight when `requestTimeoutMs` is set, and the `ended` promise.
+ * It owns: the socket, the state above, the request table (client-request-table.ts: cookie -> request, at
+ * most `inFlightMax` requests and `inFlightBytesMax` payload bytes; further requests wait in a FIFO of at
+ * most nbdClientWaitingMax, beyond which they fail with ENOMEM), one timer per request in flight when
+ * `requestTimeoutMs` is set, and the `ended` promise.
  *
  * Failure rule: whatever ends a ready connection except close() fails it as a whole. Every request in
  * flight or waiting is rejected with EIO, every later request with EIO, the socket is destroyed and
@@ -27,7 +29,7 @@
  * here survives a socket, so no state needs resetting.
  *
  * TLS (nbds://, nbds+unix://): `connect` loads the credentials first (client-tls.ts), then the
- * handshake sends STARTTLS before any other option. On its ACK the socket is handed to node:tls
+ * handshake (client-socket-handshake.ts) sends STARTTLS before any other option. On its ACK the socket is handed to node:tls
  * (`tls.connect({socket})`), and once the TLS handshake is done and the peer is checked, the option
  * haggling continues over the TLS socket, which from then on is the connection's socket. A server that
  * refuses STARTTLS fails the connect (ENOTSUP, or EPERM for a policy refusal): there is never a fallback
@@ -42,11 +44,13 @@ import {
   nbdClientInFlightMax,
   nbdClientWaitingMax,
 } from '../limits.js';
-import { type PendingRequest, ReadReplyAssembler, encodeRequest, NbdReplyParser, type ReplyFrame } from './client-codec.js';
-import { type ClientNegotiated, NbdClientHandshake } from './client-handshake.js';
-import { checkNbdTlsPeer, loadNbdTlsCredentials, type NbdTlsCredentials, startNbdTls, tlsHandshakeError } from './client-tls.js';
+import { encodeRequest } from './client-codec.js';
+import type { ClientNegotiated } from './client-handshake.js';
+import { NbdReplyParser, ReadReplyAssembler, type ReplyFrame } from './client-reply-parser.js';
+import { ClientRequestTable, type InFlight } from './client-request-table.js';
+import { runClientHandshake } from './client-socket-handshake.js';
+import { loadNbdTlsCredentials } from './client-tls.js';
 import type { NbdTarget } from './client-uri.js';
-import type { Cookie } from './codec.js';
 import { fromNbdError } from './errors.js';
 import { command, commandName } from './protocol.js';
 
@@ -64,23 +68,6 @@ export type NbdClientConnectionState = 'ready' | 'closing' | 'closed' | 'failed'
 
 /** Commands this connection sends; DISC is sent only by close(). */
 export type ClientCommand = typeof command.read | typeof command.write | typeof command.flush | typeof command.trim | typeof command.writeZeroes;
-
-interface InFlight extends PendingRequest {
-  readonly cookieLo: number;
-  readonly payloadBytes: number;
-  readonly resolve: (data: Buffer | undefined) => void;
-  readonly reject: (err: BlockError) => void;
-  readonly assembler: ReadReplyAssembler | undefined;
-  timer: NodeJS.Timeout | undefined;
-  /** The first error chunk of a structured reply; the request fails with it at DONE. */
-  error: { readonly value: number; readonly message: string } | undefined;
-}
-
-interface Waiter {
-  readonly payloadBytes: number;
-  readonly send: () => void;
-  readonly reject: (err: BlockError) => void;
-}
 
 interface OutgoingRequest {
   readonly type: ClientCommand;
@@ -101,12 +88,7 @@ export class NbdClientConnection {
   readonly #socket: Socket;
   readonly #parser: NbdReplyParser;
   readonly #requestTimeoutMs: number;
-  readonly #inFlightMax: number;
-  readonly #inFlightBytesMax: number;
-  readonly #inFlight = new Map<number, InFlight>();
-  readonly #waiting: Waiter[] = [];
-  #inFlightBytes = 0;
-  #nextCookie = 1;
+  readonly #requests: ClientRequestTable;
   #state: NbdClientConnectionState = 'ready';
   #failure: BlockError | undefined;
   #resolveEnded: (cause: BlockError | undefined) => void = () => undefined;
@@ -126,14 +108,13 @@ export class NbdClientConnection {
     this.negotiated = options.negotiated;
     this.#socket = options.socket;
     this.#requestTimeoutMs = options.requestTimeoutMs;
-    this.#inFlightMax = options.inFlightMax;
-    this.#inFlightBytesMax = options.inFlightBytesMax;
+    this.#requests = new ClientRequestTable({ inFlightMax: options.inFlightMax, inFlightBytesMax: options.inFlightBytesMax });
     this.ended = new Promise((resolve) => {
       this.#resolveEnded = resolve;
     });
     this.#parser = new NbdReplyParser({
       structuredReplies: options.negotiated.structuredReplies,
-      lookup: (cookie) => this.#lookup(cookie),
+      lookup: (cookie) => this.#requests.lookup(cookie),
     });
     const socket = this.#socket;
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
@@ -169,7 +150,7 @@ export class NbdClientConnection {
     const credentials = target.tls === undefined ? undefined : await loadNbdTlsCredentials(target);
     const raw = target.endpoint.kind === 'unix' ? netConnect({ path: target.endpoint.path }) : netConnect({ host: target.endpoint.host, port: target.endpoint.port });
     if (target.endpoint.kind === 'tcp') raw.setNoDelay(true);
-    const { negotiated, socket } = await handshake({ target, socket: raw, credentials, timeoutMs: connectTimeoutMs });
+    const { negotiated, socket } = await runClientHandshake({ target, socket: raw, credentials, timeoutMs: connectTimeoutMs });
     return new NbdClientConnection({ target, socket, negotiated, requestTimeoutMs, inFlightMax, inFlightBytesMax });
   }
 
@@ -184,7 +165,7 @@ export class NbdClientConnection {
 
   /** Requests sent and not yet answered. */
   get inFlightCount(): number {
-    return this.#inFlight.size;
+    return this.#requests.inFlightCount;
   }
 
   /** READ: resolves with exactly `lengthBytes` bytes. @throws BlockError (server error, or EIO). */
@@ -221,7 +202,7 @@ export class NbdClientConnection {
   async #close(): Promise<void> {
     if (this.#state !== 'ready') return;
     this.#state = 'closing';
-    if (this.#inFlight.size > 0 || this.#waiting.length > 0) {
+    if (!this.#requests.idle) {
       await new Promise<void>((resolve) => {
         this.#drained = resolve;
       });
@@ -247,12 +228,8 @@ export class NbdClientConnection {
     const payloadBytes = type === command.read || type === command.write ? lengthBytes : 0;
     return new Promise<Buffer | undefined>((resolve, reject) => {
       const send = (): void => this.#send({ request: options, payloadBytes, resolve, reject });
-      if (this.#waiting.length === 0 && this.#fits(payloadBytes)) {
-        send();
-      } else if (this.#waiting.length >= nbdClientWaitingMax) {
+      if (!this.#requests.admit({ payloadBytes, send, reject })) {
         reject(new BlockError('ENOMEM', `Cannot queue ${commandName[type] ?? type} to ${this.target.uri}: ${nbdClientWaitingMax} requests are waiting`));
-      } else {
-        this.#waiting.push({ payloadBytes, send, reject });
       }
     });
   }
@@ -266,9 +243,7 @@ export class NbdClientConnection {
   }): void {
     const { type, offsetBytes, lengthBytes, payload, flags } = options.request;
     assert(this.#state === 'ready' || this.#state === 'closing', `send in state ${this.#state}`);
-    const cookieLo = this.#allocateCookie();
-    const record: InFlight = {
-      cookieLo,
+    const record = this.#requests.add({
       type,
       offsetBytes,
       lengthBytes,
@@ -278,15 +253,12 @@ export class NbdClientConnection {
       assembler: type === command.read && this.negotiated.structuredReplies ? new ReadReplyAssembler({ offsetBytes, lengthBytes }) : undefined,
       timer: undefined,
       error: undefined,
-    };
-    this.#inFlight.set(cookieLo, record);
-    this.#inFlightBytes += options.payloadBytes;
-    assert(this.#inFlight.size <= this.#inFlightMax, 'in-flight requests stay within inFlightMax');
+    });
     if (this.#requestTimeoutMs > 0) {
       record.timer = setTimeout(() => this.#timedOut(record), this.#requestTimeoutMs);
       record.timer.unref();
     }
-    const header = encodeRequest({ flags, type, cookieHi: 0, cookieLo, offsetBytes, lengthBytes });
+    const header = encodeRequest({ flags, type, cookieHi: 0, cookieLo: record.cookieLo, offsetBytes, lengthBytes });
     if (payload === undefined) {
       this.#socket.write(header);
     } else {
@@ -305,24 +277,6 @@ export class NbdClientConnection {
     if (this.#state !== 'ready') throw new BlockError('ESHUTDOWN', `Cannot send ${what} to ${this.target.uri}: connection is closing`);
   }
 
-  #fits(payloadBytes: number): boolean {
-    if (this.#inFlight.size >= this.#inFlightMax) return false;
-    return this.#inFlight.size === 0 || this.#inFlightBytes + payloadBytes <= this.#inFlightBytesMax;
-  }
-
-  #allocateCookie(): number {
-    for (;;) {
-      const cookie = this.#nextCookie;
-      this.#nextCookie = cookie >= 0xffffffff ? 1 : cookie + 1;
-      if (!this.#inFlight.has(cookie)) return cookie;
-    }
-  }
-
-  #lookup(cookie: Cookie): PendingRequest | undefined {
-    if (cookie.cookieHi !== 0) return undefined;
-    return this.#inFlight.get(cookie.cookieLo);
-  }
-
   #onData(chunk: Buffer): void {
     if (this.#state !== 'ready' && this.#state !== 'closing') return;
     this.#parser.push(chunk);
@@ -338,8 +292,8 @@ export class NbdClientConnection {
       this.#fail(new BlockError('EIO', `NBD protocol error from ${this.target.uri}: ${frame.message}`));
       return;
     }
-    const record = this.#inFlight.get(frame.cookieLo);
-    assert(record !== undefined && frame.cookieHi === 0, 'the parser only passes cookies in flight');
+    const record = this.#requests.lookup(frame);
+    assert(record !== undefined, 'the parser only passes cookies in flight');
     switch (frame.kind) {
       case 'simple':
         if (frame.error !== 0) record.error = { value: frame.error, message: '' };
@@ -390,17 +344,8 @@ export class NbdClientConnection {
   }
 
   #release(record: InFlight): void {
-    const removed = this.#inFlight.delete(record.cookieLo);
-    assert(removed, 'a request completes once');
-    if (record.timer !== undefined) clearTimeout(record.timer);
-    this.#inFlightBytes -= record.payloadBytes;
-    assert(this.#inFlightBytes >= 0, 'in-flight bytes never go negative');
-    // FIFO: the head waits for room even when a smaller request behind it would fit.
-    for (let head = this.#waiting[0]; head !== undefined && this.#fits(head.payloadBytes); head = this.#waiting[0]) {
-      this.#waiting.shift();
-      head.send();
-    }
-    if (this.#state === 'closing' && this.#inFlight.size === 0 && this.#waiting.length === 0) this.#drained?.();
+    this.#requests.release(record);
+    if (this.#state === 'closing' && this.#requests.idle) this.#drained?.();
   }
 
   #timedOut(record: InFlight): void {
@@ -413,15 +358,13 @@ export class NbdClientConnection {
     this.#state = 'failed';
     this.#failure = cause;
     this.#socket.destroy();
-    const inFlight = [...this.#inFlight.values()];
-    this.#inFlight.clear();
-    this.#inFlightBytes = 0;
+    const { inFlight, waiting } = this.#requests.takeAll();
     for (const record of inFlight) {
       if (record.timer !== undefined) clearTimeout(record.timer);
       const what = commandName[record.type] ?? `command ${record.type}`;
       record.reject(new BlockError('EIO', `${what} of ${record.lengthBytes} bytes at ${record.offsetBytes} failed: ${cause.message}`, { cause }));
     }
-    for (const waiter of this.#waiting.splice(0)) waiter.reject(new BlockError('EIO', cause.message, { cause }));
+    for (const waiter of waiting) waiter.reject(new BlockError('EIO', cause.message, { cause }));
     this.#drained?.();
     this.#resolveEnded(cause);
   }
@@ -434,109 +377,4 @@ export class NbdClientConnection {
     }
     this.#fail(new BlockError('EIO', `NBD connection to ${this.target.uri} closed`));
   }
-}
-
-/**
- * Runs the handshake on a connecting socket, upgrading it to TLS when `credentials` are given. Resolves
- * with the socket to use from now on (the TLS socket after an upgrade), paused. @throws BlockError; every
- * socket is destroyed on failure.
- */
-function handshake(options: {
-  target: NbdTarget;
-  socket: Socket;
-  credentials: NbdTlsCredentials | undefined;
-  timeoutMs: number;
-}): Promise<{ negotiated: ClientNegotiated; socket: Socket }> {
-  const { target, credentials } = options;
-  const raw = options.socket;
-  const session = new NbdClientHandshake({ exportName: target.exportName, tls: credentials !== undefined });
-  // The socket the handshake reads and writes: `raw` until STARTTLS is acknowledged, then the TLS socket.
-  let current: Socket = raw;
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const finish = (result: { negotiated: ClientNegotiated } | { error: BlockError }): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      current.off('data', onData);
-      current.off('error', onError);
-      current.off('close', onClose);
-      if ('error' in result) {
-        // The failure is reported through the rejection; a late socket error has nothing left to fail.
-        current.on('error', () => undefined);
-        raw.on('error', () => undefined);
-        current.destroy();
-        raw.destroy();
-        reject(result.error);
-      } else {
-        // Hold incoming bytes until the connection object listens (the handshake left none buffered).
-        current.pause();
-        resolve({ negotiated: result.negotiated, socket: current });
-      }
-    };
-    const pump = (): void => {
-      for (let step = session.next(); step !== undefined && !settled; step = session.next()) {
-        switch (step.kind) {
-          case 'send':
-            current.write(step.data);
-            break;
-          case 'startTls':
-            upgrade();
-            return; // Nothing more until the TLS handshake is done.
-          case 'failed':
-            finish({ error: new BlockError(step.error.code, `Cannot connect to ${target.uri}: ${step.error.message}`, { cause: step.error }) });
-            break;
-          case 'done':
-            finish({ negotiated: step.negotiated });
-            break;
-        }
-      }
-    };
-    const upgrade = (): void => {
-      assert(credentials !== undefined && current === raw, 'STARTTLS is sent only for a TLS target, once');
-      raw.off('data', onData);
-      raw.off('error', onError);
-      raw.off('close', onClose);
-      // Errors of the raw socket surface on the TLS socket that wraps it.
-      raw.on('error', () => undefined);
-      const secure = startNbdTls({ socket: raw, credentials });
-      current = secure;
-      secure.on('error', onError);
-      secure.on('close', onClose);
-      secure.once('secureConnect', () => {
-        if (settled) return;
-        const problem = checkNbdTlsPeer(secure, credentials);
-        if (problem !== undefined) {
-          finish({ error: new BlockError('EIO', `Cannot connect to ${target.uri}: TLS handshake failed: ${problem}`) });
-          return;
-        }
-        secure.on('data', onData);
-        session.tlsEstablished();
-        pump();
-      });
-    };
-    const onData = (chunk: Buffer): void => {
-      session.push(chunk);
-      pump();
-    };
-    const onError = (err: Error): void => {
-      if (current !== raw && session.state === 'tlsPending' && credentials !== undefined) {
-        finish({ error: tlsHandshakeError({ err, credentials, uri: target.uri }) });
-        return;
-      }
-      // Under TLS 1.3 a server that refuses our certificate says so only after our side finished.
-      const after = current !== raw ? ' after the TLS handshake (the server may have refused our certificate or key)' : '';
-      finish({ error: new BlockError('EIO', `Cannot connect to ${target.uri}: ${err.message}${after}`, { cause: err }) });
-    };
-    const onClose = (): void => {
-      const during = session.state === 'tlsPending' ? 'the TLS handshake' : `the handshake (in state ${session.state})`;
-      finish({ error: new BlockError('EIO', `Cannot connect to ${target.uri}: the server closed the connection during ${during}`) });
-    };
-    const timer = setTimeout(() => {
-      finish({ error: new BlockError('EIO', `Cannot connect to ${target.uri}: no handshake within ${options.timeoutMs} ms`) });
-    }, options.timeoutMs);
-    raw.on('data', onData);
-    raw.on('error', onError);
-    raw.on('close', onClose);
-  });
 }

@@ -16,6 +16,7 @@
  * diagnosed with EINVAL, as the URI spec asks, rather than ignored.
  */
 import { BlockError } from '../errors.js';
+import { rethrowProgrammerError } from '../fail-fast.js';
 
 export const nbdPortDefault = 10809;
 
@@ -156,7 +157,10 @@ function parseQuery(search: string, fail: (why: string) => never): Map<string, s
 function decode(text: string, fail: (why: string) => never): string {
   try {
     return decodeURIComponent(text);
-  } catch {
+  } catch (err: unknown) {
+    rethrowProgrammerError(err);
+    // Expected at this decode boundary: decodeURIComponent throws URIError (not a programmer error) for
+    // a malformed escape in the operator's URI, which becomes the URI's own error.
     return fail(`bad percent-encoding in "${text}"`);
   }
 }

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { MemoryBlockDevice } from '../../src/block/memory-block-device.js';
 import { BlockError, ERRNOS, type Errno } from '../../src/errors.js';
-import { NbdReplyParser, type PendingRequest, ReadReplyAssembler, type ReplyFrame } from '../../src/nbd/client-codec.js';
+import { NbdReplyParser, type PendingRequest, ReadReplyAssembler, type ReplyFrame } from '../../src/nbd/client-reply-parser.js';
 import { type ClientHandshakeStep, NbdClientHandshake } from '../../src/nbd/client-handshake.js';
 import {
   type Cookie,
