@@ -22,7 +22,8 @@ import { ResyncRateSampler } from '../control/metrics.js';
 import { ControlError } from '../errors.js';
 import type { NbdListener } from '../nbd/server.js';
 import { parseNbdAddress } from './nbd-address.js';
-import { handshakeLimitOption, socketPathOption } from './option-values.js';
+import { handshakeLimitOption, lazyCleanOption, socketPathOption } from './option-values.js';
+import { serveLazyCleanMsDefault } from '../limits.js';
 import { checkNbdServeOptions, loadNbdServeOptions } from '../control/nbd-serve-options.js';
 import { Pidfile } from './pidfile.js';
 import { notifyReady } from './service-notify.js';
@@ -31,7 +32,7 @@ import { closeHungUpTerminal, ignoreClosedOutput, waitForStopSignal } from './st
 
 export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--nbd HOST:PORT|unix:PATH] [--metrics HOST:PORT]
                       [--pidfile PATH] [--log-level LEVEL] [--direct-io] [--handshake-limit SECONDS]
-                      [--socket-mode MODE] [--socket-group GROUP]
+                      [--socket-mode MODE] [--socket-group GROUP] [--lazy-clean MS]
 
 Runs the umirror daemon in the foreground. It holds named devices (umirror create/load/suspend/resume/
 remove/status/table/info/ls/wait/message talk to it) and serves them over NBD: every device on the
@@ -52,6 +53,10 @@ shared --nbd listener, and one device on a listener of its own with umirror crea
   --direct-io          open path devices with O_DIRECT (no page cache; any alignment, via bounce buffers)
   --handshake-limit S  drop an NBD client that has not finished the handshake within S seconds
                        (default 10, as qemu-nbd; 0: no limit)
+  --lazy-clean MS      disk logs: clear a region only after it stayed idle MS milliseconds (default
+                       ${serveLazyCleanMsDefault}, as serve; 0 clears at the next pass, as the kernel); create --lazy-clean
+                       sets it per device. The on-disk format is the kernel's either way; after a
+                       crash, regions written in the last MS are resynced too
 
 Logs are JSON lines (pino) on stderr. SIGTERM, Ctrl-C or a closed terminal (SIGHUP) suspends every
 device (every dirty log is flushed clean) and exits 0. Under systemd (Type=notify, $NOTIFY_SOCKET) it
@@ -72,6 +77,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
       'handshake-limit': { type: 'string' },
       'socket-mode': { type: 'string' },
       'socket-group': { type: 'string' },
+      'lazy-clean': { type: 'string', default: String(serveLazyCleanMsDefault) },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -89,6 +95,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   const handshakeLimit = values['handshake-limit'];
   const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
   const nbdAddress = values.nbd === undefined ? undefined : parseNbdAddress(values.nbd);
+  const lazyCleanMs = lazyCleanOption(values['lazy-clean']);
   const pidfile = values.pidfile === undefined ? undefined : await Pidfile.check(values.pidfile);
   const logDestination = destination({ dest: 2, sync: true });
   logDestination.on('error', ignoreClosedOutput);
@@ -103,6 +110,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     log,
     parseAddress: parseNbdAddress,
     directIo: values['direct-io'],
+    lazyCleanMs,
     ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
   });
   const control = new ControlServer({ registry, log });

@@ -16,7 +16,7 @@ import { failureLines, infoLines } from './dm-output.js';
 import { progressBar, syncSuffix, syncTotals } from './output.js';
 import { defaultSocketPath } from './socket-path.js';
 import { parseNbdAddress } from './nbd-address.js';
-import { deviceNameOption, eventNrArgument, sectorArgument, socketPathOption } from './option-values.js';
+import { deviceNameOption, eventNrArgument, lazyCleanOption, sectorArgument, socketPathOption } from './option-values.js';
 import { dmVerbHelp, type DmVerb } from './dm-verbs-help.js';
 
 interface Parsed {
@@ -32,7 +32,7 @@ interface Parsed {
 
 /** Options each verb accepts besides --socket, --help (and --json on reads). */
 const verbOptions: Record<DmVerb, readonly string[]> = {
-  create: ['table', 'nbd', 'readonly', 'tls', 'tls-psk', 'tls-certificates', 'tls-verify-peer', 'max-connections', 'socket-mode', 'socket-group'],
+  create: ['table', 'nbd', 'readonly', 'lazy-clean', 'tls', 'tls-psk', 'tls-certificates', 'tls-verify-peer', 'max-connections', 'socket-mode', 'socket-group'],
   load: ['table'],
   clear: [],
   suspend: ['noflush'],
@@ -115,6 +115,7 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
     'socket-mode': { type: 'string' },
     'socket-group': { type: 'string' },
     readonly: { type: 'boolean' },
+    'lazy-clean': { type: 'string' },
     noflush: { type: 'boolean' },
     inactive: { type: 'boolean' },
     watch: { type: 'boolean' },
@@ -136,6 +137,7 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
   const socket = socketPathOption(values.socket === undefined ? 'the default control socket' : '--socket', values.socket ?? defaultSocketPath());
   if (!help && positionals[0] !== undefined) deviceNameOption(positionals[0]);
   if (values.nbd !== undefined) parseNbdAddress(values.nbd);
+  if (values['lazy-clean'] !== undefined) lazyCleanOption(values['lazy-clean']);
   if (verb === 'wait' && values.progress === true && positionals.length > 1) throw new ControlError('EINVAL', 'wait --progress takes no EVENT_NR');
   const eventNr = verb === 'wait' && !help && values.progress !== true ? eventNrArgument(positionals[1] ?? '0') : 0;
   let sector = 0;
@@ -172,6 +174,7 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
       const table = await tableText(parsed);
       const nbd = parsed.values['nbd'];
       const nbdOptions = createNbdOptions(parsed);
+      const lazyClean = parsed.values['lazy-clean'];
       const result = await call({
         verb,
         name,
@@ -179,6 +182,7 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
         ...(typeof nbd === 'string' ? { nbd } : {}),
         ...(nbdOptions !== undefined && { nbdOptions }),
         readOnly: flag('readonly'),
+        ...(typeof lazyClean === 'string' && { lazyCleanMs: lazyCleanOption(lazyClean) }),
       });
       const uri = isRecord(result) && typeof result['uri'] === 'string' ? result['uri'] : undefined;
       if (uri !== undefined) console.log(uri);

@@ -73,6 +73,7 @@ const ownCommandRows: readonly Row[] = [
   { args: ['daemon', '--socket', 'D/ctl.sock', '--metrics', '127.0.0.1:99999'], status: 1, message: /invalid --metrics address .*the port must be 0 to 65535/ },
   { args: ['daemon', '--socket', longPath], status: 1, message: /--socket path is \d+ bytes long/ },
   { args: ['daemon', '--socket', ''], status: 1, message: /--socket needs a socket path/ },
+  { args: ['daemon', '--socket', 'D/ctl.sock', '--lazy-clean', '3600001'], status: 1, message: /--lazy-clean must be an integer from 0 to 3600000 milliseconds/ },
   { args: ['nope'], status: 2, message: /unknown command "nope"/ },
 ];
 
@@ -90,6 +91,8 @@ const dmVerbRows: readonly Row[] = [
   { args: verb('status', 'a/b'), status: 1, message: /Invalid device name "a\/b"/ },
   { args: verb('create', 'x', '--table', '0 8 zero', '--nbd', '::1:5'), status: 1, message: /put an IPv6 address in brackets/ },
   { args: verb('create', 'x', '--table', '0 8 zero', '--nbd', 'unix:'), status: 1, message: /--nbd unix: needs a socket path/ },
+  { args: verb('create', 'x', '--table', '0 8 zero', '--lazy-clean', '1e3'), status: 1, message: /--lazy-clean must be an integer from 0 to 3600000/ },
+  { args: verb('load', 'x', '--table', '0 8 zero', '--lazy-clean', '0'), status: 1, message: /option --lazy-clean is not valid for load/ },
   { args: ['status', '--socket', longPath], status: 1, message: /--socket path is \d+ bytes long/ },
   { args: verb('wait'), status: 1, message: /Please specify device\./ },
   { args: verb('status', '--bogus'), status: 1, message: /Unknown option '--bogus'/ },
