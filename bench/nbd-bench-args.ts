@@ -7,7 +7,7 @@
  *   --images KIND      filled: legs pre-allocated with random data (default); sparse: every image's
  *                      blocks are punched out before each job, so reads hit holes and writes allocate
  *   --servers A,B      server kinds (default all; nbd-bench-report.ts serverKinds)
- *   --jobs A,B         job names (default all: "seq read 1M", ..., "QD1 write 4k")
+ *   --jobs A,B         job names (default all: "seq read 1M", ..., "QD1 write 4k"); none: the resync job alone
  *   --no-resync        skip the resync job (idle mirror resync vs dd conv=fdatasync)
  *   --json FILE        write every sample (and the date and the machine) there, for nbd-bench-table.ts
  *   --data DIR         where the images live (default bench/.data, git-ignored)
@@ -65,7 +65,9 @@ export function parseBenchArgs(argv: readonly string[], defaults: { data: string
   const selected =
     values.jobs === undefined
       ? jobs
-      : values.jobs.split(',').map((name) => {
+      : values.jobs === 'none'
+        ? []
+        : values.jobs.split(',').map((name) => {
           const job = jobs.find((j) => j.name === name.trim());
           if (job === undefined) throw new RangeError(`unknown job "${name}" (${jobs.map((j) => j.name).join(', ')})`);
           return job;

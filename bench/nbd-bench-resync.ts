@@ -3,9 +3,11 @@
  * bytes with `dd bs=1M conv=notrunc,fdatasync` (the goal: >= 0.95x dd). A `umirror daemon` with default
  * options holds the mirror: `create` with a fresh (zeroed) disk log, so every region is out of sync and
  * copied from leg 0 (random data) to leg 1; the time runs from the create request until the status says
- * every region is in sync (the daemon's `wait` verb, no polling), then the device is removed. dd copies
- * leg 0 onto the same leg-1 file. Sparse runs punch leg 1 out before each copy, filled runs leave it
- * allocated (it holds the previous copy).
+ * every region is in sync (the daemon's `wait` verb, no polling) and the device is removed (its suspend
+ * flushes both legs: the copy is durable, as dd's fdatasync makes its copy). dd copies leg 0 onto the
+ * same leg-1 file. Sparse runs punch leg 1 out before each copy, filled runs leave it allocated (it
+ * holds the previous copy). The disk's write speed dominates both and moves a lot on a shared machine,
+ * so each sample is a pair run back to back, and the ratio is taken per pair.
  */
 import { spawn, execFile } from 'node:child_process';
 import { rm, truncate, writeFile } from 'node:fs/promises';
@@ -70,9 +72,8 @@ export async function startResyncBench(options: { dataDir: string; source: strin
         const waited = (await daemon.request({ verb: 'wait', name: 'resync', eventNr })) as { eventNr: number };
         eventNr = waited.eventNr;
       }
-      const seconds = (performance.now() - started) / 1000;
       await daemon.request({ verb: 'remove', name: 'resync' });
-      return sizeBytes / MiB / seconds;
+      return sizeBytes / MiB / ((performance.now() - started) / 1000);
     },
     dd: async () => {
       await resetTarget();

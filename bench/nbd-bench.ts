@@ -107,7 +107,7 @@ async function main(): Promise<void> {
   const running: BenchServer[] = [];
   let resyncBench: ResyncBench | undefined;
   try {
-    for (const kind of options.servers) running.push(await startServer(kind, images));
+    if (options.jobs.length > 0) for (const kind of options.servers) running.push(await startServer(kind, images));
     if (options.resync) {
       resyncBench = await startResyncBench({ dataDir: options.data, source: images.resyncSource, target: images.resyncTarget, sizeBytes, images: options.images });
     }
@@ -121,11 +121,11 @@ async function main(): Promise<void> {
           console.log(`round ${round} ${server.kind.padEnd(12)} ${job.name.padEnd(14)} ${value}`);
         }
       }
-      if (resyncBench !== undefined) {
-        // dd first in odd rounds, the mirror first in even ones.
+      // Two resync pairs a round, dd first in one and the mirror first in the other.
+      for (let pair = 0; resyncBench !== undefined && pair < 2; pair++) {
         let ddMiBps: number;
         let umirrorMiBps: number;
-        if (round % 2 === 1) {
+        if (pair === 0) {
           ddMiBps = await resyncBench.dd();
           umirrorMiBps = await resyncBench.umirror();
         } else {
@@ -133,7 +133,7 @@ async function main(): Promise<void> {
           ddMiBps = await resyncBench.dd();
         }
         resync.push({ round, umirrorMiBps, ddMiBps });
-        console.log(`round ${round} resync: umirror ${umirrorMiBps.toFixed(0)} MiB/s, dd conv=fdatasync ${ddMiBps.toFixed(0)} MiB/s`);
+        console.log(`round ${round} resync: umirror ${umirrorMiBps.toFixed(0)} MiB/s, dd conv=fdatasync ${ddMiBps.toFixed(0)} MiB/s (${(umirrorMiBps / ddMiBps).toFixed(2)}x)`);
       }
     }
   } finally {
