@@ -7,7 +7,9 @@
  * flushes both legs: the copy is durable, as dd's fdatasync makes its copy). dd copies leg 0 onto the
  * same leg-1 file. Sparse runs punch leg 1 out before each copy, filled runs leave it allocated (it
  * holds the previous copy). The disk's write speed dominates both and moves a lot on a shared machine,
- * so each sample is a pair run back to back, and the ratio is taken per pair.
+ * so each sample is a pair run back to back, and the ratio is taken per pair. Leg 0 is read into the
+ * page cache before each pair (the fio jobs before it may have pushed it out): otherwise whichever runs
+ * first reads it from the disk and the second from memory.
  */
 import { spawn, execFile } from 'node:child_process';
 import { rm, truncate, writeFile } from 'node:fs/promises';
@@ -26,6 +28,8 @@ export interface ResyncBench {
   umirror(): Promise<number>;
   /** One dd of the same bytes: MiB/s. */
   dd(): Promise<number>;
+  /** Reads leg 0 into the page cache. */
+  warm(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -80,6 +84,9 @@ export async function startResyncBench(options: { dataDir: string; source: strin
       const started = performance.now();
       await execFileAsync('dd', [`if=${source}`, `of=${target}`, 'bs=1M', 'conv=notrunc,fdatasync', 'status=none']);
       return sizeBytes / MiB / ((performance.now() - started) / 1000);
+    },
+    warm: async () => {
+      await execFileAsync('dd', [`if=${source}`, 'of=/dev/null', 'bs=1M', 'status=none']);
     },
     stop: async () => {
       daemon.close();

@@ -125,6 +125,7 @@ async function main(): Promise<void> {
       for (let pair = 0; resyncBench !== undefined && pair < 2; pair++) {
         let ddMiBps: number;
         let umirrorMiBps: number;
+        await resyncBench.warm();
         if (pair === 0) {
           ddMiBps = await resyncBench.dd();
           umirrorMiBps = await resyncBench.umirror();
