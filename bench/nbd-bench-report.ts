@@ -137,9 +137,11 @@ export function ratioToQemu(report: BenchReport, server: ServerKind, job: Job): 
   return { p50: mine.clatP50Us / base.clatP50Us, p99: mine.clatP99Us / base.clatP99Us };
 }
 
-function times(value: number, miss: boolean): string {
-  const text = `${value.toFixed(2)}×`;
-  return miss ? `**${text}**` : text;
+/** `1.23×`, bold when `miss` says the shown (rounded) figure misses its goal. */
+function times(value: number, miss: (shown: number) => boolean): string {
+  const shown = Number(value.toFixed(2));
+  const text = `${shown.toFixed(2)}×`;
+  return miss(shown) ? `**${text}**` : text;
 }
 
 /** A cell of the README table: the ratio(s), bold where a path with a goal misses it. */
@@ -147,10 +149,9 @@ function ratioCell(report: BenchReport, server: ServerKind, job: Job): string {
   const ratio = ratioToQemu(report, server, job);
   if (ratio === undefined) return '-';
   const goal = hasGoal(server);
-  if (ratio.throughput !== undefined) return times(ratio.throughput, goal && ratio.throughput < throughputGoal);
-  const p50 = ratio.p50 ?? 0;
-  const p99 = ratio.p99 ?? 0;
-  return `${times(p50, goal && p50 > latencyGoal)} / ${times(p99, goal && p99 > latencyGoal)}`;
+  if (ratio.throughput !== undefined) return times(ratio.throughput, (shown) => goal && shown < throughputGoal);
+  const slower = (shown: number): boolean => goal && shown > latencyGoal;
+  return `${times(ratio.p50 ?? 0, slower)} / ${times(ratio.p99 ?? 0, slower)}`;
 }
 
 /** A cell of qemu-nbd's row: its own figures, for scale. */
@@ -185,7 +186,7 @@ export function resyncLine(report: BenchReport): string | undefined {
     `Resync of an idle mirror (\`umirror daemon\`, disk log, every region out of sync, ${report.options.sizeBytes / 2 ** 20} MiB, ` +
     `until removed, so flushed): ${umirror.toFixed(0)} MiB/s against ${dd.toFixed(0)} MiB/s for \`dd bs=1M conv=notrunc,fdatasync\` ` +
     `of the same bytes (medians of ${report.resync.length} pairs run back to back); median ratio of the pairs ` +
-    `${times(ratio, ratio < resyncGoal)} (goal ≥ ${resyncGoal}×).`
+    `${times(ratio, (shown) => shown < resyncGoal)} (goal ≥ ${resyncGoal}×).`
   );
 }
 
