@@ -2,9 +2,15 @@
  * Memory per device (DESIGN §7): a 16 TiB mirror with 512 KiB regions must fit in tens of MiB.
  * Builds 2-leg mirror sets over sparse in-memory 16 TiB legs with a core log and with a disk log,
  * resumes them, writes to a few thousand regions, and prints the memory they hold
- * (heap + array buffers, measured after a forced GC when node runs with --expose-gc).
+ * (heap + array buffers, measured after a forced GC; node must run with --expose-gc).
+ * Each log is measured in a process of its own (this script runs itself with `--log core|disk`), so
+ * the memory one leaves behind for the collector cannot hide the next one's (the disk log's figure
+ * was negative when both ran in one process).
  * Run: npm run bench:memory
  */
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { MemoryBlockDevice } from '../src/block/memory-block-device.js';
 import { createMirrorSet } from '../src/mirror/create-mirror-set.js';
 import type { BlockDevice } from '../src/block/block-device.js';
@@ -15,7 +21,8 @@ const regionSectors = 1024; // 512 KiB
 
 function usedBytes(): number {
   const gc = (globalThis as { gc?: () => void }).gc;
-  if (gc !== undefined) gc();
+  if (gc === undefined) throw new Error('run node with --expose-gc');
+  gc();
   const usage = process.memoryUsage();
   return usage.heapUsed + usage.arrayBuffers;
 }
@@ -49,7 +56,23 @@ async function measure(log: 'core' | 'disk'): Promise<{ log: string; regions: nu
   return result;
 }
 
-const rows = [await measure('core'), await measure('disk')];
-console.log('16 TiB mirror, 512 KiB regions, 2 legs, 4096 regions written (memory of the mirror set and its log; leg data pages excluded)');
-console.log('log   regions     memory');
-for (const row of rows) console.log(`${row.log.padEnd(5)} ${String(row.regions).padEnd(11)} ${row.mib.toFixed(1)} MiB`);
+type Row = Awaited<ReturnType<typeof measure>>;
+
+/** Runs this script for one log in a fresh node process and reads its one JSON line. */
+async function measureInChild(log: 'core' | 'disk'): Promise<Row> {
+  const script = fileURLToPath(import.meta.url);
+  const { stdout } = await promisify(execFile)(process.execPath, ['--expose-gc', script, '--log', log]);
+  return JSON.parse(stdout) as Row;
+}
+
+const at = process.argv.indexOf('--log');
+const only = at >= 0 ? process.argv[at + 1] : undefined;
+if (only === 'core' || only === 'disk') {
+  console.log(JSON.stringify(await measure(only)));
+} else {
+  if (only !== undefined) throw new RangeError(`--log must be core or disk, got "${only}"`);
+  const rows = [await measureInChild('core'), await measureInChild('disk')];
+  console.log('16 TiB mirror, 512 KiB regions, 2 legs, 4096 regions written (memory of the mirror set and its log; leg data pages excluded)');
+  console.log('log   regions     memory');
+  for (const row of rows) console.log(`${row.log.padEnd(5)} ${String(row.regions).padEnd(11)} ${row.mib.toFixed(1)} MiB`);
+}

@@ -230,7 +230,7 @@ export const imageBytesDefault = 2 ** 30;
 /** A disk log image is at least this large, and sized for logical blocks of up to logImageBlockBytes. */
 export const logImageBytesMin = 1024 * 1024;
 export const logImageBlockBytes = 4096;
-/** `serve`'s --lazy-clean default (the library's default stays 0, the kernel's way). */
+/** `serve`'s and `daemon`'s --lazy-clean default (the library's default stays 0, the kernel's way). */
 export const serveLazyCleanMsDefault = 1000;
 /** `status --progress` and `wait --progress`: how often the CLI polls the daemon. */
 export const progressWatchIntervalMs = 500;

@@ -7,7 +7,8 @@ export type DmVerb = (typeof DM_VERBS)[number];
 const socketLine = '  --socket PATH   the daemon\'s control socket (default $UMIRROR_SOCKET, else a per-user runtime path)';
 
 export const dmVerbHelp: Record<DmVerb, string> = {
-  create: `Usage: umirror create NAME [--table TABLE | TABLE_FILE] [--nbd HOST:PORT|unix:PATH] [--readonly] [--socket PATH]
+  create: `Usage: umirror create NAME [--table TABLE | TABLE_FILE] [--nbd HOST:PORT|unix:PATH] [--readonly] [--lazy-clean MS]
+                      [--socket PATH]
                       [--tls off|on|require] [--tls-psk FILE | --tls-certificates DIR [--tls-verify-peer]]
                       [--max-connections N] [--socket-mode MODE] [--socket-group GROUP]
 
@@ -19,6 +20,8 @@ a device may be a path or the name of another device in the same daemon (stackin
                   with --nbd, NAME is also an export of that shared listener (its URI is printed
                   when there is no --nbd)
   --readonly      NBD clients may only read (qemu-nbd -r): writes, trims and zeroes fail with EPERM
+  --lazy-clean MS a disk log clears a region only after it stayed idle MS milliseconds (default: the
+                  daemon's --lazy-clean, 1000; 0 clears at the next pass, as the kernel)
   NBD security (as umirror serve; docs/security.md): --tls off|on|require (default: require with a
   key, else off), --tls-psk FILE (mode 600), --tls-certificates DIR, --tls-verify-peer,
   --max-connections N (1..64, default 16), and for a unix: socket --socket-mode MODE (default 0600)

@@ -21,7 +21,7 @@ import { LiveLines, ProgressRate } from './progress.js';
 import { sectorBytes } from '../limits.js';
 import { defaultSocketPath } from './socket-path.js';
 import { parseNbdAddress } from './nbd-address.js';
-import { deviceNameOption, eventNrArgument, sectorArgument, socketPathOption } from './option-values.js';
+import { deviceNameOption, eventNrArgument, lazyCleanOption, sectorArgument, socketPathOption } from './option-values.js';
 import { dmVerbHelp, type DmVerb } from './dm-verbs-help.js';
 import { parseArgsMessage } from './option-values.js';
 
@@ -38,7 +38,7 @@ interface Parsed {
 
 /** Options each verb accepts besides --socket, --help (and --json on reads). */
 const verbOptions: Record<DmVerb, readonly string[]> = {
-  create: ['table', 'nbd', 'readonly', 'tls', 'tls-psk', 'tls-certificates', 'tls-verify-peer', 'max-connections', 'socket-mode', 'socket-group'],
+  create: ['table', 'nbd', 'readonly', 'lazy-clean', 'tls', 'tls-psk', 'tls-certificates', 'tls-verify-peer', 'max-connections', 'socket-mode', 'socket-group'],
   load: ['table'],
   clear: [],
   suspend: ['noflush'],
@@ -136,6 +136,7 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
     'socket-mode': { type: 'string' },
     'socket-group': { type: 'string' },
     readonly: { type: 'boolean' },
+    'lazy-clean': { type: 'string' },
     noflush: { type: 'boolean' },
     inactive: { type: 'boolean' },
     watch: { type: 'boolean' },
@@ -161,6 +162,7 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
   if (!help && verb === 'remove') for (const name of positionals) deviceNameOption(name);
   if (values.table !== undefined && positionals[1] !== undefined) throw new ControlError('EINVAL', `give the table with --table or in TABLE_FILE, not both`);
   if (values.nbd !== undefined) parseNbdAddress(values.nbd);
+  if (values['lazy-clean'] !== undefined) lazyCleanOption(values['lazy-clean']);
   if (verb === 'wait' && values.progress === true && positionals.length > 1) throw new ControlError('EINVAL', 'wait --progress takes no EVENT_NR');
   const eventNr = verb === 'wait' && !help && values.progress !== true ? eventNrArgument(positionals[1] ?? '0') : 0;
   let sector = 0;
@@ -201,6 +203,7 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
     case 'create': {
       const nbd = parsed.values['nbd'];
       const nbdOptions = createNbdOptions(parsed);
+      const lazyClean = parsed.values['lazy-clean'];
       const result = await call({
         verb,
         name,
@@ -208,6 +211,7 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
         ...(typeof nbd === 'string' ? { nbd } : {}),
         ...(nbdOptions !== undefined && { nbdOptions }),
         readOnly: flag('readonly'),
+        ...(typeof lazyClean === 'string' && { lazyCleanMs: lazyCleanOption(lazyClean) }),
       });
       const uri = isRecord(result) && typeof result['uri'] === 'string' ? result['uri'] : undefined;
       if (uri !== undefined) console.log(uri);

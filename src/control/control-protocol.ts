@@ -16,7 +16,7 @@
  */
 import { assert } from '../assert.js';
 import { ControlError, isControlErrno, type ControlErrno } from '../errors.js';
-import { controlLineBytesMax, deviceNameBytesMax, quotedInputCharsMax } from '../limits.js';
+import { controlLineBytesMax, deviceNameBytesMax, lazyCleanMsMax, quotedInputCharsMax } from '../limits.js';
 import type { NbdServeOptionsText } from './nbd-serve-options.js';
 
 export const CONTROL_VERBS = [
@@ -52,6 +52,8 @@ export type ControlRequest =
       readonly nbd?: string;
       readonly nbdOptions?: CreateNbdOptions;
       readonly readOnly: boolean;
+      /** The disk log's lazy clean delay for this device (`create --lazy-clean`); else the daemon's default. */
+      readonly lazyCleanMs?: number;
     }
   | { readonly id: RequestId; readonly verb: 'load'; readonly name: string; readonly table: string }
   | { readonly id: RequestId; readonly verb: 'clear' | 'resume' | 'remove' | 'info'; readonly name: string }
@@ -209,6 +211,10 @@ export function parseRequestValue(value: unknown): ControlRequest {
     case 'create': {
       const nbd = fields.optionalString('nbd');
       const nbdOptions = fields.createNbdOptions();
+      const lazyCleanMs = fields.optionalCount('lazyCleanMs');
+      if (lazyCleanMs !== undefined && lazyCleanMs > lazyCleanMsMax) {
+        throw new ControlError('EINVAL', `Request field "lazyCleanMs" must be at most ${lazyCleanMsMax}`);
+      }
       return {
         id,
         verb,
@@ -217,6 +223,7 @@ export function parseRequestValue(value: unknown): ControlRequest {
         ...(nbd === undefined ? {} : { nbd }),
         ...(nbdOptions !== undefined && { nbdOptions }),
         readOnly: fields.flag('readOnly'),
+        ...(lazyCleanMs !== undefined && { lazyCleanMs }),
       };
     }
     case 'load':

@@ -23,7 +23,7 @@ import type { BlockDevice } from '../block/block-device.js';
 import { findImageLockError } from '../block/image-lock.js';
 import { ControlError, ListenError, TableError, TlsKeyError, type ControlErrno } from '../errors.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
-import { deviceCloseWaitMs, devicesMaxDefault, sectorBytes } from '../limits.js';
+import { deviceCloseWaitMs, devicesMaxDefault, lazyCleanMsMax, sectorBytes } from '../limits.js';
 import { MirrorSet, type KernelLogLevel } from '../mirror/mirror-set.js';
 import type { ExportResolver, NbdExport } from '../nbd/nbd-export.js';
 import { NbdServer, type ListenAddress, type NbdListener } from '../nbd/server.js';
@@ -57,6 +57,8 @@ export interface RegistryOptions {
   readonly handshakeTimeoutMs?: number;
   /** Remote (NBD URI) devices: the request timeout (`--leg-timeout`). Default 30 s. */
   readonly legTimeoutMs?: number;
+  /** Disk logs: the lazy clean delay of devices created without their own (`daemon --lazy-clean`). Default 0: the kernel's timing. */
+  readonly lazyCleanMs?: number;
 }
 
 export interface DeviceNbd {
@@ -154,7 +156,14 @@ export class DeviceRegistry {
    * resume; all or nothing. Key files are read first: a bad one fails the verb (EINVAL) before anything
    * is opened.
    */
-  async create(options: { name: string; table: string; nbd?: string; nbdOptions?: CreateNbdOptions; readOnly?: boolean }): Promise<{ uri?: string }> {
+  async create(options: {
+    name: string;
+    table: string;
+    nbd?: string;
+    nbdOptions?: CreateNbdOptions;
+    readOnly?: boolean;
+    lazyCleanMs?: number;
+  }): Promise<{ uri?: string }> {
     checkDeviceName(options.name);
     if (this.#entries.has(options.name)) throw new ControlError('EEXIST', `Device ${options.name} already exists`);
     if (this.#entries.size >= (this.#options.devicesMax ?? devicesMaxDefault)) {
@@ -163,7 +172,9 @@ export class DeviceRegistry {
     const address = options.nbd === undefined ? undefined : this.#parseAddress(options.nbd);
     if (address === undefined && options.nbdOptions !== undefined) throw new ControlError('EINVAL', `Cannot create ${options.name}: NBD options need --nbd`);
     const settings = address === undefined ? {} : await this.#nbdSettings(options.name, address, options.nbdOptions ?? {});
-    const md = this.#newDevice(options.name);
+    const lazyCleanMs = options.lazyCleanMs ?? this.#options.lazyCleanMs ?? 0;
+    assert(Number.isSafeInteger(lazyCleanMs) && lazyCleanMs >= 0 && lazyCleanMs <= lazyCleanMsMax, 'lazy clean delays are checked by the protocol and the CLI');
+    const md = this.#newDevice(options.name, lazyCleanMs);
     const metered = new MeteredDevice(md);
     const nbdExport: NbdExport = { ...mirrorExport({ name: options.name, device: md }), device: metered.device, readOnly: options.readOnly === true };
     const entry: RegistryEntry = { name: options.name, md, holds: new Map(), nbdExport, metered, nbd: undefined, ready: false };
@@ -189,7 +200,7 @@ export class DeviceRegistry {
     entry.ready = true;
     entry.md.onEvent((eventNr) => this.#log.info({ device: entry.name, eventNr, status: entry.md.status().trimEnd() }, 'device event'));
     const uri = this.#uri(entry);
-    this.#log.info({ device: entry.name, table: entry.md.table().trimEnd(), nbd: uri, readOnly: options.readOnly === true }, 'device created');
+    this.#log.info({ device: entry.name, table: entry.md.table().trimEnd(), nbd: uri, readOnly: options.readOnly === true, lazyCleanMs }, 'device created');
     return uri === undefined ? {} : { uri };
   }
 
@@ -430,11 +441,13 @@ export class DeviceRegistry {
     }
   }
 
-  #newDevice(name: string): MappedDevice {
+  /** A device whose every table (create's and later loads') builds its disk logs with `lazyCleanMs`. */
+  #newDevice(name: string, lazyCleanMs: number): MappedDevice {
     return new MappedDevice({
       name,
       buildTarget: targetBuilder({
         resolver: this.#resolver(name),
+        log: { lazyCleanMs },
         onMessage: (device, level, message) => this.#kernelMessage(device, level, message),
         onLogWarning: (device, line) => this.#log.warn({ device }, `device-mapper: dirty region log: ${line}`),
       }),

@@ -77,6 +77,7 @@ const ownCommandRows: readonly Row[] = [
   { args: ['daemon', '--socket', longPath], status: 1, message: /--socket path is \d+ bytes long/ },
   { args: ['daemon', '--socket', ''], status: 1, message: /--socket needs a socket path/ },
   { args: ['daemon', '--socket', 'D/ctl.sock', '--leg-timeout', 'x'], status: 1, message: /--leg-timeout must be a number of seconds from 0.1 to 3600/ },
+  { args: ['daemon', '--socket', 'D/ctl.sock', '--lazy-clean', '3600001'], status: 1, message: /--lazy-clean must be an integer from 0 to 3600000 milliseconds/ },
   { args: ['nope'], status: 2, message: /unknown command "nope"/ },
 ];
 
@@ -94,6 +95,8 @@ const dmVerbRows: readonly Row[] = [
   { args: verb('status', 'a/b'), status: 1, message: /Invalid device name "a\/b"/ },
   { args: verb('create', 'x', '--table', '0 8 zero', '--nbd', '::1:5'), status: 1, message: /put an IPv6 address in brackets/ },
   { args: verb('create', 'x', '--table', '0 8 zero', '--nbd', 'unix:'), status: 1, message: /--nbd unix: needs a socket path/ },
+  { args: verb('create', 'x', '--table', '0 8 zero', '--lazy-clean', '1e3'), status: 1, message: /--lazy-clean must be an integer from 0 to 3600000/ },
+  { args: verb('load', 'x', '--table', '0 8 zero', '--lazy-clean', '0'), status: 1, message: /option --lazy-clean is not valid for load/ },
   { args: ['status', '--socket', longPath], status: 1, message: /--socket path is \d+ bytes long/ },
   { args: verb('wait'), status: 1, message: /Please specify device\./ },
   { args: verb('status', '--bogus'), status: 1, message: /Unknown option '--bogus'/ },

@@ -183,6 +183,8 @@ export interface CrashCampaignResult {
   differingAtKill: number[];
   /** Out-of-sync regions when the parent restarted (= the dirty count) and regions it recovered. */
   resyncedAtRestart: number[];
+  /** The lazy clean delay of the life each parent restart followed. */
+  lazyCleanMsAtRestart: number[];
   parentRestarts: number;
   writesIssued: number;
   writesAcked: number;
@@ -496,6 +498,7 @@ export async function runCrashCampaign(options: CrashCampaignOptions): Promise<C
     lazyCleanMsAtKill: [],
     differingAtKill: [],
     resyncedAtRestart: [],
+    lazyCleanMsAtRestart: [],
     parentRestarts: 0,
     writesIssued: 0,
     writesAcked: 0,
@@ -531,6 +534,7 @@ export async function runCrashCampaign(options: CrashCampaignOptions): Promise<C
       const last = kill === options.kills - 1;
       if (last || random() < restartChance) {
         result.resyncedAtRestart.push(await restartAndVerify({ files, geometry, model, dirty }));
+        result.lazyCleanMsAtRestart.push(lazyCleanMs);
         result.parentRestarts++;
         dirtyAtLifeStart = new Set();
       } else {
