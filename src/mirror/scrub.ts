@@ -321,8 +321,9 @@ export class Scrub {
         const chunk = await this.#readChunk(at, chunkBytes);
         readErrors += chunk.failed.length;
         const vote = chunk.reads.size >= 2 ? voteChunk(chunk.reads, context.legSet.defaultLeg) : undefined;
-        // The data the legs whose read failed should hold: the winner's, or what every leg read holds.
-        const good = vote?.kind === 'winner' ? vote.data : vote?.kind === 'same' ? chunk.reads.values().next().value : undefined;
+        // The data the legs whose read failed should hold: the winner's, or what every leg read holds
+        // (one leg alone included: read repair trusts another valid leg of an in-sync region, as md).
+        const good = vote?.kind === 'winner' ? vote.data : vote?.kind !== 'none' ? chunk.reads.values().next().value : undefined;
         await this.#readErrors({ failed: chunk.failed, atBytes: at, data: good, regionIndex });
         if (vote === undefined) continue;
         flags.compared = true;
