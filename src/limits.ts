@@ -135,6 +135,8 @@ export const resyncRateSamplesMax = 256;
 /** `--resync-rate` and `scrub --rate`, MiB/s: at least 1 (a chunk per second), at most 1 TiB/s. */
 export const rateMiBPerSecondMin = 1;
 export const rateMiBPerSecondMax = 1024 * 1024;
+/** `serve --scrub-every HOURS`: at most a year between scrubs (the timer re-arms in steps of a day). */
+export const scrubEveryHoursMax = 24 * 366;
 
 /**
  * Region size bounds in sectors: dm-log requires >= 2 and a power of two, and reads the size as an

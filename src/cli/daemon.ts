@@ -21,7 +21,7 @@ import { MetricsServer } from '../control/metrics-server.js';
 import { ControlError } from '../errors.js';
 import type { NbdListener } from '../nbd/server.js';
 import { parseNbdAddress } from './nbd-address.js';
-import { handshakeLimitOption, legTimeoutOption, socketPathOption } from './option-values.js';
+import { handshakeLimitOption, legTimeoutOption, rateOption, socketPathOption } from './option-values.js';
 import { checkNbdServeOptions, loadNbdServeOptions } from '../control/nbd-serve-options.js';
 import { createLogger, logFormatOption, logLevelOption } from './logger.js';
 import { packageVersion } from './package-version.js';
@@ -33,7 +33,7 @@ import { closeHungUpTerminal, ignoreClosedOutput, waitForStopSignal } from './st
 export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--nbd HOST:PORT|unix:PATH] [--metrics HOST:PORT]
                       [--pidfile PATH] [--log-level LEVEL] [--log-format text|json] [--direct-io]
                       [--handshake-limit SECONDS] [--leg-timeout SECONDS] [--socket-mode MODE]
-                      [--socket-group GROUP]
+                      [--socket-group GROUP] [--read-repair] [--resync-rate MiB/s]
 
 Runs the umirror daemon in the foreground. It holds named devices (umirror create/load/suspend/resume/
 remove/status/table/info/ls/wait/message talk to it) and serves them over NBD: every device on the
@@ -58,6 +58,9 @@ shared --nbd listener, and one device on a listener of its own with umirror crea
                        (default 10, as qemu-nbd; 0: no limit)
   --leg-timeout S      a request to a remote (NBD URI) device unanswered S seconds fails and drops the
                        connection, so the leg fails; also bounds the first connection (default 30)
+  --read-repair        every device repairs read errors of in-sync regions from another leg (md's
+                       behaviour; default off, as the kernel; create --read-repair for one device)
+  --resync-rate MiB/s  cap every mirror's resync (default: none; it yields to busy clients anyway)
 
 Logs go to stderr. SIGTERM, Ctrl-C or a closed terminal (SIGHUP) suspends every device (every dirty
 log is flushed clean) and exits 0. Under systemd (Type=notify, $NOTIFY_SOCKET) it reports READY=1 once
@@ -78,6 +81,8 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
       'socket-mode': { type: 'string' },
       'socket-group': { type: 'string' },
       'leg-timeout': { type: 'string' },
+      'read-repair': { type: 'boolean', default: false },
+      'resync-rate': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -97,6 +102,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   const legTimeout = values['leg-timeout'];
   const legTimeoutMs = legTimeout === undefined ? undefined : legTimeoutOption(legTimeout);
   const nbdAddress = values.nbd === undefined ? undefined : parseNbdAddress(values.nbd);
+  const resyncRate = values['resync-rate'] === undefined ? undefined : rateOption('--resync-rate', values['resync-rate']);
   const pidfile = values.pidfile === undefined ? undefined : await Pidfile.check(values.pidfile);
   // A terminal closed under us (SIGHUP) fails later log writes with EIO: the daemon still stops cleanly.
   process.stderr.on('error', ignoreClosedOutput);
@@ -113,6 +119,8 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     directIo: values['direct-io'],
     ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
     ...(legTimeoutMs === undefined ? {} : { legTimeoutMs }),
+    ...(values['read-repair'] && { readRepair: true }),
+    ...(resyncRate === undefined ? {} : { resyncBytesPerSecondMax: resyncRate * 2 ** 20 }),
   });
   const control = new ControlServer({ registry, log });
   const listenFailed = (what: string, err: unknown): number => {

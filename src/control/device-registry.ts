@@ -36,6 +36,7 @@ import { deviceHandle } from './device-handle.js';
 import { connectionEventLine, deviceResolver, findRemoteOpenError } from './device-resolver.js';
 import { MeteredDevice } from './metered-device.js';
 import { mirrorExport } from './mirror-export.js';
+import { lastScrubText, mirrorIntegrityJson, scrubSegments, type DeviceScrubResult, type MirrorIntegrityJson } from './mirror-integrity.js';
 
 /** Structured log sink (pino's shape, so the daemon passes its logger as it is). */
 export interface RegistryLog {
@@ -57,6 +58,10 @@ export interface RegistryOptions {
   readonly handshakeTimeoutMs?: number;
   /** Remote (NBD URI) devices: the request timeout (`--leg-timeout`). Default 30 s. */
   readonly legTimeoutMs?: number;
+  /** Every device's mirrors repair read errors (`daemon --read-repair`; `create --read-repair` per device). */
+  readonly readRepair?: boolean;
+  /** The resync cap of every device's mirrors, bytes/s (`daemon --resync-rate`). */
+  readonly resyncBytesPerSecondMax?: number;
 }
 
 export interface DeviceNbd {
@@ -83,6 +88,8 @@ export interface DeviceInfo extends MappedDeviceInfo {
   readonly nbdConnections: number;
   /** The device's own listener's URI, else its export's on the shared listener. */
   readonly nbdUri?: string;
+  /** The last scrub: when it finished and what it found (mirror-integrity.ts). */
+  readonly lastScrub?: string;
 }
 
 export interface SegmentJson {
@@ -92,7 +99,7 @@ export interface SegmentJson {
   readonly params: string;
 }
 
-export interface MirrorProgress {
+export interface MirrorProgress extends Partial<MirrorIntegrityJson> {
   readonly start: number;
   readonly regionCount: number;
   readonly syncRegions: number;
@@ -154,7 +161,14 @@ export class DeviceRegistry {
    * resume; all or nothing. Key files are read first: a bad one fails the verb (EINVAL) before anything
    * is opened.
    */
-  async create(options: { name: string; table: string; nbd?: string; nbdOptions?: CreateNbdOptions; readOnly?: boolean }): Promise<{ uri?: string }> {
+  async create(options: {
+    name: string;
+    table: string;
+    nbd?: string;
+    nbdOptions?: CreateNbdOptions;
+    readOnly?: boolean;
+    readRepair?: boolean;
+  }): Promise<{ uri?: string }> {
     checkDeviceName(options.name);
     if (this.#entries.has(options.name)) throw new ControlError('EEXIST', `Device ${options.name} already exists`);
     if (this.#entries.size >= (this.#options.devicesMax ?? devicesMaxDefault)) {
@@ -163,7 +177,7 @@ export class DeviceRegistry {
     const address = options.nbd === undefined ? undefined : this.#parseAddress(options.nbd);
     if (address === undefined && options.nbdOptions !== undefined) throw new ControlError('EINVAL', `Cannot create ${options.name}: NBD options need --nbd`);
     const settings = address === undefined ? {} : await this.#nbdSettings(options.name, address, options.nbdOptions ?? {});
-    const md = this.#newDevice(options.name);
+    const md = this.#newDevice(options.name, { readRepair: options.readRepair === true || this.#options.readRepair === true });
     const metered = new MeteredDevice(md);
     const nbdExport: NbdExport = { ...mirrorExport({ name: options.name, device: md }), device: metered.device, readOnly: options.readOnly === true };
     const entry: RegistryEntry = { name: options.name, md, holds: new Map(), nbdExport, metered, nbd: undefined, ready: false };
@@ -266,7 +280,15 @@ export class DeviceRegistry {
     }));
     const mirrors = md.segments(inactive).flatMap((segment) =>
       segment.target instanceof MirrorSet
-        ? [{ start: segment.line.startSectors, regionCount: segment.target.regionCount, syncRegions: segment.target.syncCount(), health: segment.target.healthLetters() }]
+        ? [
+            {
+              start: segment.line.startSectors,
+              regionCount: segment.target.regionCount,
+              syncRegions: segment.target.syncCount(),
+              health: segment.target.healthLetters(),
+              ...mirrorIntegrityJson(segment.target),
+            },
+          ]
         : [],
     );
     return { name: entry.name, text, segments, mirrors };
@@ -275,6 +297,27 @@ export class DeviceRegistry {
   /** `dmsetup wait NAME [EVENT_NR]`: resolves once the event number exceeds `afterNr`. */
   wait(options: { name: string; afterNr: number; signal?: AbortSignal }): Promise<number> {
     return this.#get(options.name).md.waitEvent(options.afterNr, options.signal);
+  }
+
+  /**
+   * `umirror scrub NAME [--repair] [--rate MiB/s]`: compares the legs of every mirror segment online
+   * (mirror-integrity.ts); resolves when done or aborted (`signal`: the connection closed).
+   */
+  async scrub(options: { name: string; repair: boolean; rateMiBPerSecond?: number; signal?: AbortSignal }): Promise<DeviceScrubResult> {
+    const entry = this.#get(options.name);
+    this.#log.info({ device: entry.name, repair: options.repair, rateMiBPerSecond: options.rateMiBPerSecond }, 'scrub started');
+    const result = await scrubSegments({
+      name: entry.name,
+      segments: entry.md.segments(),
+      repair: options.repair,
+      ...(options.rateMiBPerSecond === undefined ? {} : { bytesPerSecond: options.rateMiBPerSecond * 2 ** 20 }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    const regions = result.segments.flatMap((segment) => segment.regions.map((r) => r.region));
+    const fields = { device: entry.name, state: result.state, mismatchedRegions: result.mismatchedRegions, repairedRegions: result.repairedRegions, regions };
+    if (result.mismatchedRegions > 0) this.#log.warn(fields, 'scrub finished: legs differ');
+    else this.#log.info(fields, 'scrub finished');
+    return result;
   }
 
   /**
@@ -344,11 +387,13 @@ export class DeviceRegistry {
     const info = entry.md.info();
     const nbdConnections = this.#nbdClients(entry);
     const nbdUri = this.#uri(entry);
+    const lastScrub = lastScrubText(entry.md.segments());
     return {
       ...info,
       openCount: info.openCount + nbdConnections,
       nbdConnections,
       ...(nbdUri === undefined ? {} : { nbdUri }),
+      ...(lastScrub === undefined ? {} : { lastScrub }),
     };
   }
 
@@ -430,11 +475,14 @@ export class DeviceRegistry {
     }
   }
 
-  #newDevice(name: string): MappedDevice {
+  #newDevice(name: string, options: { readRepair: boolean }): MappedDevice {
+    const resyncCap = this.#options.resyncBytesPerSecondMax;
     return new MappedDevice({
       name,
       buildTarget: targetBuilder({
         resolver: this.#resolver(name),
+        ...(options.readRepair && { readRepair: true }),
+        ...(resyncCap === undefined ? {} : { resyncBytesPerSecondMax: resyncCap }),
         onMessage: (device, level, message) => this.#kernelMessage(device, level, message),
         onLogWarning: (device, line) => this.#log.warn({ device }, `device-mapper: dirty region log: ${line}`),
       }),

@@ -291,6 +291,11 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     return this.#scrub.last;
   }
 
+  /** The last scrub that went through every region (metrics). */
+  get lastCompleteScrub(): ScrubResult | undefined {
+    return this.#scrub.lastComplete;
+  }
+
   get scrubProgress(): ScrubProgress | undefined {
     return this.#scrub.progress;
   }

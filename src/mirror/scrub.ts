@@ -161,6 +161,7 @@ export class Scrub {
   #running: AbortController | undefined;
   #finished: Promise<void> = Promise.resolve();
   #last: ScrubResult | undefined;
+  #lastComplete: ScrubResult | undefined;
   #progress: ScrubProgress | undefined;
   /** Virtual clock of the pace: when the next region may start (ms, from `now`). */
   #paceNextMs = 0;
@@ -180,6 +181,11 @@ export class Scrub {
   /** The last finished scrub's result (complete or aborted), if any. */
   get last(): ScrubResult | undefined {
     return this.#last;
+  }
+
+  /** The last scrub that went through every region. */
+  get lastComplete(): ScrubResult | undefined {
+    return this.#lastComplete;
   }
 
   /** The running scrub's progress, if one runs. */
@@ -210,6 +216,7 @@ export class Scrub {
     try {
       const result = await this.#scrub({ ...options, signal });
       this.#last = result;
+      if (result.state === 'complete') this.#lastComplete = result;
       return result;
     } finally {
       this.#running = undefined;
