@@ -12,7 +12,7 @@
  *   umirror_leg_valid, umirror_log_{flushes,writes,bytes_written,flush_failures}_total
  *   umirror_scrub_{mismatched_regions,last_completed_timestamp_seconds,running} (after a scrub; running always)
  *   umirror_mirror_corrected_read_errors_total, umirror_leg_corrected_read_errors_total (read repair)
- *   umirror_mirror_resync_{busy,limit_bytes_per_second} (the rate controller's mode and throttle; 0: none)
+ *   umirror_mirror_resync_busy (the rate controller's mode; its throttle is in status --json, rates are PromQL's)
  *   umirror_nbd_connections, umirror_nbd_{requests,request_errors,request_bytes}_total{op}
  *   umirror_nbd_request_duration_seconds (histogram){op}
  * Counters restart from zero when a table is replaced (Prometheus handles counter resets).
@@ -113,7 +113,6 @@ function addMirror(out: Exposition, options: { labels: Labels; mirror: MirrorSet
   counter('umirror_mirror_corrected_read_errors_total', 'Read errors corrected by read repair (the leg stayed A).', mirror.stats.correctedReadErrorsTotal);
   const resync = mirror.resyncRate;
   gauge('umirror_mirror_resync_busy', '1 while clients are busy and the resync yields to them.', resync.mode === 'busy' ? 1 : 0);
-  gauge('umirror_mirror_resync_limit_bytes_per_second', 'The resync throttle in force (0: unthrottled).', resync.limitBytesPerSecond ?? 0);
   gauge('umirror_scrub_running', '1 while a scrub runs.', mirror.scrubRunning ? 1 : 0);
   const scrub = mirror.lastCompleteScrub;
   if (scrub !== undefined) {

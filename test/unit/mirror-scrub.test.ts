@@ -141,6 +141,18 @@ describe('MirrorSet scrub', () => {
     await f.mirror.destroy();
   });
 
+  test('every leg is read once per region (a remote leg costs one request per region)', async () => {
+    const f = await inSyncFixture(3);
+    const before = f.mirror.legs.map((leg) => leg.stats.readsTotal);
+    const result = await f.mirror.scrub();
+    assert.equal(result.scrubbedRegions, f.mirror.regionCount);
+    assert.deepEqual(
+      f.mirror.legs.map((leg, index) => leg.stats.readsTotal - (before[index] ?? 0)),
+      [f.mirror.regionCount, f.mirror.regionCount, f.mirror.regionCount],
+    );
+    await f.mirror.destroy();
+  });
+
   test('a suspend aborts a running scrub after the region in hand', async () => {
     const f = await inSyncFixture(2);
     const running = f.mirror.scrub({ bytesPerSecond: regionBytes * 4 });
