@@ -114,10 +114,23 @@ export const copierThrottleSleepMsMax = 1000;
 export const recoveryParallelMin = 1;
 export const recoveryParallelDefault = 4;
 export const recoveryParallelMax = 64;
+/** Scrub: differing regions a result lists at most (the rest are counted); a sleep of its pace at most. */
+export const scrubReportedRegionsMax = 65_536;
+export const scrubSleepMsMax = 1000;
 /** Client I/O within this window makes recovery run at the busy rate (MirrorSet's rate controller). */
 export const recoveryBusyWindowMs = 100;
 /** The recovery rate while clients are busy, unless the mirror set is told otherwise. */
 export const recoveryBusyBytesPerSecondDefault = 64 * 1024 * 1024;
+/** Regions recovered at once while clients are busy (the kernel's one), unless told otherwise. */
+export const recoveryBusyParallelDefault = 1;
+/** The resync's measured speed (status, metrics) looks this far back, with at most this many samples. */
+export const resyncRateWindowMs = 5000;
+export const resyncRateSamplesMax = 256;
+/** `--resync-rate` and `scrub --rate`, MiB/s: at least 1 (a chunk per second), at most 1 TiB/s. */
+export const rateMiBPerSecondMin = 1;
+export const rateMiBPerSecondMax = 1024 * 1024;
+/** `serve --scrub-every HOURS`: at most a year between scrubs (the timer re-arms in steps of a day). */
+export const scrubEveryHoursMax = 24 * 366;
 
 /**
  * Region size bounds in sectors: dm-log requires >= 2 and a power of two, and reads the size as an
@@ -260,6 +273,7 @@ assert(readRetriesMax >= legsMax, 'a read may try every leg once');
 assert(copierInFlightMax >= 1 && copierInFlightMax <= copierInFlightCeiling);
 assert(copierChunkBytes <= requestBytesMax, 'a copier chunk is one leg request, which a remote leg accepts');
 assert(copierThrottleSleepMsMax > 0 && copierThrottleSleepMsMax < 2 ** 31 - 1, "a throttle sleep fits in Node's timer range");
+assert(scrubReportedRegionsMax >= 1 && scrubSleepMsMax > 0 && scrubSleepMsMax < 2 ** 31 - 1, "a scrub lists a region and its sleeps fit in Node's timer range");
 assert(recoveryBusyWindowMs > 0, 'a busy window is not empty');
 assert(recoveryBusyBytesPerSecondDefault >= copierChunkBytes, 'a busy recovery still copies a chunk per second');
 assert(isPowerOfTwo(regionSizeSectorsMin) && isPowerOfTwo(regionSizeSectorsMax));
@@ -295,3 +309,6 @@ assert(serveLazyCleanMsDefault >= 0 && serveLazyCleanMsDefault <= lazyCleanMsMax
 assert(progressWatchIntervalMs > 0);
 assert(hostLabelBytesMax < hostNameBytesMax && tcpPortMax === 2 ** 16 - 1);
 assert(Number.isSafeInteger(eventNrMax) && deviceNameBytesMax > 0 && quotedInputCharsMax > 0);
+assert(recoveryBusyParallelDefault >= 1 && recoveryBusyParallelDefault <= recoveryParallelDefault);
+assert(resyncRateWindowMs > 0 && resyncRateSamplesMax >= 2);
+assert(rateMiBPerSecondMin >= 1 && rateMiBPerSecondMin <= rateMiBPerSecondMax);

@@ -21,7 +21,7 @@ import { MetricsServer } from '../control/metrics-server.js';
 import { ControlError } from '../errors.js';
 import type { NbdListener } from '../nbd/server.js';
 import { parseNbdAddress } from './nbd-address.js';
-import { handshakeLimitOption, lazyCleanOption, legTimeoutOption, socketPathOption } from './option-values.js';
+import { handshakeLimitOption, lazyCleanOption, legTimeoutOption, rateOption, socketPathOption } from './option-values.js';
 import { serveLazyCleanMsDefault } from '../limits.js';
 import { checkNbdServeOptions, loadNbdServeOptions } from '../control/nbd-serve-options.js';
 import { createLogger, logFormatOption, logLevelOption } from './logger.js';
@@ -34,7 +34,7 @@ import { closeHungUpTerminal, ignoreClosedOutput, waitForStopSignal } from './st
 export const daemonHelp = `Usage: umirror daemon [--socket PATH] [--nbd HOST:PORT|unix:PATH] [--metrics HOST:PORT]
                       [--pidfile PATH] [--log-level LEVEL] [--log-format text|json] [--direct-io]
                       [--handshake-limit SECONDS] [--leg-timeout SECONDS] [--socket-mode MODE]
-                      [--socket-group GROUP] [--lazy-clean MS]
+                      [--socket-group GROUP] [--lazy-clean MS] [--read-repair] [--resync-rate MiB/s]
 
 Runs the umirror daemon in the foreground. It holds named devices (umirror create/load/suspend/resume/
 remove/status/table/info/ls/wait/message talk to it) and serves them over NBD: every device on the
@@ -63,6 +63,9 @@ shared --nbd listener, and one device on a listener of its own with umirror crea
                        ${serveLazyCleanMsDefault}, as serve; 0 clears at the next pass, as the kernel); create --lazy-clean
                        sets it per device. The on-disk format is the kernel's either way; after a
                        crash, regions written in the last MS are resynced too
+  --read-repair        every device repairs read errors of in-sync regions from another leg (md's
+                       behaviour; default off, as the kernel; create --read-repair for one device)
+  --resync-rate MiB/s  cap every mirror's resync (default: none; it yields to busy clients anyway)
 
 Logs go to stderr. SIGTERM, Ctrl-C or a closed terminal (SIGHUP) suspends every device (every dirty
 log is flushed clean) and exits 0. Under systemd (Type=notify, $NOTIFY_SOCKET) it reports READY=1 once
@@ -84,6 +87,8 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
       'socket-group': { type: 'string' },
       'leg-timeout': { type: 'string' },
       'lazy-clean': { type: 'string', default: String(serveLazyCleanMsDefault) },
+      'read-repair': { type: 'boolean', default: false },
+      'resync-rate': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -104,6 +109,7 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
   const legTimeoutMs = legTimeout === undefined ? undefined : legTimeoutOption(legTimeout);
   const nbdAddress = values.nbd === undefined ? undefined : parseNbdAddress(values.nbd);
   const lazyCleanMs = lazyCleanOption(values['lazy-clean']);
+  const resyncRate = values['resync-rate'] === undefined ? undefined : rateOption('--resync-rate', values['resync-rate']);
   const pidfile = values.pidfile === undefined ? undefined : await Pidfile.check(values.pidfile);
   // A terminal closed under us (SIGHUP) fails later log writes with EIO: the daemon still stops cleanly.
   process.stderr.on('error', ignoreClosedOutput);
@@ -121,6 +127,8 @@ export async function daemonCommand(argv: readonly string[]): Promise<number> {
     lazyCleanMs,
     ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
     ...(legTimeoutMs === undefined ? {} : { legTimeoutMs }),
+    ...(values['read-repair'] && { readRepair: true }),
+    ...(resyncRate === undefined ? {} : { resyncBytesPerSecondMax: resyncRate * 2 ** 20 }),
   });
   const control = new ControlServer({ registry, log });
   const listenFailed = (what: string, err: unknown): number => {

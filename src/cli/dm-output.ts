@@ -26,7 +26,7 @@ const ioctlOf: Record<string, string> = {
 const lookupVerbs = new Set(['status', 'table', 'info', 'wait', 'ls']);
 
 /** `info`'s lines; `resyncStatus` adds mdadm --detail's "Resync Status" line while out of sync. */
-export function infoLines(info: DeviceInfo, options: { resyncStatus?: string | undefined } = {}): string[] {
+export function infoLines(info: DeviceInfo, options: { resyncStatus?: string | undefined; scrubStatus?: string | undefined } = {}): string[] {
   return [
     `Name:              ${info.name}`,
     `State:             ${info.state}`,
@@ -35,6 +35,8 @@ export function infoLines(info: DeviceInfo, options: { resyncStatus?: string | u
     `Event number:      ${info.eventNr}`,
     `Number of targets: ${info.targetCount}`,
     ...(options.resyncStatus === undefined ? [] : [`Resync Status:     ${options.resyncStatus}`]),
+    ...(options.scrubStatus === undefined ? [] : [`Scrub Status:      ${options.scrubStatus}`]),
+    ...(info.lastScrub === undefined ? [] : [`Last scrub:        ${info.lastScrub}`]),
     ...(info.nbdUri === undefined ? [] : [`NBD URI:           ${info.nbdUri}`]),
     '',
   ];

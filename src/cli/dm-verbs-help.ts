@@ -1,14 +1,14 @@
 /**
  * `umirror VERB --help` for the dmsetup-style verbs (docs/cli.md has the same with examples).
  */
-export const DM_VERBS = ['create', 'load', 'clear', 'suspend', 'resume', 'remove', 'status', 'table', 'info', 'deps', 'ls', 'wait', 'message'] as const;
+export const DM_VERBS = ['create', 'load', 'clear', 'suspend', 'resume', 'remove', 'status', 'table', 'info', 'deps', 'ls', 'wait', 'message', 'scrub'] as const;
 export type DmVerb = (typeof DM_VERBS)[number];
 
 const socketLine = '  --socket PATH   the daemon\'s control socket (default $UMIRROR_SOCKET, else a per-user runtime path)';
 
 export const dmVerbHelp: Record<DmVerb, string> = {
   create: `Usage: umirror create NAME [--table TABLE | TABLE_FILE] [--nbd HOST:PORT|unix:PATH] [--readonly] [--lazy-clean MS]
-                      [--socket PATH]
+                      [--read-repair] [--socket PATH]
                       [--tls off|on|require] [--tls-psk FILE | --tls-certificates DIR [--tls-verify-peer]]
                       [--max-connections N] [--socket-mode MODE] [--socket-group GROUP]
 
@@ -22,6 +22,9 @@ a device may be a path or the name of another device in the same daemon (stackin
   --readonly      NBD clients may only read (qemu-nbd -r): writes, trims and zeroes fail with EPERM
   --lazy-clean MS a disk log clears a region only after it stayed idle MS milliseconds (default: the
                   daemon's --lazy-clean, 1000; 0 clears at the next pass, as the kernel)
+  --read-repair   a read of an in-sync region that fails on a leg is served by another leg and the
+                  data written back; the leg stays A if that write succeeds (md's behaviour; off by
+                  default, as the kernel's mirror, which fails the leg: R)
   NBD security (as umirror serve; docs/security.md): --tls off|on|require (default: require with a
   key, else off), --tls-psk FILE (mode 600), --tls-certificates DIR, --tls-verify-peer,
   --max-connections N (1..64, default 16), and for a unix: socket --socket-mode MODE (default 0600)
@@ -101,5 +104,20 @@ ${socketLine}`,
 Sends a message to the target at SECTOR (dmsetup message). As the kernel's mirror target, umirror's
 targets take no messages ("Target type does not support messages"); dm core's @cancel_deferred_remove
 and @stats_list are accepted and do nothing.
+${socketLine}`,
+  scrub: `Usage: umirror scrub NAME [--repair] [--rate MiB/s] [--json] [--socket PATH]
+
+Compares NAME's legs online (md's check, DRBD's verify): every in-sync region is read once from every
+valid leg while clients go on using the device; a region being compared is held against writes (a
+write waits at most for one region's reads). Prints a progress line on stderr while it runs, then
+  scrub NAME: 3 of 2048 regions differ (regions 17, 18, 1033)
+and a line per differing region naming the outvoted leg. Ctrl-C stops it after the region in hand.
+  --repair        rewrite differing regions: from the default leg with two legs, from the majority
+                  with three or more; a tie, or a region where every leg differs, is reported and
+                  left alone
+  --rate MiB/s    compare at most this much of the device per second (default: the resync's pace,
+                  full speed while clients are idle, the busy rate while they are busy)
+  --json          print the result as JSON (every differing region, per mirror segment)
+Exit status 0 when the legs agree (nothing differed, or all of it was repaired), else 1.
 ${socketLine}`,
 };

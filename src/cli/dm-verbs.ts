@@ -21,7 +21,8 @@ import { LiveLines, ProgressRate } from './progress.js';
 import { sectorBytes } from '../limits.js';
 import { defaultSocketPath } from './socket-path.js';
 import { parseNbdAddress } from './nbd-address.js';
-import { deviceNameOption, eventNrArgument, lazyCleanOption, sectorArgument, socketPathOption } from './option-values.js';
+import { deviceNameOption, eventNrArgument, lazyCleanOption, rateOption, sectorArgument, socketPathOption } from './option-values.js';
+import { scrubVerb } from './scrub-verb.js';
 import { dmVerbHelp, type DmVerb } from './dm-verbs-help.js';
 import { parseArgsMessage } from './option-values.js';
 
@@ -38,7 +39,7 @@ interface Parsed {
 
 /** Options each verb accepts besides --socket, --help (and --json on reads). */
 const verbOptions: Record<DmVerb, readonly string[]> = {
-  create: ['table', 'nbd', 'readonly', 'lazy-clean', 'tls', 'tls-psk', 'tls-certificates', 'tls-verify-peer', 'max-connections', 'socket-mode', 'socket-group'],
+  create: ['table', 'nbd', 'readonly', 'lazy-clean', 'read-repair', 'tls', 'tls-psk', 'tls-certificates', 'tls-verify-peer', 'max-connections', 'socket-mode', 'socket-group'],
   load: ['table'],
   clear: [],
   suspend: ['noflush'],
@@ -51,6 +52,7 @@ const verbOptions: Record<DmVerb, readonly string[]> = {
   ls: ['json', 'tree'],
   wait: ['json', 'progress', 'verbose'],
   message: [],
+  scrub: ['json', 'repair', 'rate'],
 };
 
 const positionalCounts: Record<DmVerb, readonly [number, number]> = {
@@ -67,6 +69,7 @@ const positionalCounts: Record<DmVerb, readonly [number, number]> = {
   ls: [0, 0],
   wait: [1, 2],
   message: [3, Infinity],
+  scrub: [1, 1],
 };
 
 export async function dmVerbCommand(verb: DmVerb, argv: readonly string[]): Promise<number> {
@@ -144,6 +147,9 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
     verbose: { type: 'boolean', short: 'v' },
     force: { type: 'boolean', short: 'f' },
     tree: { type: 'boolean' },
+    repair: { type: 'boolean' },
+    'read-repair': { type: 'boolean' },
+    rate: { type: 'string' },
   } as const;
   const { values, positionals } = parseArgs({ args: [...argv], options: all, allowPositionals: true, strict: true });
   for (const [key, value] of Object.entries(values)) {
@@ -163,6 +169,7 @@ function parse(verb: DmVerb, argv: readonly string[]): Parsed {
   if (values.table !== undefined && positionals[1] !== undefined) throw new ControlError('EINVAL', `give the table with --table or in TABLE_FILE, not both`);
   if (values.nbd !== undefined) parseNbdAddress(values.nbd);
   if (values['lazy-clean'] !== undefined) lazyCleanOption(values['lazy-clean']);
+  if (values.rate !== undefined) rateOption('--rate', values.rate);
   if (verb === 'wait' && values.progress === true && positionals.length > 1) throw new ControlError('EINVAL', 'wait --progress takes no EVENT_NR');
   const eventNr = verb === 'wait' && !help && values.progress !== true ? eventNrArgument(positionals[1] ?? '0') : 0;
   let sector = 0;
@@ -212,6 +219,7 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
         ...(nbdOptions !== undefined && { nbdOptions }),
         readOnly: flag('readonly'),
         ...(typeof lazyClean === 'string' && { lazyCleanMs: lazyCleanOption(lazyClean) }),
+        ...(flag('read-repair') && { readRepair: true }),
       });
       const uri = isRecord(result) && typeof result['uri'] === 'string' ? result['uri'] : undefined;
       if (uri !== undefined) console.log(uri);
@@ -252,7 +260,7 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
         infos.forEach((info, index) => {
           const view = views[index];
           const mirrors = view === undefined ? [] : viewMirrors(view);
-          console.log(infoLines(info, { resyncStatus: resyncStatus(mirrors) }).join('\n'));
+          console.log(infoLines(info, { resyncStatus: resyncStatus(mirrors), scrubStatus: scrubStatus(view) }).join('\n'));
         });
       }
       return 0;
@@ -277,6 +285,16 @@ async function runVerb(options: { verb: DmVerb; parsed: Parsed; client: ControlC
       if (parsed.json) console.log(JSON.stringify(result));
       else if (flag('verbose')) console.log(infoLines(asInfo(await call({ verb: 'info', name }))).join('\n'));
       return 0;
+    }
+    case 'scrub': {
+      const rate = parsed.values['rate'];
+      return scrubVerb({
+        client,
+        name,
+        repair: flag('repair'),
+        json: parsed.json,
+        ...(typeof rate === 'string' ? { rateMiBPerSecond: rateOption('--rate', rate) } : {}),
+      });
     }
     case 'message': {
       const result = await call({ verb, name, sector: parsed.sector, message: parsed.positionals.slice(2).join(' ') });
@@ -314,6 +332,13 @@ function resyncStatus(mirrors: readonly SyncCounts[]): string | undefined {
   const percent = Math.floor((synced * 100) / total);
   if (resyncing(mirrors)) return `${percent}% complete`;
   return `${percent}% in sync, waiting for a new table (a leg failed: ${mirrors.map((m) => m.health).join(', ')})`;
+}
+
+/** `info`'s "Scrub Status" words while a scrub runs: `27% checked, 3 differ`; undefined otherwise. */
+function scrubStatus(view: TableView | undefined): string | undefined {
+  const running = view?.mirrors.find((m) => m.scrub?.running !== null && m.scrub?.running !== undefined)?.scrub?.running;
+  if (running === null || running === undefined) return undefined;
+  return `${Math.floor((running.doneRegions * 100) / running.regionCount)}% checked, ${running.mismatchedRegions} differ`;
 }
 
 /** The mirror segments of a status view with their sizes, as the progress displays need them. */

@@ -35,6 +35,7 @@ dmsetup-style verbs (talk to the daemon; --socket PATH in any position):
   wait [--progress] NAME [EVENT_NR]        block until the event counter exceeds EVENT_NR
   message NAME SECTOR MESSAGE              dmsetup message
   deps [NAME]                              the devices a table holds open (dmsetup deps)
+  scrub [--repair] [--rate MiB/s] NAME     compare the legs online, name the regions that differ
   version        umirror's version and its targets' versions (dmsetup version and targets)
   help [COMMAND] show help
   --version      print umirror's version

@@ -19,8 +19,11 @@ import {
   quotedInputCharsMax,
   legsMax,
   legsMin,
+  rateMiBPerSecondMax,
+  rateMiBPerSecondMin,
   recoveryParallelMax,
   recoveryParallelMin,
+  scrubEveryHoursMax,
   regionSizeSectorsMax,
   regionSizeSectorsMin,
   unixSocketPathBytesMax,
@@ -64,6 +67,20 @@ export function regionSizeOption(text: string): number {
 /** `--recovery-parallel N`: regions resynced at once. */
 export function recoveryParallelOption(text: string): number {
   return integerOption({ option: '--recovery-parallel', text, min: recoveryParallelMin, max: recoveryParallelMax });
+}
+
+/** `--rate MiB/s` (scrub), `--resync-rate MiB/s`: a decimal number (1.5 allowed) in MiB/s. */
+export function rateOption(option: string, text: string): number {
+  const value = /^[0-9]+(\.[0-9]+)?$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isFinite(value) || value < rateMiBPerSecondMin || value > rateMiBPerSecondMax) {
+    throw invalid(`${option} must be a number from ${rateMiBPerSecondMin} to ${rateMiBPerSecondMax} MiB/s, got ${shown(text)}`);
+  }
+  return value;
+}
+
+/** `serve --scrub-every HOURS`: a whole number of hours, 1 to scrubEveryHoursMax. */
+export function scrubEveryOption(text: string): number {
+  return integerOption({ option: '--scrub-every', text, min: 1, max: scrubEveryHoursMax, unit: 'hours' });
 }
 
 /** `--lazy-clean MS`: 0 (clean at the next pass) up to lazyCleanMsMax. */

@@ -25,6 +25,7 @@ import {
   legTimeoutMsDefault,
   legsMax,
   legsMin,
+  recoveryBusyBytesPerSecondDefault,
   recoveryParallelDefault,
   recoveryParallelMax,
   recoveryParallelMin,
@@ -50,6 +51,8 @@ import {
   legCountOption,
   legTimeoutOption,
   logTypeOption,
+  rateOption,
+  scrubEveryOption,
   recoveryParallelOption,
   regionSizeOption,
   sizeOption,
@@ -61,11 +64,15 @@ import { closeHungUpTerminal, ignoreClosedOutput, type StopSignal, waitForStopSi
 import { LiveLines, ProgressRate } from './progress.js';
 import { createLogger, logFormatOption, logLevelOption } from './logger.js';
 import { heldWritesBySegment, mirrorStopStates, stopSummary } from './stop-summary.js';
+import { scheduleScrubs } from './scrub-schedule.js';
+import { scrubSummaryLines } from './scrub-verb.js';
+import { scrubSegments } from '../control/mirror-integrity.js';
+import type { Logger } from './logger.js';
 
 export const serveHelp = `Usage: umirror serve [--data DIR] [--size SIZE] [--legs N] [--log disk|core]
                     [--region-size SECTORS] [--table TABLE] [--nbd HOST:PORT|unix:PATH] [--name NAME]
                     [--recovery-parallel N] [--read-balance] [--lazy-clean MS] [--handshake-limit S]
-                    [--leg-timeout S]
+                    [--leg-timeout S] [--read-repair] [--resync-rate MiB/s] [--scrub-every HOURS]
                     [--readonly] [--pidfile PATH] [--quiet] [--log-level LEVEL] [--log-format text|json]
                     [--tls off|on|require] [--tls-psk FILE | --tls-certificates DIR [--tls-verify-peer]]
                     [--max-connections N] [--socket-mode MODE] [--socket-group GROUP]
@@ -89,6 +96,13 @@ NBD URI: nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://... wi
   --lazy-clean MS         disk log: clear a region only after it stayed idle MS milliseconds, at most
                           ${lazyCleanMsMax} (default ${serveLazyCleanMsDefault}; 0 clears at the next pass, as the kernel). The on-disk format is the kernel's
                           either way; a crash resyncs at most the regions written in the last MS.
+  --read-repair           a read of an in-sync region that fails on a leg is served by another leg
+                          and the data written back; the leg stays A if that write succeeds (md's
+                          behaviour; default off: the kernel fails the leg, R)
+  --resync-rate MiB/s     cap the resync (idle or busy; default: none, full speed while clients are
+                          idle, ${recoveryBusyBytesPerSecondDefault / 2 ** 20} MiB/s and one region at a time while they are busy)
+  --scrub-every HOURS     compare the legs every HOURS (umirror scrub's check, no repair; default off);
+                          differences are logged
   --handshake-limit S     drop an NBD client that has not finished the handshake within S seconds
                           (default ${handshakeTimeoutMsDefault / 1000}, as qemu-nbd; 0: no limit)
   --readonly              NBD clients may only read (qemu-nbd -r): writes, trims and zeroes fail with EPERM
@@ -133,6 +147,9 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       name: { type: 'string', default: 'umirror' },
       'recovery-parallel': { type: 'string' },
       'read-balance': { type: 'boolean', default: false },
+      'read-repair': { type: 'boolean', default: false },
+      'resync-rate': { type: 'string' },
+      'scrub-every': { type: 'string' },
       // Lazy clean by default: without it every write burst to a region costs a mark, then a clean
       // (an fdatasync of every leg), then a mark again (measured: 4k random writes 3x faster).
       'lazy-clean': { type: 'string', default: String(serveLazyCleanMsDefault) },
@@ -168,6 +185,8 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   const regionSectors = regionSizeOption(values['region-size']);
   const recoveryParallel = values['recovery-parallel'] === undefined ? undefined : recoveryParallelOption(values['recovery-parallel']);
   const lazyCleanMs = lazyCleanOption(values['lazy-clean']);
+  const resyncRate = values['resync-rate'] === undefined ? undefined : rateOption('--resync-rate', values['resync-rate']);
+  const scrubEveryHours = values['scrub-every'] === undefined ? undefined : scrubEveryOption(values['scrub-every']);
   const handshakeLimit = values['handshake-limit'];
   const handshakeTimeoutMs = handshakeLimit === undefined ? undefined : handshakeLimitOption(handshakeLimit);
   const security = checkNbdServeOptions({
@@ -210,6 +229,8 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
       }),
       ...(recoveryParallel === undefined ? {} : { recoveryParallel }),
       ...(values['read-balance'] ? { readPolicy: 'balance' as const } : {}),
+      ...(values['read-repair'] && { readRepair: true }),
+      ...(resyncRate === undefined ? {} : { resyncBytesPerSecondMax: resyncRate * 2 ** 20 }),
       log: { lazyCleanMs },
       onMessage: (device, level, message) => logger[level]({ device }, `device-mapper: raid1: ${message}`),
       onLogWarning: (device, line) => logger.warn({ device }, `device-mapper: dirty region log: ${line}`),
@@ -301,6 +322,10 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
         live.show([line]);
       }, 1000);
 
+  const scrubs =
+    scrubEveryHours === undefined
+      ? undefined
+      : scheduleScrubs({ everyMs: scrubEveryHours * 3_600_000, run: (signal) => periodicScrub({ name, device, signal, logger }) });
   const stopSignal = waitForStopSignal();
   let exitCode = 0;
   try {
@@ -316,6 +341,7 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
     signal = await stopSignal;
   }
   if (ticker !== undefined) clearInterval(ticker);
+  await scrubs?.stop();
   live.end();
   console.log('stopping: closing NBD connections, suspending the device');
   // Drain the connections while suspending, not before: a write held by handle_errors completes only when
@@ -331,4 +357,19 @@ export async function serveCommand(argv: readonly string[]): Promise<number> {
   await pidfile?.remove();
   if (signal === 'SIGHUP') closeHungUpTerminal();
   return exitCode;
+}
+
+/** One `--scrub-every` turn: a check of every mirror segment; the summary goes to the log. */
+async function periodicScrub(options: { name: string; device: MappedDevice; signal: AbortSignal; logger: Logger }): Promise<void> {
+  const { name, device, logger } = options;
+  try {
+    const result = await scrubSegments({ name, segments: device.segments(), repair: false, signal: options.signal });
+    const lines = scrubSummaryLines(result);
+    if (result.mismatchedRegions > 0) logger.warn({ device: name, mismatchedRegions: result.mismatchedRegions }, lines.join('\n'));
+    else logger.info({ device: name }, lines.join('\n'));
+  } catch (err) {
+    rethrowProgrammerError(err);
+    // Suspended, or a scrub already running: this turn is skipped.
+    logger.warn({ device: name, err: err instanceof Error ? err.message : String(err) }, 'scheduled scrub skipped');
+  }
 }

@@ -29,6 +29,9 @@ export interface BuildTargetOptions {
   /** Regions each mirror recovers at once (`--recovery-parallel`), recoveryParallelMin..recoveryParallelMax. */
   readonly recoveryParallel?: number;
   readonly readPolicy?: ReadPolicy;
+  /** md's read repair (`--read-repair`) and the resync cap in bytes/s (`--resync-rate`), for every mirror. */
+  readonly readRepair?: boolean;
+  readonly resyncBytesPerSecondMax?: number;
   readonly log?: CreateDirtyLogOptions;
   readonly onMessage?: (device: string, level: KernelLogLevel, message: string) => void;
   /** The disk log's warnings (the kernel's "device-mapper: dirty region log:" lines). */
@@ -62,6 +65,8 @@ export function targetBuilder(options: BuildTargetOptions): (line: TableLine, co
           // FIXME(#10): the mirror side still calls the setting recoveryParallelMax (the ceiling's name in limits.ts).
           ...(options.recoveryParallel === undefined ? {} : { recoveryParallelMax: options.recoveryParallel }),
           ...(options.readPolicy === undefined ? {} : { readPolicy: options.readPolicy }),
+          ...(options.readRepair === true && { readRepair: true }),
+          ...(options.resyncBytesPerSecondMax === undefined ? {} : { resyncBytesPerSecondMax: options.resyncBytesPerSecondMax }),
           ...(options.log === undefined && options.onLogWarning === undefined ? {} : { log: logOptions(options, context.deviceName) }),
           ...(options.onMessage === undefined
             ? {}

@@ -16,7 +16,7 @@
  */
 import { assert } from '../assert.js';
 import { ControlError, isControlErrno, type ControlErrno } from '../errors.js';
-import { controlLineBytesMax, deviceNameBytesMax, lazyCleanMsMax, quotedInputCharsMax } from '../limits.js';
+import { controlLineBytesMax, deviceNameBytesMax, lazyCleanMsMax, quotedInputCharsMax, rateMiBPerSecondMax, rateMiBPerSecondMin } from '../limits.js';
 import type { NbdServeOptionsText } from './nbd-serve-options.js';
 
 export const CONTROL_VERBS = [
@@ -32,6 +32,7 @@ export const CONTROL_VERBS = [
   'ls',
   'wait',
   'message',
+  'scrub',
 ] as const;
 export type ControlVerb = (typeof CONTROL_VERBS)[number];
 
@@ -54,6 +55,8 @@ export type ControlRequest =
       readonly readOnly: boolean;
       /** The disk log's lazy clean delay for this device (`create --lazy-clean`); else the daemon's default. */
       readonly lazyCleanMs?: number;
+      /** `create --read-repair`: md's read repair for this device's mirror segments. */
+      readonly readRepair?: boolean;
     }
   | { readonly id: RequestId; readonly verb: 'load'; readonly name: string; readonly table: string }
   | { readonly id: RequestId; readonly verb: 'clear' | 'resume' | 'remove' | 'info'; readonly name: string }
@@ -61,7 +64,8 @@ export type ControlRequest =
   | { readonly id: RequestId; readonly verb: 'status' | 'table'; readonly name: string; readonly inactive: boolean }
   | { readonly id: RequestId; readonly verb: 'ls' }
   | { readonly id: RequestId; readonly verb: 'wait'; readonly name: string; readonly eventNr: number }
-  | { readonly id: RequestId; readonly verb: 'message'; readonly name: string; readonly sector: number; readonly message: string };
+  | { readonly id: RequestId; readonly verb: 'message'; readonly name: string; readonly sector: number; readonly message: string }
+  | { readonly id: RequestId; readonly verb: 'scrub'; readonly name: string; readonly repair: boolean; readonly rateMiBPerSecond?: number };
 
 export interface ControlErrorBody {
   readonly code: ControlErrno;
@@ -224,6 +228,7 @@ export function parseRequestValue(value: unknown): ControlRequest {
         ...(nbdOptions !== undefined && { nbdOptions }),
         readOnly: fields.flag('readOnly'),
         ...(lazyCleanMs !== undefined && { lazyCleanMs }),
+        ...(fields.flag('readRepair') && { readRepair: true }),
       };
     }
     case 'load':
@@ -242,6 +247,10 @@ export function parseRequestValue(value: unknown): ControlRequest {
       return { id, verb, name: fields.name(), eventNr: fields.optionalCount('eventNr') ?? 0 };
     case 'message':
       return { id, verb, name: fields.name(), sector: fields.optionalCount('sector') ?? 0, message: fields.string('message') };
+    case 'scrub': {
+      const rate = fields.optionalRate('rateMiBPerSecond');
+      return { id, verb, name: fields.name(), repair: fields.flag('repair'), ...(rate === undefined ? {} : { rateMiBPerSecond: rate }) };
+    }
   }
 }
 
@@ -333,6 +342,16 @@ class Fields {
     const value = this.#value[key];
     if (value === undefined) return false;
     if (typeof value !== 'boolean') throw new ControlError('EINVAL', `Request field "${key}" must be a boolean`);
+    return value;
+  }
+
+  /** A rate in MiB/s: a finite number from rateMiBPerSecondMin to rateMiBPerSecondMax. */
+  optionalRate(key: string): number | undefined {
+    const value = this.#value[key];
+    if (value === undefined) return undefined;
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < rateMiBPerSecondMin || value > rateMiBPerSecondMax) {
+      throw new ControlError('EINVAL', `Request field "${key}" must be a number from ${rateMiBPerSecondMin} to ${rateMiBPerSecondMax}`);
+    }
     return value;
   }
 

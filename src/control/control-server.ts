@@ -232,6 +232,9 @@ export class ControlServer {
         return { eventNr: await registry.wait({ name: request.name, afterNr: request.eventNr, signal }) };
       case 'message':
         return { output: registry.message(request) };
+      case 'scrub':
+        // Closing the connection (Ctrl-C on the CLI) stops the scrub after its region in hand.
+        return registry.scrub({ ...request, signal });
       default:
         return unreachable(request);
     }

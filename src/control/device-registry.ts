@@ -36,6 +36,7 @@ import { deviceHandle } from './device-handle.js';
 import { connectionEventLine, deviceResolver, findRemoteOpenError } from './device-resolver.js';
 import { MeteredDevice } from './metered-device.js';
 import { mirrorExport } from './mirror-export.js';
+import { lastScrubText, mirrorIntegrityJson, scrubSegments, type DeviceScrubResult, type MirrorIntegrityJson } from './mirror-integrity.js';
 
 /** Structured log sink (pino's shape, so the daemon passes its logger as it is). */
 export interface RegistryLog {
@@ -59,6 +60,10 @@ export interface RegistryOptions {
   readonly legTimeoutMs?: number;
   /** Disk logs: the lazy clean delay of devices created without their own (`daemon --lazy-clean`). Default 0: the kernel's timing. */
   readonly lazyCleanMs?: number;
+  /** Every device's mirrors repair read errors (`daemon --read-repair`; `create --read-repair` per device). */
+  readonly readRepair?: boolean;
+  /** The resync cap of every device's mirrors, bytes/s (`daemon --resync-rate`). */
+  readonly resyncBytesPerSecondMax?: number;
 }
 
 export interface DeviceNbd {
@@ -85,6 +90,8 @@ export interface DeviceInfo extends MappedDeviceInfo {
   readonly nbdConnections: number;
   /** The device's own listener's URI, else its export's on the shared listener. */
   readonly nbdUri?: string;
+  /** The last scrub: when it finished and what it found (mirror-integrity.ts). */
+  readonly lastScrub?: string;
 }
 
 export interface SegmentJson {
@@ -94,7 +101,7 @@ export interface SegmentJson {
   readonly params: string;
 }
 
-export interface MirrorProgress {
+export interface MirrorProgress extends Partial<MirrorIntegrityJson> {
   readonly start: number;
   readonly regionCount: number;
   readonly syncRegions: number;
@@ -163,6 +170,7 @@ export class DeviceRegistry {
     nbdOptions?: CreateNbdOptions;
     readOnly?: boolean;
     lazyCleanMs?: number;
+    readRepair?: boolean;
   }): Promise<{ uri?: string }> {
     checkDeviceName(options.name);
     if (this.#entries.has(options.name)) throw new ControlError('EEXIST', `Device ${options.name} already exists`);
@@ -174,7 +182,7 @@ export class DeviceRegistry {
     const settings = address === undefined ? {} : await this.#nbdSettings(options.name, address, options.nbdOptions ?? {});
     const lazyCleanMs = options.lazyCleanMs ?? this.#options.lazyCleanMs ?? 0;
     assert(Number.isSafeInteger(lazyCleanMs) && lazyCleanMs >= 0 && lazyCleanMs <= lazyCleanMsMax, 'lazy clean delays are checked by the protocol and the CLI');
-    const md = this.#newDevice(options.name, lazyCleanMs);
+    const md = this.#newDevice(options.name, { lazyCleanMs, readRepair: options.readRepair === true || this.#options.readRepair === true });
     const metered = new MeteredDevice(md);
     const nbdExport: NbdExport = { ...mirrorExport({ name: options.name, device: md }), device: metered.device, readOnly: options.readOnly === true };
     const entry: RegistryEntry = { name: options.name, md, holds: new Map(), nbdExport, metered, nbd: undefined, ready: false };
@@ -277,7 +285,15 @@ export class DeviceRegistry {
     }));
     const mirrors = md.segments(inactive).flatMap((segment) =>
       segment.target instanceof MirrorSet
-        ? [{ start: segment.line.startSectors, regionCount: segment.target.regionCount, syncRegions: segment.target.syncCount(), health: segment.target.healthLetters() }]
+        ? [
+            {
+              start: segment.line.startSectors,
+              regionCount: segment.target.regionCount,
+              syncRegions: segment.target.syncCount(),
+              health: segment.target.healthLetters(),
+              ...mirrorIntegrityJson(segment.target),
+            },
+          ]
         : [],
     );
     return { name: entry.name, text, segments, mirrors };
@@ -286,6 +302,27 @@ export class DeviceRegistry {
   /** `dmsetup wait NAME [EVENT_NR]`: resolves once the event number exceeds `afterNr`. */
   wait(options: { name: string; afterNr: number; signal?: AbortSignal }): Promise<number> {
     return this.#get(options.name).md.waitEvent(options.afterNr, options.signal);
+  }
+
+  /**
+   * `umirror scrub NAME [--repair] [--rate MiB/s]`: compares the legs of every mirror segment online
+   * (mirror-integrity.ts); resolves when done or aborted (`signal`: the connection closed).
+   */
+  async scrub(options: { name: string; repair: boolean; rateMiBPerSecond?: number; signal?: AbortSignal }): Promise<DeviceScrubResult> {
+    const entry = this.#get(options.name);
+    this.#log.info({ device: entry.name, repair: options.repair, rateMiBPerSecond: options.rateMiBPerSecond }, 'scrub started');
+    const result = await scrubSegments({
+      name: entry.name,
+      segments: entry.md.segments(),
+      repair: options.repair,
+      ...(options.rateMiBPerSecond === undefined ? {} : { bytesPerSecond: options.rateMiBPerSecond * 2 ** 20 }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    const regions = result.segments.flatMap((segment) => segment.regions.map((r) => r.region));
+    const fields = { device: entry.name, state: result.state, mismatchedRegions: result.mismatchedRegions, repairedRegions: result.repairedRegions, regions };
+    if (result.mismatchedRegions > 0) this.#log.warn(fields, 'scrub finished: legs differ');
+    else this.#log.info(fields, 'scrub finished');
+    return result;
   }
 
   /**
@@ -355,11 +392,13 @@ export class DeviceRegistry {
     const info = entry.md.info();
     const nbdConnections = this.#nbdClients(entry);
     const nbdUri = this.#uri(entry);
+    const lastScrub = lastScrubText(entry.md.segments());
     return {
       ...info,
       openCount: info.openCount + nbdConnections,
       nbdConnections,
       ...(nbdUri === undefined ? {} : { nbdUri }),
+      ...(lastScrub === undefined ? {} : { lastScrub }),
     };
   }
 
@@ -442,12 +481,15 @@ export class DeviceRegistry {
   }
 
   /** A device whose every table (create's and later loads') builds its disk logs with `lazyCleanMs`. */
-  #newDevice(name: string, lazyCleanMs: number): MappedDevice {
+  #newDevice(name: string, options: { lazyCleanMs: number; readRepair: boolean }): MappedDevice {
+    const resyncCap = this.#options.resyncBytesPerSecondMax;
     return new MappedDevice({
       name,
       buildTarget: targetBuilder({
         resolver: this.#resolver(name),
-        log: { lazyCleanMs },
+        log: { lazyCleanMs: options.lazyCleanMs },
+        ...(options.readRepair && { readRepair: true }),
+        ...(resyncCap === undefined ? {} : { resyncBytesPerSecondMax: resyncCap }),
         onMessage: (device, level, message) => this.#kernelMessage(device, level, message),
         onLogWarning: (device, line) => this.#log.warn({ device }, `device-mapper: dirty region log: ${line}`),
       }),

@@ -10,6 +10,9 @@
  *   umirror_mirror_{reads,read_bytes,writes,write_bytes,recovered_regions,recovery_bytes}_total
  *   umirror_leg_{reads,read_bytes,writes,write_bytes,flushes}_total, umirror_leg_errors_total{kind}
  *   umirror_leg_valid, umirror_log_{flushes,writes,bytes_written,flush_failures}_total
+ *   umirror_scrub_{mismatched_regions,last_completed_timestamp_seconds,running} (after a scrub; running always)
+ *   umirror_mirror_corrected_read_errors_total, umirror_leg_corrected_read_errors_total (read repair)
+ *   umirror_mirror_resync_busy (the rate controller's mode; its throttle is in status --json, rates are PromQL's)
  *   umirror_nbd_connections, umirror_nbd_{requests,request_errors,request_bytes}_total{op}
  *   umirror_nbd_request_duration_seconds (histogram){op}
  * Counters restart from zero when a table is replaced (Prometheus handles counter resets).
@@ -107,6 +110,15 @@ function addMirror(out: Exposition, options: { labels: Labels; mirror: MirrorSet
   counter('umirror_mirror_recovered_regions_total', 'Regions recovered (resynced).', mirror.stats.recoveredRegionsTotal);
   counter('umirror_mirror_recovery_bytes_total', 'Bytes copied by recovery.', mirror.stats.recoveryBytesTotal);
   counter('umirror_log_flush_failures_total', 'Dirty log flushes that failed.', mirror.stats.logFlushFailuresTotal);
+  counter('umirror_mirror_corrected_read_errors_total', 'Read errors corrected by read repair (the leg stayed A).', mirror.stats.correctedReadErrorsTotal);
+  const resync = mirror.resyncRate;
+  gauge('umirror_mirror_resync_busy', '1 while clients are busy and the resync yields to them.', resync.mode === 'busy' ? 1 : 0);
+  gauge('umirror_scrub_running', '1 while a scrub runs.', mirror.scrubRunning ? 1 : 0);
+  const scrub = mirror.lastCompleteScrub;
+  if (scrub !== undefined) {
+    gauge('umirror_scrub_mismatched_regions', 'Regions whose legs differed in the last complete scrub.', scrub.mismatchedRegions);
+    gauge('umirror_scrub_last_completed_timestamp_seconds', 'When the last complete scrub finished (Unix time).', scrub.finishedAtMs / 1000);
+  }
   const log = mirror.log.stats;
   counter('umirror_log_flushes_total', 'Dirty log flushes.', log.logFlushesTotal);
   counter('umirror_log_writes_total', 'Writes to the dirty log device.', log.logWritesTotal);
@@ -119,6 +131,7 @@ function addMirror(out: Exposition, options: { labels: Labels; mirror: MirrorSet
     legCounter('umirror_leg_writes_total', 'Writes issued to the leg.', leg.stats.writesTotal);
     legCounter('umirror_leg_write_bytes_total', 'Bytes written to the leg.', leg.stats.writeBytesTotal);
     legCounter('umirror_leg_flushes_total', 'Flushes issued to the leg.', leg.stats.flushesTotal);
+    legCounter('umirror_leg_corrected_read_errors_total', 'Read errors of the leg corrected by read repair.', leg.stats.correctedReadErrorsTotal);
     out.add({ name: 'umirror_leg_valid', help: '1 while the leg has no recorded error (status letter A).', type: 'gauge', labels: legLabels, value: leg.valid ? 1 : 0 });
     for (const [kind, value] of Object.entries(leg.stats.errorsTotal)) {
       out.add({ name: 'umirror_leg_errors_total', help: 'Leg errors by kind (write, flush, sync, read).', type: 'counter', labels: { ...legLabels, kind }, value });

@@ -40,6 +40,8 @@ export interface CopyJob {
   readonly targets: readonly CopyEndpoint[];
   readonly lengthBytes: number;
   readonly signal?: AbortSignal;
+  /** Sub-jobs in flight for this job, asked before each one (at most the copier's inFlightMax). */
+  readonly inFlightMax?: () => number;
 }
 
 export interface CopyResult {
@@ -160,7 +162,8 @@ export class Copier {
     const running = new Set<Promise<void>>();
     let abortedBy: { reason: unknown } | null = null;
     for (let offsetBytes = 0; offsetBytes < lengthBytes && !stopped(); offsetBytes += this.chunkBytes) {
-      while (running.size >= this.inFlightMax) await Promise.race(running);
+      const window = (): number => Math.max(1, Math.min(this.inFlightMax, job.inFlightMax?.() ?? this.inFlightMax));
+      while (running.size >= window()) await Promise.race(running);
       assert(running.size < this.inFlightMax);
       const chunkLengthBytes = Math.min(this.chunkBytes, lengthBytes - offsetBytes);
       try {

@@ -36,6 +36,10 @@ export interface CreateMirrorSetOptions {
   readonly name?: string;
   readonly recoveryParallelMax?: number;
   readonly recoveryBusyBytesPerSecond?: number | null;
+  /** MirrorSetOptions' busy parallelism, resync cap and read repair (`--resync-rate`, `--read-repair`). */
+  readonly recoveryBusyParallelMax?: number;
+  readonly resyncBytesPerSecondMax?: number | null;
+  readonly readRepair?: boolean;
   readonly readPolicy?: ReadPolicy;
   readonly copier?: Copier;
   readonly log?: CreateDirtyLogOptions;
@@ -98,6 +102,9 @@ export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<
       ...(options.recoveryParallelMax === undefined ? {} : { recoveryParallelMax: options.recoveryParallelMax }),
       ...(options.readPolicy === undefined ? {} : { readPolicy: options.readPolicy }),
       ...(options.recoveryBusyBytesPerSecond === undefined ? {} : { recoveryBusyBytesPerSecond: options.recoveryBusyBytesPerSecond }),
+      ...(options.recoveryBusyParallelMax === undefined ? {} : { recoveryBusyParallelMax: options.recoveryBusyParallelMax }),
+      ...(options.resyncBytesPerSecondMax === undefined ? {} : { resyncBytesPerSecondMax: options.resyncBytesPerSecondMax }),
+      ...(options.readRepair === undefined ? {} : { readRepair: options.readRepair }),
       ...(options.copier === undefined ? {} : { copier: options.copier }),
       ...(options.onMessage === undefined ? {} : { onMessage: options.onMessage }),
       ...(options.raiseEvent === undefined ? {} : { raiseEvent: options.raiseEvent }),

@@ -28,6 +28,8 @@ export interface LegStats {
   readBytesTotal: number;
   writeBytesTotal: number;
   flushesTotal: number;
+  /** Read errors corrected by writing the good data back (read repair); the leg stayed A. */
+  correctedReadErrorsTotal: number;
   errorsTotal: Record<LegErrorKind, number>;
 }
 
@@ -38,6 +40,7 @@ export class Leg {
     readBytesTotal: 0,
     writeBytesTotal: 0,
     flushesTotal: 0,
+    correctedReadErrorsTotal: 0,
     errorsTotal: { flush: 0, write: 0, sync: 0, read: 0 },
   };
   readonly index: number;

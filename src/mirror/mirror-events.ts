@@ -23,7 +23,8 @@ export type MirrorEvent =
   | { readonly kind: 'leg-failed'; readonly leg: number; readonly errorKind: LegErrorKind }
   | { readonly kind: 'default-leg-changed'; readonly from: number; readonly to: number }
   | { readonly kind: 'sync-complete' }
-  | { readonly kind: 'log-failed' };
+  | { readonly kind: 'log-failed' }
+  | { readonly kind: 'scrub-complete'; readonly mismatchedRegions: number; readonly repairedRegions: number; readonly aborted: boolean };
 
 export interface MirrorEventsOptions {
   readonly onMessage: (level: KernelLogLevel, message: string) => void;

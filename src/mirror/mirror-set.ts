@@ -7,7 +7,10 @@
  *   WriteQueue             the bounded write queue and its admission (no deadlock, see write-queue.ts)
  *   MirrorWorker           the pass in do_mirror's order, the write and failure paths
  *   ReadPath               mirror_map for reads, do_reads, read retries
- *   Recovery               do_recovery, the copy of one region, the throttle, ms->in_sync
+ *   Recovery               do_recovery, the copy of one region, ms->in_sync
+ *   ResyncRate             the resync's rate controller (fast when idle, bounded when clients are busy)
+ *   Scrub                  the online check and repair of the legs (ours, md's check/repair)
+ *   ReadRepair             md's fix_read_error, opt-in (ours)
  *   MirrorEvents           listeners, dm events, kernel messages
  *   mirror-status.ts       status, table, IMA and JSON from a snapshot
  * Bookkeeping of regions is the RegionHash's, persistence the DirtyLog's, copying the Copier's; table
@@ -18,8 +21,8 @@
  * split at region boundaries here; ReadPath sends in-sync pieces to a leg at once, the others through the
  * pass.
  *
- * Suspend: presuspend releases held writes (requeue or EIO), stops recovery, waits until recovery I/O
- * has drained and the worker is idle; postsuspend runs a last pass (clears flushed) and suspends the
+ * Suspend: presuspend aborts a running scrub, releases held writes (requeue or EIO), stops recovery,
+ * waits until the scrub and recovery I/O have drained and the worker is idle; postsuspend runs a last pass (clears flushed) and suspends the
  * log. Resume resumes the log (rereads it) and restarts recovery. idle() waits until nothing happens
  * (tests wait on it instead of sleeping).
  *
@@ -35,7 +38,8 @@ import { BlockDeviceBase } from '../block/block-device-base.js';
 import { Copier } from '../copy/copier.js';
 import type { DirtyLog } from '../dirty-log/dirty-log.js';
 import { rethrowProgrammerError } from '../fail-fast.js';
-import { legsMax, legsMin, recoveryBusyBytesPerSecondDefault, recoveryParallelDefault, sectorBytes } from '../limits.js';
+import { BlockError } from '../errors.js';
+import { legsMax, legsMin, recoveryBusyBytesPerSecondDefault, recoveryBusyParallelDefault, recoveryParallelDefault, sectorBytes } from '../limits.js';
 import { RegionHash } from '../region/region-hash.js';
 import type { SuspendOptions, Target } from '../target/target.js';
 import { Leg } from './leg.js';
@@ -46,13 +50,18 @@ import { newMirrorStats, statusInfo, statusMeasure, statusTable, type MirrorSnap
 import { MirrorWorker } from './mirror-worker.js';
 import { RateLimiter } from './rate-limit.js';
 import { ReadPath } from './read-path.js';
+import { ReadRepair } from './read-repair.js';
 import { Recovery } from './recovery.js';
+import { ResyncRate, type ResyncRateStatus } from './resync-rate.js';
+import { Scrub, type ScrubOptions, type ScrubProgress, type ScrubResult } from './scrub.js';
 import type { MirrorFeatures } from './table.js';
 import { WriteQueue } from './write-queue.js';
 
 export type { KernelLogLevel, MirrorEvent } from './mirror-events.js';
 export type { ReadPolicy } from './leg-set.js';
 export type { MirrorStats } from './mirror-status.js';
+export type { ResyncRateStatus } from './resync-rate.js';
+export type { ScrubOptions, ScrubProgress, ScrubRegionReport, ScrubResult } from './scrub.js';
 
 export interface MirrorLegOptions {
   readonly device: BlockDevice;
@@ -75,6 +84,12 @@ export interface MirrorSetOptions {
    * idle. Default recoveryBusyBytesPerSecondDefault (64 MiB/s); null: never throttle.
    */
   readonly recoveryBusyBytesPerSecond?: number | null;
+  /** Regions recovered at once while clients are busy. Default recoveryBusyParallelDefault (1). */
+  readonly recoveryBusyParallelMax?: number;
+  /** The resync's cap, bytes/s, idle or busy (`--resync-rate`); also the scrub's default pace. Default none. */
+  readonly resyncBytesPerSecondMax?: number | null;
+  /** md's read repair (`--read-repair`): a failed read of an in-sync region is rewritten from another leg. */
+  readonly readRepair?: boolean;
   readonly readPolicy?: ReadPolicy;
   readonly copier?: Copier;
   readonly name?: string;
@@ -108,6 +123,9 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   readonly #writes: WriteQueue;
   readonly #recovery: Recovery;
   readonly #worker: MirrorWorker;
+  readonly #rate: ResyncRate;
+  readonly #scrub: Scrub;
+  readonly #readRepair: ReadRepair | undefined;
   #suspended = false;
   #destroyed = false;
 
@@ -155,6 +173,31 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       defaultPinned: () => !this.#recovery.inSync || this.#rh.flushFailure,
     });
     this.#writes = new WriteQueue({ regionBytes: this.regionBytes, wake: () => this.#worker.wake() });
+    this.#rate = new ResyncRate({
+      parallelMax: options.recoveryParallelMax ?? recoveryParallelDefault,
+      busyParallelMax: options.recoveryBusyParallelMax ?? recoveryBusyParallelDefault,
+      busyBytesPerSecond: options.recoveryBusyBytesPerSecond === undefined ? recoveryBusyBytesPerSecondDefault : options.recoveryBusyBytesPerSecond,
+      capBytesPerSecond: options.resyncBytesPerSecondMax ?? null,
+      now,
+    });
+    const hold = (offsetBytes: number, lengthBytes: number): Promise<() => void> => this.#writes.hold(offsetBytes, lengthBytes);
+    const regionInSync = (regionIndex: number): boolean => this.#reads.regionInSync(regionIndex);
+    this.#readRepair =
+      options.readRepair === true
+        ? new ReadRepair({ name: this.name, legSet: this.#legSet, events: this.#events, stats: this.stats, regionInSync, hold })
+        : undefined;
+    this.#scrub = new Scrub({
+      name: this.name,
+      regionBytes: this.regionBytes,
+      sizeBytes: this.sizeBytes,
+      regionCount: this.regionCount,
+      legSet: this.#legSet,
+      regionInSync,
+      hold,
+      rewrite: (offsetBytes, data) => this.#writes.submit({ kind: 'write', fua: false }, { offsetBytes, lengthBytes: data.length, data }, { held: true }),
+      resyncRate: () => this.#rate.limitBytesPerSecond(),
+      readRepair: this.#readRepair,
+    });
     this.#rh = new RegionHash<RegionWriteIo>({
       log: options.log,
       regionCount: this.regionCount,
@@ -175,11 +218,16 @@ export class MirrorSet extends BlockDeviceBase implements Target {
       stats: this.stats,
       regionBytes: this.regionBytes,
       sizeBytes: this.sizeBytes,
-      busyBytesPerSecond:
-        options.recoveryBusyBytesPerSecond === undefined ? recoveryBusyBytesPerSecondDefault : options.recoveryBusyBytesPerSecond,
-      now,
+      rate: this.#rate,
     });
-    this.#reads = new ReadPath({ name: this.name, rh: this.#rh, legSet: this.#legSet, events: this.#events, wake: () => this.#worker.wake() });
+    this.#reads = new ReadPath({
+      name: this.name,
+      rh: this.#rh,
+      legSet: this.#legSet,
+      events: this.#events,
+      wake: () => this.#worker.wake(),
+      ...(this.#readRepair === undefined ? {} : { readRepair: this.#readRepair }),
+    });
     this.#worker = new MirrorWorker({
       features: this.features,
       rh: this.#rh,
@@ -217,13 +265,63 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     return this.#rh.recoveryInFlight;
   }
 
+  /** Regions recovered at once while clients are idle (the setting; busy mode uses fewer). */
   get recoveryParallelMax(): number {
-    return this.#rh.recoveryParallelMax;
+    return this.#rate.parallelMax;
   }
 
   set recoveryParallelMax(value: number) {
-    this.#rh.recoveryParallelMax = value;
+    this.#rate.parallelMax = value;
+    this.#rh.recoveryParallelMax = this.#rate.regionsInFlightMax();
     this.#worker.wake();
+  }
+
+  /** The resync's pace now: mode, limit in force, measured speed (resync-rate.ts). */
+  get resyncRate(): ResyncRateStatus {
+    return this.#rate.status();
+  }
+
+  /** Read repair is on (`--read-repair`). */
+  get readRepair(): boolean {
+    return this.#readRepair !== undefined;
+  }
+
+  /** The last finished scrub's result, and the running one's progress. */
+  get lastScrub(): ScrubResult | undefined {
+    return this.#scrub.last;
+  }
+
+  /** The last scrub that went through every region (metrics). */
+  get lastCompleteScrub(): ScrubResult | undefined {
+    return this.#scrub.lastComplete;
+  }
+
+  get scrubProgress(): ScrubProgress | undefined {
+    return this.#scrub.progress;
+  }
+
+  get scrubRunning(): boolean {
+    return this.#scrub.running;
+  }
+
+  /**
+   * Compares every in-sync region on every valid leg while clients go on (scrub.ts); with `repair`,
+   * rewrites the regions that differ. Raises a 'scrub-complete' event when it ends (complete, or
+   * aborted by a suspend or the signal). @throws BlockError EBUSY while suspended or scrubbing.
+   */
+  async scrub(options: ScrubOptions = {}): Promise<ScrubResult> {
+    if (this.#suspended || this.#destroyed) throw new BlockError('EBUSY', `${this.name}: cannot scrub a suspended mirror set`);
+    const result = await this.#scrub.run(options);
+    const what = result.repair ? `${result.repairedRegions} repaired` : 'not repaired';
+    const ended = result.state === 'aborted' ? 'aborted' : 'complete';
+    this.#events.message('info', `${this.name}: scrub ${ended}: ${result.mismatchedRegions} of ${result.regionCount} regions differ (${what})`);
+    this.#events.raise({
+      kind: 'scrub-complete',
+      mismatchedRegions: result.mismatchedRegions,
+      repairedRegions: result.repairedRegions,
+      aborted: result.state === 'aborted',
+    });
+    return result;
   }
 
   /** Writes held until suspend (handle_errors after a leg failure). */
@@ -319,9 +417,12 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   }
 
   async presuspend(options: SuspendOptions = {}): Promise<void> {
+    // A scrub stops after its region in hand; that region's repair write may be held, released below.
+    const scrubStopped = this.#scrub.abort();
     // With ms->suspend set, held writes complete now (requeue or EIO) and new failures are not held.
     this.#worker.beginSuspend({ noflush: options.noflush === true });
     this.#rh.stopRecovery();
+    await scrubStopped;
     await this.#recovery.drained();
     try {
       await this.log.presuspend();

@@ -22,6 +22,8 @@ export interface MirrorStats {
   recoveredRegionsTotal: number;
   recoveryBytesTotal: number;
   logFlushFailuresTotal: number;
+  /** Read errors corrected by read repair (the failing leg got the good data and stayed A). */
+  correctedReadErrorsTotal: number;
 }
 
 export function newMirrorStats(): MirrorStats {
@@ -33,6 +35,7 @@ export function newMirrorStats(): MirrorStats {
     recoveredRegionsTotal: 0,
     recoveryBytesTotal: 0,
     logFlushFailuresTotal: 0,
+    correctedReadErrorsTotal: 0,
   };
 }
 

@@ -11,6 +11,9 @@
  * (readRetriesMax); else EIO. Never stale data: an out-of-sync region is read only from the default leg,
  * which recovery copies from. The kernel's messages differ by path (#readFailed).
  *
+ * With read repair (read-repair.ts, opt-in) a failed read of an in-sync region is first repaired from
+ * another leg; only when that fails does it go on as above. The repair counts as the read in flight.
+ *
  * The worker takes the queue at the start of each pass (takeAll) and hands it back to run() in
  * do_mirror's order. A read completes exactly once, with its data or an error; reads take no region
  * pending count. quiet() resolves once no leg read is in flight (part of MirrorSet.idle()).
@@ -23,6 +26,7 @@ import type { RegionHash } from '../region/region-hash.js';
 import type { Leg } from './leg.js';
 import type { LegSet } from './leg-set.js';
 import type { MirrorEvents } from './mirror-events.js';
+import type { ReadRepair } from './read-repair.js';
 import { newReadIo, type ReadIo, type RegionPiece, type RegionWriteIo } from './mirror-io.js';
 
 export interface ReadPathOptions {
@@ -32,6 +36,8 @@ export interface ReadPathOptions {
   readonly events: MirrorEvents;
   /** Asks the worker for a pass. */
   readonly wake: () => void;
+  /** Read repair (--read-repair), when on. */
+  readonly readRepair?: ReadRepair;
 }
 
 export class ReadPath {
@@ -40,6 +46,7 @@ export class ReadPath {
   readonly #legs: LegSet;
   readonly #events: MirrorEvents;
   readonly #wake: () => void;
+  readonly #readRepair: ReadRepair | undefined;
   /** Reads waiting for the next pass (ms->reads). */
   #queue: ReadIo[] = [];
   /** Leg reads issued and not yet returned. */
@@ -52,6 +59,7 @@ export class ReadPath {
     this.#legs = options.legSet;
     this.#events = options.events;
     this.#wake = options.wake;
+    this.#readRepair = options.readRepair;
   }
 
   /** Leg reads in flight now. */
@@ -127,9 +135,25 @@ export class ReadPath {
           io.resolve(data);
         },
         (err: unknown) => {
-          this.#ended();
           rethrowProgrammerError(err);
-          this.#readFailed(io, leg, { err, mapped: options.mapped });
+          const repair = this.#readRepair;
+          if (repair === undefined) {
+            this.#ended();
+            this.#readFailed(io, leg, { err, mapped: options.mapped });
+            return;
+          }
+          detach(
+            repair.repairRead(io, leg).then((data) => {
+              this.#ended();
+              if (data === undefined) {
+                this.#readFailed(io, leg, { err, mapped: options.mapped });
+                return;
+              }
+              this.#settle(io);
+              io.resolve(data);
+            }),
+            failFast,
+          );
         },
       ),
       failFast,

@@ -17,8 +17,9 @@
  * Both messages are rate limited (DMERR_LIMIT). The default leg is pinned while the set is out of sync,
  * so the source cannot change under a copy (asserted after it).
  *
- * Throttle: while clients did I/O within recoveryBusyWindowMs (clientIo() marks it, time from `now`),
- * copies run at the busy rate; when clients are idle, unthrottled.
+ * Pace: the rate controller (resync-rate.ts) decides, before every region and every chunk, how many
+ * regions and chunks run at once and at what rate: fast while clients are idle, bounded while they are
+ * busy (clientIo() marks them busy and applies the busy throttle at once).
  *
  * drained() resolves once no recovery is in flight (presuspend waits for it after stopping recovery);
  * the region hash's recoveryIdle callback, wired to recoveryIdle(), wakes the waiters.
@@ -27,12 +28,12 @@ import { assert } from '../assert.js';
 import type { Copier } from '../copy/copier.js';
 import type { DirtyLog } from '../dirty-log/dirty-log.js';
 import { detach, failFast } from '../fail-fast.js';
-import { recoveryBusyWindowMs } from '../limits.js';
 import type { Region, RegionHash } from '../region/region-hash.js';
 import type { LegSet } from './leg-set.js';
 import type { MirrorEvents } from './mirror-events.js';
 import type { RegionWriteIo } from './mirror-io.js';
 import type { MirrorStats } from './mirror-status.js';
+import type { ResyncRate } from './resync-rate.js';
 
 export interface RecoveryOptions {
   readonly name: string;
@@ -44,10 +45,8 @@ export interface RecoveryOptions {
   readonly stats: MirrorStats;
   readonly regionBytes: number;
   readonly sizeBytes: number;
-  /** Recovery rate while clients are busy, bytes/s; null: never throttle. */
-  readonly busyBytesPerSecond: number | null;
-  /** Monotonic clock in ms. */
-  readonly now: () => number;
+  /** The rate controller (regions and chunks at once, the throttle). */
+  readonly rate: ResyncRate;
 }
 
 export class Recovery {
@@ -60,17 +59,13 @@ export class Recovery {
   readonly #stats: MirrorStats;
   readonly #regionBytes: number;
   readonly #sizeBytes: number;
-  readonly #busyBytesPerSecond: number | null;
-  readonly #now: () => number;
-  /** When the last client request arrived (ms, from `now`). */
-  #lastClientIoMs = -Infinity;
+  readonly #rate: ResyncRate;
   /** ms->in_sync: every region in sync and the sync-complete event raised. */
   #inSync = false;
   #drainWaiters: (() => void)[] = [];
 
   constructor(options: RecoveryOptions) {
     assert(options.regionBytes > 0 && options.sizeBytes > 0);
-    assert(options.busyBytesPerSecond === null || options.busyBytesPerSecond > 0, 'a busy rate is positive');
     this.#name = options.name;
     this.#rh = options.rh;
     this.#log = options.log;
@@ -80,8 +75,7 @@ export class Recovery {
     this.#stats = options.stats;
     this.#regionBytes = options.regionBytes;
     this.#sizeBytes = options.sizeBytes;
-    this.#busyBytesPerSecond = options.busyBytesPerSecond;
-    this.#now = options.now;
+    this.#rate = options.rate;
   }
 
   get inSync(): boolean {
@@ -93,14 +87,23 @@ export class Recovery {
     this.#inSync = false;
   }
 
-  /** A client request arrived: recovery runs at the busy rate for the next recoveryBusyWindowMs. */
+  /** A client request arrived: recovery runs in busy mode for the next busy window (resync-rate.ts). */
   clientIo(): void {
-    this.#lastClientIoMs = this.#now();
+    this.#rate.clientIo();
+    this.#applyThrottle();
+  }
+
+  #applyThrottle(): void {
+    const rate = this.#rate.limitBytesPerSecond();
+    if (this.#copier.bytesPerSecond !== rate) this.#copier.setThrottle(rate);
   }
 
   /** do_recovery, once per worker pass. */
   run(options: { readonly suspending: boolean }): void {
-    if (!options.suspending) this.#rh.recoveryPrepare();
+    if (!options.suspending) {
+      this.#rh.recoveryParallelMax = this.#rate.regionsInFlightMax();
+      this.#rh.recoveryPrepare();
+    }
     for (let region = this.#rh.recoveryStart(); region !== null; region = this.#rh.recoveryStart()) {
       // #recover settles every copy error itself: anything it throws is a broken invariant.
       detach(this.#recover(region), failFast);
@@ -128,9 +131,7 @@ export class Recovery {
 
   async #recover(region: Region<RegionWriteIo>): Promise<void> {
     // Rate controller: full speed when clients are idle, bounded while they are busy.
-    const busy = this.#now() - this.#lastClientIoMs < recoveryBusyWindowMs;
-    const rate = busy ? this.#busyBytesPerSecond : null;
-    if (this.#copier.bytesPerSecond !== rate) this.#copier.setThrottle(rate);
+    this.#applyThrottle();
     // Paired with the check after the copy: the default leg is pinned only while the set is out of sync.
     assert(!this.#inSync, 'recovery runs only while the set is out of sync');
     const source = this.#legSet.defaultLeg;
@@ -142,6 +143,7 @@ export class Recovery {
       source: { device: source.device, offsetBytes: source.offsetBytes + startBytes },
       targets: targets.map((leg) => ({ device: leg.device, offsetBytes: leg.offsetBytes + startBytes })),
       lengthBytes,
+      inFlightMax: () => this.#rate.chunksInFlightMax() ?? this.#copier.inFlightMax,
     });
     assert(source === this.#legSet.defaultLeg, 'the default leg changed during recovery');
     if (result.readError !== null) {
@@ -164,6 +166,7 @@ export class Recovery {
     if (success) {
       this.#stats.recoveredRegionsTotal += 1;
       this.#stats.recoveryBytesTotal += result.bytesCopied;
+      this.#rate.noteCopied(result.bytesCopied);
     }
     this.#rh.recoveryEnd(region, { success, keepOutOfSync: result.readError !== null });
   }

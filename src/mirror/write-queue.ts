@@ -23,6 +23,8 @@
  *      waits, and takeAll() wakes it again whenever it leaves pieces in the queue.
  *   3. That pass empties the queue (takeAll) before it admits, so by 1. the first waiting span enters,
  *      and by 2. the next pass serves the one after it. A pass never waits for admission itself.
+ * hold() holds a range against writes (a barrier in the overlap gate: a scrub or a read repair); the
+ * holder may then write inside it with submit(..., { held: true }), which skips the gate.
  * requeue() puts back writes the region hash delayed during a recovery (dispatch_bios). They were
  * admitted once already, so they go to the front without admission; the queue may then hold more than
  * writeQueueMax pieces until the next pass, which only delays admissions (they are bounded by the
@@ -64,13 +66,29 @@ export class WriteQueue {
     return this.#waiting.length;
   }
 
-  /** A write, zero or trim of the set's bytes [offsetBytes, +lengthBytes); `data` exactly for a write. */
-  async submit(init: RegionWriteInit, range: { offsetBytes: number; lengthBytes: number; data?: Uint8Array }): Promise<void> {
+  /**
+   * Holds [offsetBytes, +lengthBytes) against writes: waits for the writes inside it now (and earlier
+   * holds), then later overlapping writes wait until the returned function is called (exactly once).
+   */
+  hold(offsetBytes: number, lengthBytes: number): Promise<() => void> {
+    assert(lengthBytes > 0, 'a held range is not empty');
+    return this.#overlaps.enter(offsetBytes, offsetBytes + lengthBytes, { barrier: true });
+  }
+
+  /**
+   * A write, zero or trim of the set's bytes [offsetBytes, +lengthBytes); `data` exactly for a write.
+   * `held`: the caller holds the range (hold()), so the write does not wait at the gate.
+   */
+  async submit(
+    init: RegionWriteInit,
+    range: { offsetBytes: number; lengthBytes: number; data?: Uint8Array },
+    options: { readonly held?: boolean } = {},
+  ): Promise<void> {
     const { offsetBytes, lengthBytes, data } = range;
     assert(lengthBytes > 0, 'an empty request never reaches the mirror set');
     assert((init.kind === 'write') === (data !== undefined && data.length === lengthBytes), 'a write, and only a write, carries its data');
     const endBytes = offsetBytes + lengthBytes;
-    const leave = await this.#overlaps.enter(offsetBytes, endBytes);
+    const leave = options.held === true ? () => undefined : await this.#overlaps.enter(offsetBytes, endBytes);
     try {
       for (let spanBytes = offsetBytes; spanBytes < endBytes; spanBytes += requestBytesMax) {
         const pieces = splitByRegion({
