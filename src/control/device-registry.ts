@@ -25,6 +25,7 @@ import { ControlError, ListenError, TableError, TlsKeyError, type ControlErrno }
 import { rethrowProgrammerError } from '../fail-fast.js';
 import { deviceCloseWaitMs, devicesMaxDefault, sectorBytes } from '../limits.js';
 import { MirrorSet, type KernelLogLevel } from '../mirror/mirror-set.js';
+import { legsJson, type MirrorLegJson } from '../mirror/mirror-status.js';
 import type { ExportResolver, NbdExport } from '../nbd/nbd-export.js';
 import { NbdServer, type ListenAddress, type NbdListener } from '../nbd/server.js';
 import { MappedDevice, type MappedDeviceInfo } from '../target/mapped-device.js';
@@ -97,6 +98,8 @@ export interface MirrorProgress {
   readonly regionCount: number;
   readonly syncRegions: number;
   readonly health: string;
+  /** Each leg: health letter, connection ('local' or a remote leg's), returning, stale, bytes resynced. */
+  readonly legs: readonly MirrorLegJson[];
 }
 
 export interface TableView {
@@ -266,7 +269,15 @@ export class DeviceRegistry {
     }));
     const mirrors = md.segments(inactive).flatMap((segment) =>
       segment.target instanceof MirrorSet
-        ? [{ start: segment.line.startSectors, regionCount: segment.target.regionCount, syncRegions: segment.target.syncCount(), health: segment.target.healthLetters() }]
+        ? [
+            {
+              start: segment.line.startSectors,
+              regionCount: segment.target.regionCount,
+              syncRegions: segment.target.syncCount(),
+              health: segment.target.healthLetters(),
+              legs: legsJson(segment.target.snapshot()),
+            },
+          ]
         : [],
     );
     return { name: entry.name, text, segments, mirrors };
