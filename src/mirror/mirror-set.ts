@@ -446,7 +446,8 @@ export class MirrorSet extends BlockDeviceBase implements Target {
 
   /**
    * Activation with the log's generation record: a stale default leg gives way to a current one, and
-   * the set resyncs (sync complete clears the flags, also when no region is out of sync).
+   * the set resyncs (sync complete clears the flags, also when no region is out of sync): the regions
+   * the log holds dirty, which include every region a stale leg missed, or every region under `nosync`.
    */
   #avoidStaleLegs(): void {
     const generations = this.log.legGenerations;
@@ -454,6 +455,12 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     const stale = generations.legs.map((leg) => leg.stale);
     if (!stale.includes(true)) return;
     this.#recovery.markOutOfSync();
+    if (this.log.syncMode === 'nosync') {
+      // `nosync` makes the log new at every activation (the kernel's read_header): the bits that said
+      // which regions the stale leg missed are gone, so it gets every region.
+      for (let regionIndex = 0; regionIndex < this.regionCount; regionIndex++) this.log.setRegionSync(regionIndex, false);
+      this.log.rewindResync(0);
+    }
     const from = this.#legSet.activate(stale);
     const names = this.legs.filter((leg) => stale[leg.index] === true).map((leg) => this.#legSet.displayName(leg));
     const source = this.#legSet.displayName(this.#legSet.defaultLeg);
