@@ -25,7 +25,6 @@ import { ControlError, ListenError, TableError, TlsKeyError, type ControlErrno }
 import { rethrowProgrammerError } from '../fail-fast.js';
 import { deviceCloseWaitMs, devicesMaxDefault, lazyCleanMsMax, sectorBytes } from '../limits.js';
 import { MirrorSet, type KernelLogLevel } from '../mirror/mirror-set.js';
-import { legsJson, type MirrorLegJson } from '../mirror/mirror-status.js';
 import type { ExportResolver, NbdExport } from '../nbd/nbd-export.js';
 import { NbdServer, type ListenAddress, type NbdListener } from '../nbd/server.js';
 import { MappedDevice, type MappedDeviceInfo } from '../target/mapped-device.js';
@@ -107,8 +106,6 @@ export interface MirrorProgress extends Partial<MirrorIntegrityJson> {
   readonly regionCount: number;
   readonly syncRegions: number;
   readonly health: string;
-  /** Each leg: health letter, connection ('local' or a remote leg's), returning, stale, bytes resynced. */
-  readonly legs: readonly MirrorLegJson[];
 }
 
 export interface TableView {
@@ -295,7 +292,6 @@ export class DeviceRegistry {
               syncRegions: segment.target.syncCount(),
               health: segment.target.healthLetters(),
               ...mirrorIntegrityJson(segment.target),
-              legs: legsJson(segment.target.snapshot()),
             },
           ]
         : [],

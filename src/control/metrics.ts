@@ -9,9 +9,7 @@
  *   umirror_mirror_{regions,regions_in_sync,held_writes}
  *   umirror_mirror_{reads,read_bytes,writes,write_bytes,recovered_regions,recovery_bytes}_total
  *   umirror_leg_{reads,read_bytes,writes,write_bytes,flushes}_total, umirror_leg_errors_total{kind}
- *   umirror_leg_valid, umirror_leg_returning, umirror_leg_resync_bytes_total, umirror_leg_returns_total,
- *   umirror_leg_connected{state} (remote legs only: 1 for the state the connection is in)
- *   umirror_log_{flushes,writes,bytes_written,flush_failures}_total
+ *   umirror_leg_valid, umirror_log_{flushes,writes,bytes_written,flush_failures}_total
  *   umirror_scrub_{mismatched_regions,last_completed_timestamp_seconds,running} (after a scrub; running always)
  *   umirror_mirror_corrected_read_errors_total, umirror_leg_corrected_read_errors_total (read repair)
  *   umirror_mirror_resync_busy (the rate controller's mode; its throttle is in status --json, rates are PromQL's)
@@ -134,20 +132,6 @@ function addMirror(out: Exposition, options: { labels: Labels; mirror: MirrorSet
     legCounter('umirror_leg_write_bytes_total', 'Bytes written to the leg.', leg.stats.writeBytesTotal);
     legCounter('umirror_leg_flushes_total', 'Flushes issued to the leg.', leg.stats.flushesTotal);
     legCounter('umirror_leg_corrected_read_errors_total', 'Read errors of the leg corrected by read repair.', leg.stats.correctedReadErrorsTotal);
-    legCounter('umirror_leg_resync_bytes_total', 'Bytes recovery copied onto the leg (a new or returning leg).', leg.stats.resyncBytesTotal);
-    legCounter('umirror_leg_returns_total', 'Times the leg came back after a lost connection and began its resync.', leg.stats.returnsTotal);
-    out.add({ name: 'umirror_leg_returning', help: '1 while the leg came back and is being resynced.', type: 'gauge', labels: legLabels, value: leg.returning ? 1 : 0 });
-    if (leg.connection !== undefined) {
-      for (const state of ['connected', 'connecting', 'detached'] as const) {
-        out.add({
-          name: 'umirror_leg_connected',
-          help: 'A remote leg\'s connection: 1 for the state it is in (connected, connecting, detached).',
-          type: 'gauge',
-          labels: { ...legLabels, state },
-          value: leg.connectionState === state ? 1 : 0,
-        });
-      }
-    }
     out.add({ name: 'umirror_leg_valid', help: '1 while the leg has no recorded error (status letter A).', type: 'gauge', labels: legLabels, value: leg.valid ? 1 : 0 });
     for (const [kind, value] of Object.entries(leg.stats.errorsTotal)) {
       out.add({ name: 'umirror_leg_errors_total', help: 'Leg errors by kind (write, flush, sync, read).', type: 'counter', labels: { ...legLabels, kind }, value });

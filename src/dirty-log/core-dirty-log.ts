@@ -62,21 +62,8 @@ export class CoreDirtyLog implements DirtyLog {
     return this.#state.getResyncWork();
   }
 
-  rewindResync(regionIndex: number): void {
-    this.#state.rewindResync(regionIndex);
-  }
-
   setRegionSync(regionIndex: number, inSync: boolean): void {
     this.#state.setRegionSync(regionIndex, inSync);
-  }
-
-  /** A core log keeps no leg generations: its out-of-sync bits live only as long as the process. */
-  get legGenerations(): undefined {
-    return undefined;
-  }
-
-  setLegStale(legIndex: number): void {
-    throw new TypeError(`Cannot record leg ${legIndex} stale: a core log keeps no leg generations`);
   }
 
   syncCount(): number {

@@ -25,7 +25,6 @@
  */
 import { assert, assertCount } from '../assert.js';
 import type { BlockDevice } from '../block/block-device.js';
-import type { LegGenerationsView } from './leg-generations.js';
 import { RegionBits } from './region-bits.js';
 
 /** The log's own health letter in the status line: Alive, Dead (I/O failed), Flush failed. */
@@ -73,28 +72,10 @@ export interface DirtyLog {
   flush(options?: LogFlushOptions): Promise<void>;
   /** The next region to recover, marked recovering, or null when none is left until resume(). */
   getResyncWork(): number | null;
-  /**
-   * Moves the resync search back to `regionIndex` when it is past it (0: from the start, as resume()
-   * does, without rereading anything): a leg came back, or a region dropped out of sync behind the
-   * search while one is coming back. Ours: the kernel's search restarts only at resume. Never waits.
-   */
-  rewindResync(regionIndex: number): void;
   /** Ends a recovery (or records a write failure): sets or clears the region's sync bit. */
   setRegionSync(regionIndex: number, inSync: boolean): void;
   /** Regions in sync. */
   syncCount(): number;
-
-  /**
-   * The leg generation record (a disk log that keeps one, see DiskDirtyLog.keepLegGenerations): what
-   * resume found and each leg's stale flag now; undefined for a log that keeps none (a core log has no
-   * memory across activations).
-   */
-  readonly legGenerations: LegGenerationsView | undefined;
-  /**
-   * Records a leg (table order) stale or current; durable once the next flush() resolves (the same
-   * write as the dirty marks). Only on a log whose legGenerations is defined. Never waits.
-   */
-  setLegStale(legIndex: number, stale: boolean): void;
 
   /** Loads persistent state (the header and clean bits) and restarts the resync search. */
   resume(): Promise<void>;
@@ -140,8 +121,7 @@ export interface LogSpec {
  *   recovering all clear
  * The resync search (sync_search) walks forward over clear sync bits, skipping recovering ones, and only
  * restarts at resume(): a region that drops out of sync behind the search waits for the next resume,
- * as in the kernel (reference fail-write C), unless the mirror rewinds it (rewindResync: a leg came
- * back, ours).
+ * as in the kernel (reference fail-write C).
  */
 export class RegionLogState {
   readonly regionCount: number;
@@ -182,12 +162,6 @@ export class RegionLogState {
         return regionIndex;
       }
     }
-  }
-
-  /** Moves the search back to `regionIndex` if it is past it (DirtyLog.rewindResync). */
-  rewindResync(regionIndex: number): void {
-    assert(Number.isSafeInteger(regionIndex) && regionIndex >= 0 && regionIndex < this.regionCount, `region ${regionIndex} out of range`);
-    if (this.syncSearch > regionIndex) this.syncSearch = regionIndex;
   }
 
   /**

@@ -43,7 +43,7 @@
  * 'whole-buffer' is the kernel's behaviour, for comparison), and with lazyCleanMs > 0 a clean is held
  * until the region has been idle that long, so a hot region costs no log write per write burst.
  *
- * Leg generations (issue 11, only when built with `legNames` or given them by keepLegGenerations() before the first resume; createMirrorSet does): the log keeps a record of which legs are
+ * Leg generations (issue 11, only when built with `legNames`): the log keeps a record of which legs are
  * stale in header bytes 16..1023 (leg-generations.ts, leg-generation-record.ts), read at resume
  * (`legGenerations`) and written with every log write. setLegStale() is durable once the next flush()
  * resolves: the same mark step that carries the dirty marks writes it. postsuspend() seals the record
@@ -102,7 +102,7 @@ export class DiskDirtyLog implements DirtyLog {
   readonly #state: RegionLogState;
   readonly #writer: DiskLogWriter;
   readonly #cleans: CleanScheduler;
-  #generations: LegGenerations | undefined;
+  readonly #generations: LegGenerations | undefined;
   #flushFailed = false;
   #closed = false;
 
@@ -168,18 +168,6 @@ export class DiskDirtyLog implements DirtyLog {
   }
 
   /**
-   * Keeps the leg generation record for these legs (table names, table order) from the first resume
-   * on: how a mirror hands its legs to a log built before its legs were parsed (createMirrorSet).
-   * Only once, and only before the first resume.
-   */
-  keepLegGenerations(legNames: readonly string[]): void {
-    assert(this.#generations === undefined, 'the log keeps leg generations already');
-    const generations = new LegGenerations({ legNames });
-    this.#writer.keepGenerations(generations);
-    this.#generations = generations;
-  }
-
-  /**
    * Records leg `legIndex` (table order) as stale or current. Memory only: durable once the next
    * flush() resolves (its mark step writes the record with the dirty marks, then flushes the device).
    * A no-op when the flag is already so. Never waits.
@@ -235,10 +223,6 @@ export class DiskDirtyLog implements DirtyLog {
 
   getResyncWork(): number | null {
     return this.#state.getResyncWork();
-  }
-
-  rewindResync(regionIndex: number): void {
-    this.#state.rewindResync(regionIndex);
   }
 
   setRegionSync(regionIndex: number, inSync: boolean): void {

@@ -63,10 +63,7 @@ export interface DiskLogWriterOptions {
   readonly raiseEvent: () => void;
   /** The kernel's DMWARN lines. */
   readonly warn: (line: string) => void;
-  /**
-   * Keep the leg generation record in the header (a mirror's disk log; see leg-generations.ts). A
-   * mirror that learns its legs after the log was built hands it over with keepGenerations().
-   */
+  /** Keep the leg generation record in the header (a mirror's disk log; see leg-generations.ts). */
   readonly generations?: LegGenerations;
 }
 
@@ -101,13 +98,9 @@ export class DiskLogWriter {
   #bytesWritten = 0;
   #writesTotal = 0;
   #flushesTotal = 0;
-  #generations: LegGenerations | undefined;
-  /** A step was queued: the record may no longer be handed over. */
-  #started = false;
 
   constructor(options: DiskLogWriterOptions) {
     this.#options = options;
-    this.#generations = options.generations;
     this.#device = options.device;
     this.writeMode = options.writeMode;
     this.blockBytes = options.device.logicalBlockBytes;
@@ -118,16 +111,9 @@ export class DiskLogWriter {
     assert(this.headEndBytes <= this.bufferBytes, 'the buffer holds the header blocks');
   }
 
-  /** Keeps the leg generation record from now on; only before the first step (resume reads it). */
-  keepGenerations(generations: LegGenerations): void {
-    assert(this.#generations === undefined, 'the record is handed over once');
-    assert(!this.#started, 'the record is handed over before the first resume');
-    this.#generations = generations;
-  }
-
   /** The leg generation record changed (a stale flag): the next mark step writes and flushes it. */
   recordChanged(): void {
-    assert(this.#generations !== undefined, 'only a log that keeps leg generations has a record');
+    assert(this.#options.generations !== undefined, 'only a log that keeps leg generations has a record');
     this.#markHeaderBlocks();
     this.#touchedDirtied = true;
   }
@@ -210,7 +196,7 @@ export class DiskLogWriter {
    */
   sealRecord(): Promise<void> {
     return this.#queue.run(async () => {
-      const generations = this.#generations;
+      const generations = this.#options.generations;
       if (generations === undefined || this.health !== 'A') return;
       try {
         for (let round = 0; round < 2 && !generations.sealed(this.buffer, this.#recordGeometry()); round++) {
@@ -232,7 +218,6 @@ export class DiskLogWriter {
    * @throws BlockError when the write or the flush fails (recorded in health first).
    */
   reload(options: { begin: () => void; reconcile: (read: DiskLogHeader | undefined) => DiskLogHeader }): Promise<void> {
-    this.#started = true;
     return this.#queue.run(async () => {
       options.begin();
       let read: DiskLogHeader | undefined;
@@ -250,7 +235,7 @@ export class DiskLogWriter {
       this.#changedBlocks.clear();
       this.#touchedDirtied = false;
       await this.#writeWhole();
-      if (crcTail !== undefined) this.#generations?.written(crcTail);
+      if (crcTail !== undefined) this.#options.generations?.written(crcTail);
     });
   }
 
@@ -318,7 +303,7 @@ export class DiskLogWriter {
         throw toBlockError(err, `Cannot write dirty log ${this.#options.displayName}`);
       }
     }
-    if (record !== undefined) this.#generations?.written(record.crcTail);
+    if (record !== undefined) this.#options.generations?.written(record.crcTail);
     if (!options.flushDevice) {
       this.#cleansUnflushed ||= runs.length > 0;
       return;
@@ -376,7 +361,7 @@ export class DiskLogWriter {
     }
     const blocks = [...this.#changedBlocks].sort((a, b) => a - b);
     this.#changedBlocks.clear();
-    if (this.#generations?.anyStale === true) return this.#headAndSpan(blocks);
+    if (this.#options.generations?.anyStale === true) return this.#headAndSpan(blocks);
     const runs: Run[] = [];
     let start = blocks[0] ?? 0;
     let end = start + 1;
@@ -409,7 +394,7 @@ export class DiskLogWriter {
 
   /** Re-encodes the leg generation record for the bits now; undefined for a log that keeps none. */
   #encodeRecord(): { changed: boolean; crcTail: number } | undefined {
-    const generations = this.#generations;
+    const generations = this.#options.generations;
     if (generations === undefined) return undefined;
     return generations.encode(this.buffer, this.#recordGeometry());
   }

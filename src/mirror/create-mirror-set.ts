@@ -9,19 +9,12 @@
  * feature, and a bad feature beats a leg too small. On any failure everything opened so far is closed
  * again and a TableError with the kernel's message is thrown.
  *
- * Leg generations (issue 11): a disk log is built before the legs are parsed (the kernel's order), so
- * the legs' table names reach it afterwards, before anything resumes it (keepLegGenerations). A leg
- * that is a reconnecting NBD device is handed to the set as its `connection` too, so the set takes it
- * back when it returns.
- *
  * A leg with no whole sector (a 100-byte image, an empty file) has no area to check, as in the kernel:
  * the table is accepted and every I/O to the leg fails with EIO (endCheckedDevice), so the leg fails.
  */
 import { assert } from '../assert.js';
 import type { BlockDevice } from '../block/block-device.js';
 import { endCheckedDevice } from '../block/end-checked-device.js';
-import { ReconnectingNbdBlockDevice } from '../block/reconnecting-block-device.js';
-import { DiskDirtyLog } from '../dirty-log/disk-dirty-log.js';
 import { createDirtyLog, type CreateDirtyLogOptions } from '../dirty-log/create-dirty-log.js';
 import type { DirtyLog } from '../dirty-log/dirty-log.js';
 import { rethrowProgrammerError, settleOperating } from '../fail-fast.js';
@@ -91,7 +84,6 @@ export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<
     const features = takeFeatures(rest.slice(legCount * 2));
     // dm core's check, last (a mapped device keeps this error until every other line is constructed).
     for (const area of legAreas({ devices: opened, specs, lengthSectors })) checkLegFits(area);
-    if (log instanceof DiskDirtyLog) log.keepLegGenerations(specs.map((spec) => spec.device));
     mirror = new MirrorSet({
       lengthSectors,
       log,
@@ -103,7 +95,6 @@ export async function createMirrorSet(options: CreateMirrorSetOptions): Promise<
           tableName: spec.device,
           offsetSectors: spec.offsetSectors,
           displayName: displayName(spec.device),
-          ...(device instanceof ReconnectingNbdBlockDevice ? { connection: device } : {}),
         };
       }),
       features,

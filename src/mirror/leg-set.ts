@@ -22,11 +22,6 @@
  * readPolicy 'balance' and handle_errors, the valid legs in turn. `legFailure` (ms->leg_failure) is set
  * by any failure and cleared with every leg's errors when a resync completes (resetErrors).
  *
- * Ours (issue 11): at activation a leg the disk log records as stale (it missed acknowledged writes
- * before the last stop) is never the default leg, whatever the table order (activate()); a leg that lost
- * its connection does not fail the log's leg flush (flush()): it is failed already or fails at its next
- * write, and no write reaches it until it returns, so its regions are out of sync anyway.
- *
  * Called by the worker (read and write completions), Recovery (copy errors) and the dirty log (through
  * MirrorSet.flushLegs, its flushData callback). Whether the default is pinned is asked of the set.
  */
@@ -128,12 +123,6 @@ export class LegSet {
   failLeg(leg: Leg, kind: LegErrorKind): void {
     assert(this.legs[leg.index] === leg, 'a leg of this set');
     this.#legFailure = true;
-    if (leg.returning && kind === 'sync') {
-      // A copy onto it failed: it waits for its next return. (A write error does not end the return: it
-      // may be a write from before it came back, processed late; its region is resynced onto it anyway.)
-      leg.endReturn();
-      this.#events.message('error', `${this.displayName(leg)} failed again while it was being resynced`);
-    }
     const first = leg.recordError(kind);
     if (!first) return;
     if (this.#features.handleErrors) this.#events.raise({ kind: 'leg-failed', leg: leg.index, errorKind: kind });
@@ -160,50 +149,21 @@ export class LegSet {
     this.#events.notify({ kind: 'default-leg-changed', from, to: next.index });
   }
 
-  /**
-   * A failed leg that is not coming back: a write to an out-of-sync region is then held or failed
-   * (the kernel's leg_failure test). A returning leg gets such regions from recovery instead.
-   */
-  get unrepairedFailure(): boolean {
-    return this.#legFailure && this.legs.some((leg) => !leg.valid && !leg.returning);
-  }
-
-  /**
-   * Activation with the log's stale flags (table order): a stale default leg gives way to the first
-   * leg that is not stale (valid ones first). With every leg stale, table order stands.
-   * @returns the leg that was the default before, when it changed.
-   */
-  activate(stale: readonly boolean[]): Leg | undefined {
-    assert(stale.length === this.legs.length, 'one stale flag per leg');
-    const current = this.#defaultLeg;
-    if (stale[current.index] !== true) return undefined;
-    const fresh = this.legs.filter((leg) => stale[leg.index] !== true);
-    const next = fresh.find((leg) => leg.valid) ?? fresh[0];
-    if (next === undefined) return undefined;
-    this.#defaultLeg = next;
-    assert(stale[this.#defaultLeg.index] !== true, 'the default leg is not stale');
-    this.#events.notify({ kind: 'default-leg-changed', from: current.index, to: next.index });
-    return current;
-  }
-
   /** Forgets every leg's errors (reset_ms_flags, when a resync completes). */
   resetErrors(): void {
     for (const leg of this.legs) leg.resetErrors();
     this.#legFailure = false;
   }
 
-  /**
-   * Flushes every leg; a leg that fails is failed with kind `flush` (mirror_flush, the log's callback).
-   * Only legs that failed with their connection up make it throw (see the banner).
-   */
+  /** Flushes every leg; a leg that fails is failed with kind `flush` (mirror_flush, the log's callback). */
   async flush(): Promise<void> {
     const results = await settleOperating(this.legs.map((leg) => leg.device.flush()));
     let failed = false;
     results.forEach((result, index) => {
       if (result.status === 'rejected') {
+        failed = true;
         const leg = this.legs[index];
         assert(leg !== undefined);
-        if (!leg.lost) failed = true;
         this.failLeg(leg, 'flush');
       }
     });

@@ -12,8 +12,7 @@
  * "<site>: N callbacks suppressed" note once a window ends.
  *
  * Users: LegSet (leg failures, default-leg changes), Recovery (sync complete, recovery errors), the
- * worker (read-path messages) and MirrorSet (log failure; remote legs detached, attached, refused and
- * recovered: raised as dm events, so `umirror wait` wakes on them).
+ * worker (read-path messages) and MirrorSet (log failure).
  */
 import type { LegErrorKind } from './leg.js';
 import type { RateLimiter } from './rate-limit.js';
@@ -25,15 +24,7 @@ export type MirrorEvent =
   | { readonly kind: 'default-leg-changed'; readonly from: number; readonly to: number }
   | { readonly kind: 'sync-complete' }
   | { readonly kind: 'log-failed' }
-  | { readonly kind: 'scrub-complete'; readonly mismatchedRegions: number; readonly repairedRegions: number; readonly aborted: boolean }
-  /** A remote leg's connection was lost (ours, issue 11). */
-  | { readonly kind: 'leg-detached'; readonly leg: number; readonly reason: string }
-  /** A remote leg's connection is back: the leg returns, the regions it missed are resynced onto it. */
-  | { readonly kind: 'leg-attached'; readonly leg: number }
-  /** A remote leg came back with another size (or read-only): it stays failed. */
-  | { readonly kind: 'leg-reattach-refused'; readonly leg: number; readonly reason: string }
-  /** A returning leg holds every region again (after sync complete): its letter is A. */
-  | { readonly kind: 'leg-recovered'; readonly leg: number };
+  | { readonly kind: 'scrub-complete'; readonly mismatchedRegions: number; readonly repairedRegions: number; readonly aborted: boolean };
 
 export interface MirrorEventsOptions {
   readonly onMessage: (level: KernelLogLevel, message: string) => void;

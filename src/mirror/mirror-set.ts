@@ -26,24 +26,13 @@
  * log. Resume resumes the log (rereads it) and restarts recovery. idle() waits until nothing happens
  * (tests wait on it instead of sleeping).
  *
- * Remote legs (ours, issue 11): a leg with a `connection` (a reconnecting NBD device) is watched. When
- * its connection is lost, 'leg-detached' is raised (the leg fails through its I/O, which fails fast).
- * When it is back with the same size, 'leg-attached' is raised and, if the leg failed meanwhile, it
- * returns without a table reload: it stays failed (no read source, never the new default), the resync
- * search starts over so recovery copies every region out of sync onto it from the default leg, held
- * writes go back to the queue, and at sync complete its letter is A again ('leg-recovered'). A refused
- * re-attach (another size) is a kernel-style error line and 'leg-reattach-refused'; the leg stays
- * failed. At resume, a leg the disk log's generation record calls stale is never the default leg or a
- * recovery source (LegSet.activate); the worker keeps the record (mirror-worker.ts), Recovery clears
- * it at sync complete.
- *
  * Where we differ from the kernel (README "Differences from dm-raid1"), each where it happens: the
  * default leg moves on a write error and never while the set is out of sync or after a failed leg flush
  * (leg-set.ts); a recovery that could not read its source leaves the region out of sync (recovery.ts); a
  * failed write is "pretended" only when the default leg holds the data, and a failed trim resyncs its
  * region (mirror-worker.ts); overlapping writes are ordered (overlap-gate.ts).
  */
-import { assert, unreachable } from '../assert.js';
+import { assert } from '../assert.js';
 import type { BlockCapabilities, BlockDevice, ReadOptions, WriteOptions, ZeroOptions } from '../block/block-device.js';
 import { BlockDeviceBase } from '../block/block-device-base.js';
 import { Copier } from '../copy/copier.js';
@@ -53,7 +42,7 @@ import { BlockError } from '../errors.js';
 import { legsMax, legsMin, recoveryBusyBytesPerSecondDefault, recoveryBusyParallelDefault, recoveryParallelDefault, sectorBytes } from '../limits.js';
 import { RegionHash } from '../region/region-hash.js';
 import type { SuspendOptions, Target } from '../target/target.js';
-import { Leg, type LegConnection, type LegConnectionEvent } from './leg.js';
+import { Leg } from './leg.js';
 import { LegSet, type ReadPolicy } from './leg-set.js';
 import { MirrorEvents, type KernelLogLevel, type MirrorEvent } from './mirror-events.js';
 import { splitByRegion, type RegionWriteIo } from './mirror-io.js';
@@ -81,8 +70,6 @@ export interface MirrorLegOptions {
   readonly offsetSectors: number;
   /** How status lines show the device (the kernel prints maj:min). Default: tableName. */
   readonly displayName?: string;
-  /** A remote leg's connection (the device itself, when it reconnects): the set takes it back. */
-  readonly connection?: LegConnection;
 }
 
 export interface MirrorSetOptions {
@@ -141,8 +128,6 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   readonly #readRepair: ReadRepair | undefined;
   #suspended = false;
   #destroyed = false;
-  /** Unsubscribes from the legs' connections (at close). */
-  readonly #unwatch: (() => void)[] = [];
 
   constructor(options: MirrorSetOptions) {
     super();
@@ -159,13 +144,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     assert(this.regionCount === options.log.regionCount, 'the log was built for another region count');
     this.legs = options.legs.map(
       (leg, index) =>
-        new Leg({
-          index,
-          device: leg.device,
-          tableName: leg.tableName,
-          offsetBytes: leg.offsetSectors * sectorBytes,
-          ...(leg.connection === undefined ? {} : { connection: leg.connection }),
-        }),
+        new Leg({ index, device: leg.device, tableName: leg.tableName, offsetBytes: leg.offsetSectors * sectorBytes }),
     );
     for (const leg of this.legs) {
       assert(leg.offsetBytes + this.sizeBytes <= leg.device.sizeBytes, `leg ${leg.tableName} is too small`);
@@ -261,10 +240,6 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     this.checkGeometry();
     // A mirror set starts suspended, as a freshly loaded table: resume() starts it.
     this.#suspended = true;
-    for (const leg of this.legs) {
-      const connection = leg.connection;
-      if (connection !== undefined) this.#unwatch.push(connection.onEvent((event) => this.#connectionEvent(leg, event)));
-    }
   }
 
   // ---- Observation -------------------------------------------------------------------------------
@@ -399,15 +374,7 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   /** What the status formatters need, taken now (mirror-status.ts). */
   snapshot(): MirrorSnapshot {
     return {
-      legs: this.legs.map((leg) => ({
-        displayName: this.#legSet.displayName(leg),
-        offsetBytes: leg.offsetBytes,
-        health: leg.health,
-        connection: leg.connectionState,
-        returning: leg.returning,
-        stale: this.log.legGenerations?.legs[leg.index]?.stale === true,
-        resyncBytes: leg.stats.resyncBytesTotal,
-      })),
+      legs: this.legs.map((leg) => ({ displayName: this.#legSet.displayName(leg), offsetBytes: leg.offsetBytes, health: leg.health })),
       features: this.features,
       regionCount: this.regionCount,
       syncCount: this.log.syncCount(),
@@ -445,7 +412,6 @@ export class MirrorSet extends BlockDeviceBase implements Target {
     // of sync again, so the default leg stays put while they resync (do_recovery sets it back and
     // raises sync complete). The kernel keeps in_sync here, and would move the default leg mid-resync.
     if (this.log.syncCount() < this.regionCount) this.#recovery.markOutOfSync();
-    this.#avoidStaleLegs();
     this.#rh.startRecovery();
     this.#worker.wake();
   }
@@ -497,7 +463,6 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   }
 
   protected async doClose(): Promise<void> {
-    for (const unwatch of this.#unwatch.splice(0)) unwatch();
     this.#worker.closeHolds();
     await this.log.close();
     await Promise.all(this.legs.map((leg) => leg.device.close()));
@@ -543,63 +508,6 @@ export class MirrorSet extends BlockDeviceBase implements Target {
   /** Flushes every leg; a leg that fails is failed with kind `flush` (mirror_flush, the log's callback). */
   flushLegs(): Promise<void> {
     return this.#legSet.flush();
-  }
-
-  /**
-   * Activation with the log's generation record: a stale default leg gives way to a current one, and
-   * the set resyncs (sync complete clears the flags, also when no region is out of sync): the regions
-   * the log holds dirty, which include every region a stale leg missed, or every region under `nosync`.
-   */
-  #avoidStaleLegs(): void {
-    const generations = this.log.legGenerations;
-    if (generations === undefined) return;
-    const stale = generations.legs.map((leg) => leg.stale);
-    if (!stale.includes(true)) return;
-    this.#recovery.markOutOfSync();
-    if (this.log.syncMode === 'nosync') {
-      // `nosync` makes the log new at every activation (the kernel's read_header): the bits that said
-      // which regions the stale leg missed are gone, so it gets every region.
-      for (let regionIndex = 0; regionIndex < this.regionCount; regionIndex++) this.log.setRegionSync(regionIndex, false);
-      this.log.rewindResync(0);
-    }
-    const from = this.#legSet.activate(stale);
-    const names = this.legs.filter((leg) => stale[leg.index] === true).map((leg) => this.#legSet.displayName(leg));
-    const source = this.#legSet.displayName(this.#legSet.defaultLeg);
-    if (stale[this.#legSet.defaultLeg.index] === true) {
-      this.#events.message('error', `Every leg is stale in the log (${names.join(', ')}): resyncing from ${source}, the first in the table`);
-    } else if (from !== undefined) {
-      this.#events.message('warn', `${names.join(', ')} missed writes before the last stop: resyncing from ${source}`);
-    }
-  }
-
-  /** A remote leg's connection changed (see the banner). */
-  #connectionEvent(leg: Leg, event: LegConnectionEvent): void {
-    if (this.#destroyed || this.closed) return;
-    const name = this.#legSet.displayName(leg);
-    switch (event.type) {
-      case 'detached':
-        if (leg.returning) leg.endReturn();
-        this.#events.raise({ kind: 'leg-detached', leg: leg.index, reason: event.reason.message });
-        break;
-      case 'attached':
-        this.#events.raise({ kind: 'leg-attached', leg: leg.index });
-        if (leg.valid) {
-          this.#events.message('info', `${name} is back; it missed no write`);
-          break;
-        }
-        leg.beginReturn();
-        this.#events.message('info', `${name} is back: resyncing the regions it missed from ${this.#legSet.displayName(this.#legSet.defaultLeg)}`);
-        this.#recovery.legReturned();
-        this.#worker.releaseHolds();
-        this.#worker.wake();
-        break;
-      case 'reattach-refused':
-        this.#events.message('error', event.reason.message);
-        this.#events.raise({ kind: 'leg-reattach-refused', leg: leg.index, reason: event.reason.message });
-        break;
-      default:
-        unreachable(event);
-    }
   }
 
   /** The dirty log reports its device failed (its context's raiseEvent): an event, handled or not. */

@@ -10,7 +10,7 @@
  */
 import { assert, assertCount } from '../assert.js';
 import { sectorBytes } from '../limits.js';
-import type { LegConnectionState, LegHealth } from './leg.js';
+import type { LegHealth } from './leg.js';
 import { formatMeasure, formatMirrorStatus, formatMirrorTable, type MirrorFeatures } from './table.js';
 
 /** Counters of one mirror set (metrics); they only grow. */
@@ -44,14 +44,6 @@ export interface MirrorLegSnapshot {
   readonly displayName: string;
   readonly offsetBytes: number;
   readonly health: LegHealth;
-  /** 'local', or a remote leg's connection state. */
-  readonly connection: LegConnectionState;
-  /** Came back after a loss and is being resynced. */
-  readonly returning: boolean;
-  /** The disk log records it stale (it missed acknowledged writes; not a resync source). */
-  readonly stale: boolean;
-  /** Bytes recovery copied onto it. */
-  readonly resyncBytes: number;
 }
 
 export interface MirrorSnapshot {
@@ -69,22 +61,11 @@ export interface MirrorSnapshot {
   };
 }
 
-/** One leg in `status --json`. */
-export interface MirrorLegJson {
-  readonly name: string;
-  readonly health: LegHealth;
-  readonly connection: LegConnectionState;
-  readonly returning: boolean;
-  readonly stale: boolean;
-  readonly resyncBytes: number;
-}
-
 /** The mirror's part of `dmsetup status --json` and of the serve status line: sync progress and health. */
 export interface MirrorStatusJson {
   readonly regionCount: number;
   readonly syncRegions: number;
   readonly health: string;
-  readonly legs: readonly MirrorLegJson[];
 }
 
 function checkSnapshot(snapshot: MirrorSnapshot): void {
@@ -131,20 +112,5 @@ export function statusMeasure(snapshot: MirrorSnapshot): string {
 
 export function statusJson(snapshot: MirrorSnapshot): MirrorStatusJson {
   checkSnapshot(snapshot);
-  return { regionCount: snapshot.regionCount, syncRegions: snapshot.syncCount, health: health(snapshot), legs: legsJson(snapshot) };
-}
-
-/** Each leg's state for `status --json`: health letter, connection, return, stale flag, bytes resynced. */
-export function legsJson(snapshot: MirrorSnapshot): MirrorLegJson[] {
-  return snapshot.legs.map((leg) => {
-    assertCount(leg.resyncBytes, 'resyncBytes');
-    return {
-      name: leg.displayName,
-      health: leg.health,
-      connection: leg.connection,
-      returning: leg.returning,
-      stale: leg.stale,
-      resyncBytes: leg.resyncBytes,
-    };
-  });
+  return { regionCount: snapshot.regionCount, syncRegions: snapshot.syncCount, health: health(snapshot) };
 }

@@ -21,25 +21,9 @@
  * NOSYNC (a flush: the sticky flush failure) unless the log failed, and the request is
  *   - failed with EIO when no leg is valid, or when keep_log is set and the log has failed;
  *   - held until suspend with handle_errors (and no keep_log): a noflush suspend requeues it into the
- *     next table (RequeueRequest), a plain suspend fails it with EIO, close with ESHUTDOWN; not held
- *     when every failed leg is returning (ours: the region is resynced onto it, see releaseHolds);
+ *     next table (RequeueRequest), a plain suspend fails it with EIO, close with ESHUTDOWN;
  *   - failed with EIO when the default leg is among the failed legs (ours: the kernel pretends);
  *   - acknowledged otherwise (the kernel's "pretend"; the data is on every valid leg).
- *
- * Leg generations (ours, issue 11; a disk log that keeps the record): before a write is acknowledged
- * without some leg, the log records that leg stale, durably. A NOSYNC write marks every leg but the
- * default stale before the batch's group commit (the same log write as the dirty marks); a write that
- * failed on some legs and is to be acknowledged marks those legs stale and flushes the log first (in
- * do_failures), and fails with EIO instead when the log cannot write it. Every write that missed a
- * leg leaves its region out of sync, a log failure or not (the kernel skips it under a log failure),
- * and in a set that can take a leg back (a remote leg) a NOSYNC write to a region the log still counts
- * in sync (after a flush failure) marks it out of sync in the log too, so recovery finds it.
- * A flush that failed only on legs whose connection is lost is no flush failure (the sticky
- * flush_failure): nothing reached them since, and what they missed is out of sync already.
- *
- * A remote leg that comes back (MirrorSet): releaseHolds() puts the held writes back in the queue once
- * no failed leg is left that is not coming back; a write to an out-of-sync region then goes to the
- * default leg (recovery copies it onto the returning leg), as in a set with no failed leg.
  *
  * Reads have their own path (read-path.ts): the pass takes its queue and runs it in step 4.
  *
@@ -98,10 +82,6 @@ export class MirrorWorker {
   /** ms->suspend: set at presuspend; held writes are released and new failures not held. */
   #suspending = false;
   #noflushSuspending = false;
-  /** Flushes that failed only on legs whose connection was lost (no flush_failure for them). */
-  readonly #flushesLostOnly = new WeakSet<WriteQueueIo>();
-  /** A stale flag was set that no successful log flush has written yet. */
-  #staleUnwritten = false;
 
   constructor(options: MirrorWorkerOptions) {
     this.#features = options.features;
@@ -178,27 +158,6 @@ export class MirrorWorker {
     this.#noflushSuspending = false;
   }
 
-  /**
-   * A leg came back: when no failed leg is left that is not returning, the held writes go back to the
-   * queue (in order, at its front) and the next pass writes them as new. Each keeps its place in the
-   * overlap gate meanwhile, so later overlapping writes still follow it.
-   * @returns how many were released.
-   */
-  releaseHolds(): number {
-    if (this.#suspending || this.#legs.unrepairedFailure || this.#holds.length === 0) return 0;
-    const released = this.#holds.splice(0);
-    for (const io of released) {
-      assert(!io.settled, 'a held write is not complete');
-      io.failedLegs.length = 0;
-      if (io.kind !== 'flush' && io.counted) {
-        io.counted = false;
-        this.#rh.dec(io.regionIndex);
-      }
-    }
-    this.#writes.requeue(released);
-    return released.length;
-  }
-
   /** Fails the held writes with ESHUTDOWN (the set closes). */
   closeHolds(): void {
     for (const io of this.#holds.splice(0)) this.#fail(io, new BlockError('ESHUTDOWN', 'mirror set closed'));
@@ -221,7 +180,7 @@ export class MirrorWorker {
     this.#recovery.run({ suspending: this.#suspending });
     this.#reads.run(reads);
     await this.#doWrites(writes);
-    await this.#doFailures(failures);
+    this.#doFailures(failures);
   }
 
   async #doWrites(writes: readonly WriteQueueIo[]): Promise<void> {
@@ -251,22 +210,12 @@ export class MirrorWorker {
       this.#rh.inc(io.regionIndex);
       io.counted = true;
     }
-    // A NOSYNC write is acknowledged without every leg but the default: the log records them stale
-    // in the same write as the batch's dirty marks.
-    const holdNosync = this.#legs.unrepairedFailure && this.#features.handleErrors && !this.#features.keepLog;
-    if (nosync.length > 0 && !holdNosync) {
-      this.#markStale(this.#legs.legs.filter((leg) => leg !== this.#legs.defaultLeg));
-      if (this.#legs.legs.some((leg) => leg.connection !== undefined)) for (const io of nosync) this.#nosyncInLog(io);
-    }
     // Group commit: one log flush for the whole batch, before any data write of the batch.
-    let logWritten = true;
     try {
       await this.#rh.flush();
-      this.#staleUnwritten = false;
     } catch (err) {
       rethrowProgrammerError(err);
       this.#noteLogFailure();
-      logWritten = false;
     }
     if (this.#logFailure && this.#features.handleErrors) {
       this.#failures.push(...sync);
@@ -275,106 +224,33 @@ export class MirrorWorker {
       for (const io of sync) this.#issueWrite(io);
     }
     for (const io of nosync) {
-      if (holdNosync) {
+      if (this.#legs.legFailure && this.#features.handleErrors && !this.#features.keepLog) {
         this.#failures.push(io);
         this.wake();
-      } else if (!logWritten && this.#staleUnwritten) {
-        this.#fail(io, new BlockError('EIO', `Cannot write region ${io.regionIndex}: the log could not record the legs it misses as stale`));
       } else {
         this.#issueNosyncWrite(io);
       }
     }
   }
 
-  /**
-   * A NOSYNC write to a region the log counts in sync (only after a leg flush failure, which keeps such
-   * regions NOSYNC in the region hash alone): mark it out of sync in the log, so that a leg that comes
-   * back gets it from recovery.
-   */
-  #nosyncInLog(io: RegionWriteIo): void {
-    if (!this.#rh.log.inSync(io.regionIndex)) return;
-    this.#rh.markNosync(io.regionIndex);
-    this.#recovery.regionOutOfSync(io.regionIndex);
-  }
-
-  /** Sets the stale flag of `legs` in the log's generation record (memory; see #writeStale). */
-  #markStale(legs: Iterable<Leg>): void {
-    const generations = this.#rh.log.legGenerations;
-    if (generations === undefined) return;
-    for (const leg of legs) {
-      if (generations.legs[leg.index]?.stale === true) continue;
-      this.#rh.log.setLegStale(leg.index, true);
-      this.#staleUnwritten = true;
-    }
-  }
-
-  /**
-   * Makes the stale flags of `legs` durable before a write is acknowledged without them.
-   * @returns false when the log could not write them (the write must not be acknowledged).
-   */
-  async #writeStale(legs: Iterable<Leg>): Promise<boolean> {
-    this.#markStale(legs);
-    if (!this.#staleUnwritten) return true;
-    try {
-      await this.#rh.flush();
-      this.#staleUnwritten = false;
-      return true;
-    } catch (err) {
-      rethrowProgrammerError(err);
-      this.#noteLogFailure();
-      return false;
-    }
-  }
-
-  async #doFailures(failures: readonly WriteQueueIo[]): Promise<void> {
-    if (failures.length === 0) return;
-    const verdicts: { io: WriteQueueIo; verdict: 'fail' | 'hold' | 'succeed'; what: string }[] = [];
+  #doFailures(failures: readonly WriteQueueIo[]): void {
     for (const io of failures) {
       if (!this.#logFailure) {
         this.#recovery.markOutOfSync();
-        if (io.kind === 'flush') {
-          if (!this.#flushesLostOnly.has(io)) this.#rh.markFlushFailure();
-        } else if (io.counted) {
-          this.#rh.markNosync(io.regionIndex);
-          this.#recovery.regionOutOfSync(io.regionIndex);
-        }
-      } else if (io.kind !== 'flush' && io.counted && io.failedLegs.length > 0) {
-        // Ours: the kernel leaves the region alone under a log failure; a leg missed this write, so a
-        // leg that comes back must get the region (in memory: the log cannot keep it).
-        this.#rh.markNosync(io.regionIndex);
-        this.#recovery.regionOutOfSync(io.regionIndex);
+        if (io.kind === 'flush') this.#rh.markFlushFailure();
+        else if (io.counted) this.#rh.markNosync(io.regionIndex);
       }
       const what = io.kind === 'flush' ? 'Cannot flush' : `Cannot write region ${io.regionIndex}`;
-      let verdict: 'fail' | 'hold' | 'succeed';
-      if (this.#legs.validLeg() === undefined || (this.#features.keepLog && this.#logFailure)) verdict = 'fail';
-      else if (this.#features.handleErrors && !this.#features.keepLog && this.#legs.unrepairedFailure) verdict = 'hold';
-      else if (io.failedLegs.includes(this.#legs.defaultLeg)) verdict = 'fail';
-      else verdict = 'succeed';
-      verdicts.push({ io, verdict, what });
-    }
-    // Before any write is acknowledged without a leg, the log records that leg stale, durably.
-    const missed = new Set<Leg>();
-    for (const { io, verdict } of verdicts) if (verdict === 'succeed' && io.kind !== 'flush') for (const leg of io.failedLegs) missed.add(leg);
-    const staleWritten = missed.size === 0 || (await this.#writeStale(missed));
-    for (const { io, verdict, what } of verdicts) {
-      switch (verdict) {
-        case 'fail':
-          // Ours, when the default leg failed: the kernel would pretend success, but the default leg (the
-          // source of every later read and resync of this region) does not hold the data.
-          this.#fail(io, new BlockError('EIO', `${what}: ${this.#legs.validLeg() === undefined ? 'no valid leg' : 'the default leg failed'}`));
-          break;
-        case 'hold':
-          this.#hold(io);
-          break;
-        case 'succeed':
-          if (!staleWritten && io.kind !== 'flush' && io.failedLegs.length > 0) {
-            this.#fail(io, new BlockError('EIO', `${what}: the log could not record the failed leg as stale`));
-          } else {
-            this.#succeed(io);
-          }
-          break;
-        default:
-          unreachable(verdict);
+      if (this.#legs.validLeg() === undefined || (this.#features.keepLog && this.#logFailure)) {
+        this.#fail(io, new BlockError('EIO', `${what}: no valid leg`));
+      } else if (this.#features.handleErrors && !this.#features.keepLog) {
+        this.#hold(io);
+      } else if (io.failedLegs.includes(this.#legs.defaultLeg)) {
+        // Ours: the kernel would pretend success, but the default leg (the source of every later read and
+        // resync of this region) does not hold the data. EIO, not a write that is lost later.
+        this.#fail(io, new BlockError('EIO', `${what}: the default leg failed`));
+      } else {
+        this.#succeed(io);
       }
     }
   }
@@ -417,14 +293,13 @@ export class MirrorWorker {
       // A failed discard fails the request but degrades no leg (write_callback). Unlike the kernel we
       // resync the region, since the legs that did discard may now differ from those that did not.
       if (!this.#logFailure) {
+        this.#recovery.markOutOfSync();
         this.#rh.markNosync(io.regionIndex);
-        this.#recovery.regionOutOfSync(io.regionIndex);
       }
       this.#fail(io, new BlockError('ENOTSUP', `Trim of region ${io.regionIndex} failed on a leg`));
       return;
     }
     io.failedLegs.push(...failed);
-    if (io.kind === 'flush' && failed.every((leg) => leg.lost)) this.#flushesLostOnly.add(io);
     for (const leg of failed) this.#legs.failLeg(leg, 'write');
     this.#failures.push(io);
     this.wake();

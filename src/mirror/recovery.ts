@@ -12,24 +12,14 @@
  *   source read fails       -> "Unable to read primary mirror during recovery", the source leg fails
  *                              (sync); the region stays out of sync (keepOutOfSync), whatever the features
  *                              (the kernel calls it in sync without handle_errors; but nothing was copied)
- *   a target write fails    -> "Write error during recovery (error = 0x<bits>)", each such leg fails (sync);
- *                              when such a leg is remote (it can come back), the region stays out of sync
- *                              whatever the features (ours: the kernel calls it in sync without
- *                              handle_errors, and the returning leg would never get the region)
+ *   a target write fails    -> "Write error during recovery (error = 0x<bits>)", each such leg fails (sync)
  *   no error                -> counted in stats; the region hash marks it in sync
- * Each target leg counts the bytes copied onto it (resyncBytesTotal), failed or not elsewhere.
  * Both messages are rate limited (DMERR_LIMIT). The default leg is pinned while the set is out of sync,
  * so the source cannot change under a copy (asserted after it).
  *
  * Pace: the rate controller (resync-rate.ts) decides, before every region and every chunk, how many
  * regions and chunks run at once and at what rate: fast while clients are idle, bounded while they are
  * busy (clientIo() marks them busy and applies the busy throttle at once).
- *
- * Sync complete also ends the return of every returning leg ('leg-recovered') and clears every leg's
- * stale flag in the disk log's generation record: every leg holds every region again (ours, issue 11).
- * While a leg returns, a region that drops out of sync behind the resync search rewinds it
- * (regionOutOfSync), so the leg gets every region it missed, even one whose failed write was
- * processed after it came back.
  *
  * drained() resolves once no recovery is in flight (presuspend waits for it after stopping recovery);
  * the region hash's recoveryIdle callback, wired to recoveryIdle(), wakes the waiters.
@@ -39,7 +29,6 @@ import type { Copier } from '../copy/copier.js';
 import type { DirtyLog } from '../dirty-log/dirty-log.js';
 import { detach, failFast } from '../fail-fast.js';
 import type { Region, RegionHash } from '../region/region-hash.js';
-import type { Leg } from './leg.js';
 import type { LegSet } from './leg-set.js';
 import type { MirrorEvents } from './mirror-events.js';
 import type { RegionWriteIo } from './mirror-io.js';
@@ -98,21 +87,6 @@ export class Recovery {
     this.#inSync = false;
   }
 
-  /**
-   * A region dropped out of sync (a write or trim missed a leg): while a leg returns, the resync search
-   * goes back to it, so the returning leg gets it even when the search had passed it.
-   */
-  regionOutOfSync(regionIndex: number): void {
-    this.#inSync = false;
-    if (this.#legSet.legs.some((leg) => leg.returning)) this.#log.rewindResync(regionIndex);
-  }
-
-  /** A leg came back (MirrorSet): the set is out of sync until it holds every region; search again. */
-  legReturned(): void {
-    this.#inSync = false;
-    this.#log.rewindResync(0);
-  }
-
   /** A client request arrived: recovery runs in busy mode for the next busy window (resync-rate.ts). */
   clientIo(): void {
     this.#rate.clientIo();
@@ -137,28 +111,10 @@ export class Recovery {
     if (!this.#inSync && this.#log.syncCount() === this.#rh.regionCount) {
       this.#inSync = true;
       this.#events.message('info', `${this.#name}: sync complete`);
-      const returned = this.#legSet.legs.filter((leg) => leg.returning);
       this.#legSet.resetErrors();
-      this.#legsCurrent(returned);
       // The flush failure stays (the kernel's rh->flush_failure lives as long as the table).
       this.#events.raise({ kind: 'sync-complete' });
     }
-  }
-
-  /** Every leg holds every region: returning legs are back, no leg is stale any more. */
-  #legsCurrent(returned: readonly Leg[]): void {
-    for (const leg of returned) {
-      assert(leg.valid && !leg.returning, 'resetErrors ends every return');
-      this.#events.message('info', `${this.#name}: ${this.#legSet.displayName(leg)} is in sync again (${leg.stats.resyncBytesTotal} bytes resynced onto it)`);
-      this.#events.raise({ kind: 'leg-recovered', leg: leg.index });
-    }
-    const generations = this.#log.legGenerations;
-    if (generations === undefined) return;
-    // Durable with the log's next write (a mark step, or the seal at suspend); until then the flag
-    // only makes the next activation resync from another leg, which holds the same data.
-    generations.legs.forEach((leg, index) => {
-      if (leg.stale) this.#log.setLegStale(index, false);
-    });
   }
 
   /** The region hash's recoveryIdle callback: recovery in flight dropped to zero. */
@@ -206,21 +162,12 @@ export class Recovery {
         if (error !== null && leg !== undefined) this.#legSet.failLeg(leg, 'sync');
       });
     }
-    if (result.readError === null) {
-      result.writeErrors.forEach((error, index) => {
-        const leg = targets[index];
-        if (error === null && leg !== undefined) leg.stats.resyncBytesTotal += result.bytesCopied;
-      });
-    }
     const success = result.readError === null && writeErrorBits === 0;
     if (success) {
       this.#stats.recoveredRegionsTotal += 1;
       this.#stats.recoveryBytesTotal += result.bytesCopied;
       this.#rate.noteCopied(result.bytesCopied);
     }
-    // A copy that missed a leg that can come back (a remote leg) keeps the region out of sync, so the leg
-    // gets it when it returns; for other legs the kernel's rule stands (in sync without handle_errors).
-    const missedReturnable = result.writeErrors.some((error, index) => error !== null && targets[index]?.connection !== undefined);
-    this.#rh.recoveryEnd(region, { success, keepOutOfSync: result.readError !== null || missedReturnable });
+    this.#rh.recoveryEnd(region, { success, keepOutOfSync: result.readError !== null });
   }
 }

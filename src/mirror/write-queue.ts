@@ -25,15 +25,14 @@
  *      and by 2. the next pass serves the one after it. A pass never waits for admission itself.
  * hold() holds a range against writes (a barrier in the overlap gate: a scrub or a read repair); the
  * holder may then write inside it with submit(..., { held: true }), which skips the gate.
- * requeue() puts back writes the region hash delayed during a recovery (dispatch_bios), and the writes
- * held after a leg failure when the leg comes back (MirrorWorker.releaseHolds). They were
+ * requeue() puts back writes the region hash delayed during a recovery (dispatch_bios). They were
  * admitted once already, so they go to the front without admission; the queue may then hold more than
  * writeQueueMax pieces until the next pass, which only delays admissions (they are bounded by the
  * requests in flight, each admitted once).
  */
 import { assert } from '../assert.js';
 import { requestBytesMax, spanPiecesMax, writeQueueMax } from '../limits.js';
-import { newFlushIo, newRegionWriteIo, splitByRegion, type RegionWriteInit, type WriteQueueIo } from './mirror-io.js';
+import { newFlushIo, newRegionWriteIo, splitByRegion, type RegionWriteInit, type RegionWriteIo, type WriteQueueIo } from './mirror-io.js';
 import { OverlapGate } from './overlap-gate.js';
 
 interface WaitingSpan {
@@ -152,11 +151,8 @@ export class WriteQueue {
     return taken;
   }
 
-  /**
-   * Puts delayed writes back at the front (their region's recovery ended), or held writes and flushes
-   * (a leg came back), and asks for a pass.
-   */
-  requeue(ios: readonly WriteQueueIo[]): void {
+  /** Puts delayed writes back at the front (their region's recovery ended) and asks for a pass. */
+  requeue(ios: readonly RegionWriteIo[]): void {
     this.#queue.unshift(...ios);
     this.#wake();
   }

@@ -14,7 +14,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BlockCapabilities, BlockDevice, ReadOptions, WriteOptions, ZeroOptions } from '../../src/block/block-device.js';
 import type { DirtyLog, DirtyLogStats, LogFlushOptions, LogHealth, LogSyncMode } from '../../src/dirty-log/dirty-log.js';
-import type { LegGenerationsView } from '../../src/dirty-log/leg-generations.js';
 import { BlockError } from '../../src/errors.js';
 
 export type ProbeOp = 'read' | 'write' | 'zero' | 'trim' | 'flush';
@@ -230,17 +229,8 @@ export class ProbeLog implements DirtyLog {
   getResyncWork(): number | null {
     return this.inner.getResyncWork();
   }
-  rewindResync(regionIndex: number): void {
-    this.inner.rewindResync(regionIndex);
-  }
   setRegionSync(regionIndex: number, inSync: boolean): void {
     this.inner.setRegionSync(regionIndex, inSync);
-  }
-  get legGenerations(): LegGenerationsView | undefined {
-    return this.inner.legGenerations;
-  }
-  setLegStale(legIndex: number, stale: boolean): void {
-    this.inner.setLegStale(legIndex, stale);
   }
   syncCount(): number {
     return this.inner.syncCount();
